@@ -1,0 +1,103 @@
+/// Batch normalisation over N, H, W for each channel of an NCHW tensor.
+///
+/// Training: normalise with the batch statistics, save mean and 1/σ for backward,
+/// and update the running statistics as PyTorch does (momentum 0.1, unbiased
+/// variance). Evaluation: normalise with the running statistics.
+public func batchNormForward(
+    x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,
+    training: Bool, momentum: Float, eps: Float, y: Tensor, savedMean: Tensor, savedInvStd: Tensor
+) {
+    let n = x.shape[0], c = x.shape[1], hw = x.count / max(n * c, 1)
+    let m = n * hw
+    let xp = x.data, yp = y.data
+    Threads.parallelRanges(c) { range in
+        for ch in range {
+            var mean: Float, invStd: Float
+            if training {
+                var s = 0.0
+                for b in 0..<n {
+                    let p = xp + (b * c + ch) * hw
+                    var acc: Float = 0
+                    for i in 0..<hw { acc += p[i] }
+                    s += Double(acc)
+                }
+                let mu = s / Double(m)
+                var v = 0.0
+                for b in 0..<n {
+                    let p = xp + (b * c + ch) * hw
+                    let muf = Float(mu)
+                    var acc: Float = 0
+                    for i in 0..<hw { let d = p[i] - muf; acc += d * d }
+                    v += Double(acc)
+                }
+                let varBiased = v / Double(m)
+                mean = Float(mu)
+                invStd = Float(1.0 / (varBiased + Double(eps)).squareRoot())
+                let unbiased = m > 1 ? varBiased * Double(m) / Double(m - 1) : varBiased
+                runningMean.data[ch] = (1 - momentum) * runningMean.data[ch] + momentum * mean
+                runningVar.data[ch] = (1 - momentum) * runningVar.data[ch] + momentum * Float(unbiased)
+                savedMean.data[ch] = mean
+                savedInvStd.data[ch] = invStd
+            } else {
+                mean = runningMean.data[ch]
+                invStd = 1 / (runningVar.data[ch] + eps).squareRoot()
+            }
+            let scale = gamma.data[ch] * invStd
+            let shift = beta.data[ch] - mean * scale
+            for b in 0..<n {
+                let p = xp + (b * c + ch) * hw, q = yp + (b * c + ch) * hw
+                for i in 0..<hw { q[i] = p[i] * scale + shift }
+            }
+        }
+    }
+}
+
+/// Batch-norm backward in training mode (batch statistics):
+/// `dx = γ/σ · (dy − mean(dy) − x̂ · mean(dy · x̂))`, `dγ = Σ dy · x̂`, `dβ = Σ dy`.
+/// Gradients are overwritten.
+public func batchNormBackward(
+    x: Tensor, gamma: Tensor, savedMean: Tensor, savedInvStd: Tensor, gradOutput dy: Tensor,
+    gradInput dx: Tensor, gradGamma: Tensor, gradBeta: Tensor
+) {
+    let n = x.shape[0], c = x.shape[1], hw = x.count / max(n * c, 1)
+    let m = Float(n * hw)
+    let xp = x.data, dyp = dy.data, dxp = dx.data
+    Threads.parallelRanges(c) { range in
+        for ch in range {
+            let mean = savedMean.data[ch], invStd = savedInvStd.data[ch]
+            var sdy = 0.0, sdyx = 0.0
+            for b in 0..<n {
+                let p = xp + (b * c + ch) * hw, g = dyp + (b * c + ch) * hw
+                var a1: Float = 0, a2: Float = 0
+                for i in 0..<hw { a1 += g[i]; a2 += g[i] * (p[i] - mean) }
+                sdy += Double(a1)
+                sdyx += Double(a2)
+            }
+            let dbeta = Float(sdy), dgamma = Float(sdyx) * invStd
+            gradBeta.data[ch] = dbeta
+            gradGamma.data[ch] = dgamma
+            let k = gamma.data[ch] * invStd
+            let meanDy = dbeta / m
+            let coef = dgamma / m * invStd  // mean(dy·x̂) / σ
+            for b in 0..<n {
+                let p = xp + (b * c + ch) * hw, g = dyp + (b * c + ch) * hw, o = dxp + (b * c + ch) * hw
+                for i in 0..<hw { o[i] = k * (g[i] - meanDy - (p[i] - mean) * coef) }
+            }
+        }
+    }
+}
+
+/// Batch-norm backward in evaluation mode (running statistics are constants):
+/// `dx = dy · γ / sqrt(running_var + eps)`. Used for fine-tuning with frozen statistics
+/// and by gradient checks.
+public func batchNormBackwardEval(gamma: Tensor, runningVar: Tensor, eps: Float, gradOutput dy: Tensor,
+                                  gradInput dx: Tensor) {
+    let n = dy.shape[0], c = dy.shape[1], hw = dy.count / max(n * c, 1)
+    for b in 0..<n {
+        for ch in 0..<c {
+            let k = gamma.data[ch] / (runningVar.data[ch] + eps).squareRoot()
+            let g = dy.data + (b * c + ch) * hw, o = dx.data + (b * c + ch) * hw
+            for i in 0..<hw { o[i] = g[i] * k }
+        }
+    }
+}

@@ -1,0 +1,209 @@
+import CDNNL
+
+/// The geometry of one 2-D convolution call (groups = 1, square stride and padding).
+public struct ConvGeometry: Hashable, Sendable, CustomStringConvertible {
+    public var batch: Int
+    public var inChannels: Int
+    public var height: Int
+    public var width: Int
+    public var outChannels: Int
+    public var kernelSize: Int
+    public var stride: Int
+    public var padding: Int
+
+    public init(batch: Int, inChannels: Int, height: Int, width: Int, outChannels: Int,
+                kernelSize: Int, stride: Int = 1, padding: Int = 0) {
+        self.batch = batch
+        self.inChannels = inChannels
+        self.height = height
+        self.width = width
+        self.outChannels = outChannels
+        self.kernelSize = kernelSize
+        self.stride = stride
+        self.padding = padding
+    }
+
+    public var outHeight: Int { (height + 2 * padding - kernelSize) / stride + 1 }
+    public var outWidth: Int { (width + 2 * padding - kernelSize) / stride + 1 }
+    public var inputShape: [Int] { [batch, inChannels, height, width] }
+    public var outputShape: [Int] { [batch, outChannels, outHeight, outWidth] }
+    public var weightShape: [Int] { [outChannels, inChannels, kernelSize, kernelSize] }
+    /// Multiply-adds of the forward pass.
+    public var macs: Int { batch * outChannels * outHeight * outWidth * inChannels * kernelSize * kernelSize }
+    public var description: String {
+        "conv \(inChannels)->\(outChannels) k\(kernelSize) s\(stride) p\(padding) on \(batch)x\(height)x\(width)"
+    }
+}
+
+/// Dense convolution on oneDNN: forward, input gradient and weight gradient.
+///
+/// Tensors at the API are NCHW (activations) and OIHW (weights). oneDNN picks its
+/// fastest (blocked) layouts; the reorders into them happen once per call, and the
+/// blocked copies made in `forward` (input, weights) are reused by `backward`, so
+/// the backward pass reorders only the incoming gradient.
+public final class DenseConv2dKernel {
+    public let geometry: ConvGeometry
+    public let hasBias: Bool
+
+    private let fwd: DNNLPrimitive
+    private let srcUser, weiUser, dstUser, biasUser: DNNLMemory
+    private let srcFwd, weiFwd, dstFwd: DNNLMemory
+    private let srcReorder, weiReorder, dstReorder: DNNLReorder?
+
+    private let bwdData: DNNLPrimitive
+    private let diffDstUser, diffSrcUser: DNNLMemory
+    private let diffDstBD, weiBD, diffSrcBD: DNNLMemory
+    private let diffDstReorderBD, weiReorderBD, diffSrcReorder: DNNLReorder?
+
+    private let bwdWeights: DNNLPrimitive
+    private let diffWeiUser, diffBiasUser: DNNLMemory
+    private let srcBW, diffDstBW, diffWeiBW: DNNLMemory
+    private let srcReorderBW, diffDstReorderBW, diffWeiReorder: DNNLReorder?
+
+    public init(_ g: ConvGeometry, bias: Bool) {
+        precondition(g.outHeight > 0 && g.outWidth > 0, "convolution \(g) has an empty output")
+        geometry = g
+        hasBias = bias
+        let engine = DNNLContext.shared.engine
+        let srcMD = memoryDesc(g.inputShape, dnnl_nchw)
+        let weiMD = memoryDesc(g.weightShape, dnnl_oihw)
+        let dstMD = memoryDesc(g.outputShape, dnnl_nchw)
+        let biasMD = memoryDesc([g.outChannels], dnnl_x)
+        var anySrc = memoryDesc(g.inputShape, dnnl_format_tag_any)
+        var anyWei = memoryDesc(g.weightShape, dnnl_format_tag_any)
+        var anyDst = memoryDesc(g.outputShape, dnnl_format_tag_any)
+        var bmd = biasMD
+        var strides = dnnlDims([g.stride, g.stride])
+        var pads = dnnlDims([g.padding, g.padding])
+
+        func makeMem(_ md: dnnl_memory_desc_t, like user: DNNLMemory) -> DNNLMemory {
+            mdEqual(md, user.md) ? user : DNNLMemory(md, allocate: true)
+        }
+        func reorder(_ a: DNNLMemory, _ b: DNNLMemory) -> DNNLReorder? { a === b ? nil : DNNLReorder(from: a, to: b) }
+
+        // Forward.
+        var cd = dnnl_convolution_desc_t()
+        dnnlCheck(withUnsafePointer(to: &bmd) { bp in
+            dnnl_convolution_forward_desc_init(
+                &cd, dnnl_forward_training, dnnl_convolution_direct, &anySrc, &anyWei, bias ? bp : nil, &anyDst,
+                &strides.0, &pads.0, &pads.0)
+        }, "conv fwd desc \(g)")
+        var pd: dnnl_primitive_desc_t?
+        dnnlCheck(withUnsafePointer(to: &cd) { dnnl_primitive_desc_create(&pd, $0, nil, engine, nil) }, "conv fwd pd \(g)")
+        fwd = DNNLPrimitive(pd: pd!)
+        let fwdPD = pd!
+        srcUser = DNNLMemory(srcMD, allocate: false)
+        weiUser = DNNLMemory(weiMD, allocate: false)
+        dstUser = DNNLMemory(dstMD, allocate: false)
+        biasUser = DNNLMemory(biasMD, allocate: false)
+        srcFwd = makeMem(queryMD(fwd.pd, dnnl_query_src_md), like: srcUser)
+        weiFwd = makeMem(queryMD(fwd.pd, dnnl_query_weights_md), like: weiUser)
+        dstFwd = makeMem(queryMD(fwd.pd, dnnl_query_dst_md), like: dstUser)
+        srcReorder = reorder(srcUser, srcFwd)
+        weiReorder = reorder(weiUser, weiFwd)
+        dstReorder = reorder(dstFwd, dstUser)
+
+        // Backward data.
+        var anySrc2 = memoryDesc(g.inputShape, dnnl_format_tag_any)
+        var bd = dnnl_convolution_desc_t()
+        dnnlCheck(dnnl_convolution_backward_data_desc_init(
+            &bd, dnnl_convolution_direct, &anySrc2, &anyWei, &anyDst, &strides.0, &pads.0, &pads.0),
+            "conv bwd data desc \(g)")
+        var pdBD: dnnl_primitive_desc_t?
+        dnnlCheck(withUnsafePointer(to: &bd) { dnnl_primitive_desc_create(&pdBD, $0, nil, engine, fwdPD) },
+                  "conv bwd data pd \(g)")
+        bwdData = DNNLPrimitive(pd: pdBD!)
+        diffDstUser = DNNLMemory(dstMD, allocate: false)
+        diffSrcUser = DNNLMemory(srcMD, allocate: false)
+        diffDstBD = makeMem(queryMD(bwdData.pd, dnnl_query_diff_dst_md), like: diffDstUser)
+        let weiBDmd = queryMD(bwdData.pd, dnnl_query_weights_md)
+        weiBD = mdEqual(weiBDmd, weiFwd.md) ? weiFwd : makeMem(weiBDmd, like: weiUser)
+        diffSrcBD = makeMem(queryMD(bwdData.pd, dnnl_query_diff_src_md), like: diffSrcUser)
+        diffDstReorderBD = reorder(diffDstUser, diffDstBD)
+        weiReorderBD = (weiBD === weiFwd) ? nil : reorder(weiUser, weiBD)
+        diffSrcReorder = reorder(diffSrcBD, diffSrcUser)
+
+        // Backward weights.
+        var wd = dnnl_convolution_desc_t()
+        var anyWei2 = memoryDesc(g.weightShape, dnnl_format_tag_any)
+        var anySrc3 = memoryDesc(g.inputShape, dnnl_format_tag_any)
+        var anyDst3 = memoryDesc(g.outputShape, dnnl_format_tag_any)
+        dnnlCheck(withUnsafePointer(to: &bmd) { bp in
+            dnnl_convolution_backward_weights_desc_init(
+                &wd, dnnl_convolution_direct, &anySrc3, &anyWei2, bias ? bp : nil, &anyDst3,
+                &strides.0, &pads.0, &pads.0)
+        }, "conv bwd weights desc \(g)")
+        var pdBW: dnnl_primitive_desc_t?
+        dnnlCheck(withUnsafePointer(to: &wd) { dnnl_primitive_desc_create(&pdBW, $0, nil, engine, fwdPD) },
+                  "conv bwd weights pd \(g)")
+        bwdWeights = DNNLPrimitive(pd: pdBW!)
+        diffWeiUser = DNNLMemory(weiMD, allocate: false)
+        diffBiasUser = DNNLMemory(biasMD, allocate: false)
+        let srcBWmd = queryMD(bwdWeights.pd, dnnl_query_src_md)
+        srcBW = mdEqual(srcBWmd, srcFwd.md) ? srcFwd : makeMem(srcBWmd, like: srcUser)
+        srcReorderBW = (srcBW === srcFwd) ? nil : reorder(srcUser, srcBW)
+        let ddBWmd = queryMD(bwdWeights.pd, dnnl_query_diff_dst_md)
+        diffDstBW = mdEqual(ddBWmd, diffDstBD.md) ? diffDstBD : makeMem(ddBWmd, like: diffDstUser)
+        diffDstReorderBW = reorder(diffDstUser, diffDstBW)
+        diffWeiBW = makeMem(queryMD(bwdWeights.pd, dnnl_query_diff_weights_md), like: diffWeiUser)
+        diffWeiReorder = reorder(diffWeiBW, diffWeiUser)
+    }
+
+    /// `output = conv(input, weight) + bias`.
+    /// - Parameters: input [N, C, H, W]; weight [K, C, k, k]; bias [K]; output [N, K, OH, OW].
+    public func forward(input: Tensor, weight: Tensor, bias: Tensor?, output: Tensor) {
+        let g = geometry
+        precondition(input.shape == g.inputShape, "conv forward: input \(input.shape), expected \(g.inputShape)")
+        precondition(weight.shape == g.weightShape, "conv forward: weight \(weight.shape), expected \(g.weightShape)")
+        precondition(output.shape == g.outputShape, "conv forward: output \(output.shape), expected \(g.outputShape)")
+        srcUser.bind(input.data)
+        weiUser.bind(weight.data)
+        dstUser.bind(output.data)
+        srcReorder?.run()
+        weiReorder?.run()
+        var args: [(Int32, DNNLMemory)] = [(DNNL_ARG_SRC, srcFwd), (DNNL_ARG_WEIGHTS, weiFwd), (DNNL_ARG_DST, dstFwd)]
+        if hasBias {
+            precondition(bias?.count == g.outChannels, "conv forward: bias needs \(g.outChannels) values")
+            biasUser.bind(bias!.data)
+            args.append((DNNL_ARG_BIAS, biasUser))
+        }
+        fwd.execute(args)
+        dstReorder?.run()
+    }
+
+    /// Input and weight gradients. Must follow a `forward` on the same `input` and
+    /// `weight` (their blocked copies are reused). `gradInput` nil skips the input
+    /// gradient (the first layer needs none). Gradients are overwritten, not added.
+    public func backward(input: Tensor, weight: Tensor, gradOutput: Tensor, gradInput: Tensor?,
+                         gradWeight: Tensor, gradBias: Tensor?) {
+        let g = geometry
+        precondition(gradOutput.shape == g.outputShape, "conv backward: grad \(gradOutput.shape), expected \(g.outputShape)")
+        precondition(gradWeight.shape == g.weightShape, "conv backward: grad weight \(gradWeight.shape)")
+        diffDstUser.bind(gradOutput.data)
+        var diffDstReady = false
+        if let gi = gradInput {
+            precondition(gi.shape == g.inputShape, "conv backward: grad input \(gi.shape), expected \(g.inputShape)")
+            diffSrcUser.bind(gi.data)
+            weiUser.bind(weight.data)
+            weiReorderBD?.run()
+            diffDstReorderBD?.run()
+            diffDstReady = true
+            bwdData.execute([(DNNL_ARG_DIFF_DST, diffDstBD), (DNNL_ARG_WEIGHTS, weiBD), (DNNL_ARG_DIFF_SRC, diffSrcBD)])
+            diffSrcReorder?.run()
+        }
+        if !(diffDstReady && diffDstBW === diffDstBD) { diffDstReorderBW?.run() }
+        srcUser.bind(input.data)
+        srcReorderBW?.run()
+        diffWeiUser.bind(gradWeight.data)
+        var args: [(Int32, DNNLMemory)] = [
+            (DNNL_ARG_SRC, srcBW), (DNNL_ARG_DIFF_DST, diffDstBW), (DNNL_ARG_DIFF_WEIGHTS, diffWeiBW),
+        ]
+        if hasBias {
+            precondition(gradBias?.count == g.outChannels, "conv backward: grad bias needs \(g.outChannels) values")
+            diffBiasUser.bind(gradBias!.data)
+            args.append((DNNL_ARG_DIFF_BIAS, diffBiasUser))
+        }
+        bwdWeights.execute(args)
+        diffWeiReorder?.run()
+    }
+}

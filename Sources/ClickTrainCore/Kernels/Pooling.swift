@@ -1,0 +1,107 @@
+/// Output size of a pooling window along one axis (floor mode, as PyTorch).
+@inlinable public func pooledSize(_ n: Int, kernel: Int, stride: Int, padding: Int) -> Int {
+    (n + 2 * padding - kernel) / stride + 1
+}
+
+/// Max pooling; `argmax` gets, per output, the flat input index within its plane (-1 when the
+/// window lies entirely in the padding).
+public func maxPoolForward(x: Tensor, kernel: Int, stride: Int, padding: Int, y: Tensor, argmax: UnsafeMutablePointer<Int32>) {
+    let nc = x.shape[0] * x.shape[1], h = x.shape[2], w = x.shape[3]
+    let oh = y.shape[2], ow = y.shape[3]
+    let xp = x.data, yp = y.data
+    Threads.parallelRanges(nc) { r in
+        for plane in r {
+            let src = xp + plane * h * w, dst = yp + plane * oh * ow, idx = argmax + plane * oh * ow
+            for oy in 0..<oh {
+                for ox in 0..<ow {
+                    var best = -Float.infinity, bi: Int32 = -1
+                    let y0 = oy * stride - padding, x0 = ox * stride - padding
+                    for ky in max(0, -y0)..<min(kernel, h - y0) {
+                        for kx in max(0, -x0)..<min(kernel, w - x0) {
+                            let i = (y0 + ky) * w + x0 + kx
+                            if src[i] > best || bi < 0 { best = src[i]; bi = Int32(i) }
+                        }
+                    }
+                    dst[oy * ow + ox] = bi < 0 ? 0 : best
+                    idx[oy * ow + ox] = bi
+                }
+            }
+        }
+    }
+}
+
+/// Max pooling backward: each output gradient goes to its window's maximum (overwrites dx).
+public func maxPoolBackward(gradOutput dy: Tensor, argmax: UnsafePointer<Int32>, gradInput dx: Tensor) {
+    let nc = dx.shape[0] * dx.shape[1], hw = dx.shape[2] * dx.shape[3]
+    let ohw = dy.shape[2] * dy.shape[3]
+    let gp = dy.data, dp = dx.data
+    Threads.parallelRanges(nc) { r in
+        for plane in r {
+            let d = dp + plane * hw, g = gp + plane * ohw, idx = argmax + plane * ohw
+            d.update(repeating: 0, count: hw)
+            for o in 0..<ohw where idx[o] >= 0 { d[Int(idx[o])] += g[o] }
+        }
+    }
+}
+
+/// Average pooling, padding counted in the divisor (PyTorch's default `count_include_pad`).
+public func avgPoolForward(x: Tensor, kernel: Int, stride: Int, padding: Int, y: Tensor) {
+    let nc = x.shape[0] * x.shape[1], h = x.shape[2], w = x.shape[3]
+    let oh = y.shape[2], ow = y.shape[3]
+    let xp = x.data, yp = y.data
+    Threads.parallelRanges(nc) { r in
+        for plane in r {
+            let src = xp + plane * h * w, dst = yp + plane * oh * ow
+            for oy in 0..<oh {
+                for ox in 0..<ow {
+                    let y0 = oy * stride - padding, x0 = ox * stride - padding
+                    let ye = min(y0 + kernel, h + padding), xe = min(x0 + kernel, w + padding)
+                    let div = Float((ye - y0) * (xe - x0))
+                    var s: Float = 0
+                    for yy in max(0, y0)..<min(ye, h) { for xx in max(0, x0)..<min(xe, w) { s += src[yy * w + xx] } }
+                    dst[oy * ow + ox] = s / div
+                }
+            }
+        }
+    }
+}
+
+/// Average pooling backward (overwrites dx).
+public func avgPoolBackward(gradOutput dy: Tensor, kernel: Int, stride: Int, padding: Int, gradInput dx: Tensor) {
+    let nc = dx.shape[0] * dx.shape[1], h = dx.shape[2], w = dx.shape[3]
+    let oh = dy.shape[2], ow = dy.shape[3]
+    let gp = dy.data, dp = dx.data
+    Threads.parallelRanges(nc) { r in
+        for plane in r {
+            let d = dp + plane * h * w, g = gp + plane * oh * ow
+            d.update(repeating: 0, count: h * w)
+            for oy in 0..<oh {
+                for ox in 0..<ow {
+                    let y0 = oy * stride - padding, x0 = ox * stride - padding
+                    let ye = min(y0 + kernel, h + padding), xe = min(x0 + kernel, w + padding)
+                    let v = g[oy * ow + ox] / Float((ye - y0) * (xe - x0))
+                    for yy in max(0, y0)..<min(ye, h) { for xx in max(0, x0)..<min(xe, w) { d[yy * w + xx] += v } }
+                }
+            }
+        }
+    }
+}
+
+/// Global average pooling: [N, C, H, W] → [N, C].
+public func globalAvgPoolForward(x: Tensor, y: Tensor) {
+    let nc = x.shape[0] * x.shape[1], hw = x.shape[2] * x.shape[3]
+    let inv = 1 / Float(hw)
+    for p in 0..<nc {
+        let s = x.data + p * hw
+        var acc: Float = 0
+        for i in 0..<hw { acc += s[i] }
+        y.data[p] = acc * inv
+    }
+}
+
+/// Global average pooling backward: spreads each gradient evenly over its plane.
+public func globalAvgPoolBackward(gradOutput dy: Tensor, gradInput dx: Tensor) {
+    let nc = dx.shape[0] * dx.shape[1], hw = dx.shape[2] * dx.shape[3]
+    let inv = 1 / Float(hw)
+    for p in 0..<nc { (dx.data + p * hw).update(repeating: dy.data[p] * inv, count: hw) }
+}

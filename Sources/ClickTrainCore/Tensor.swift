@@ -1,0 +1,96 @@
+import Foundation
+
+/// 64-byte aligned float32 storage. Owned by exactly one `Tensor` family (a tensor and
+/// its reshaped views); freed when the last of them goes away.
+public final class Storage: @unchecked Sendable {
+    public let pointer: UnsafeMutablePointer<Float>
+    public let count: Int
+
+    public init(count: Int) {
+        precondition(count >= 0, "Storage: negative element count \(count)")
+        self.count = count
+        let bytes = max(count, 1) * MemoryLayout<Float>.stride
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: (bytes + 63) & ~63, alignment: 64)
+        pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
+        pointer.initialize(repeating: 0, count: max(count, 1))
+    }
+
+    deinit { UnsafeMutableRawPointer(pointer).deallocate() }
+}
+
+/// A float32 tensor in row-major (NCHW for images) layout.
+///
+/// Tensors are reference types: layers own their output and gradient buffers and
+/// hand them to the next layer without copying (the llm.c style); a buffer returned
+/// by `forward`/`backward` stays valid until that layer runs again.
+public final class Tensor: @unchecked Sendable, CustomStringConvertible {
+    public let shape: [Int]
+    public let count: Int
+    public let storage: Storage
+
+    /// A zero-filled tensor of the given shape.
+    public init(shape: [Int]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "Tensor: negative dimension in \(shape)")
+        self.shape = shape
+        self.count = shape.reduce(1, *)
+        self.storage = Storage(count: count)
+    }
+
+    /// A tensor holding `values`, which must have `shape.product` elements.
+    public convenience init(shape: [Int], values: [Float]) {
+        self.init(shape: shape)
+        precondition(values.count == count, "Tensor: \(values.count) values for shape \(shape)")
+        values.withUnsafeBufferPointer { data.update(from: $0.baseAddress!, count: count) }
+    }
+
+    private init(shape: [Int], storage: Storage) {
+        self.shape = shape
+        self.count = shape.reduce(1, *)
+        self.storage = storage
+    }
+
+    /// The first element; every kernel works through this pointer.
+    @inlinable public var data: UnsafeMutablePointer<Float> { storage.pointer }
+
+    /// A view with another shape over the same storage (no copy).
+    public func reshaped(_ newShape: [Int]) -> Tensor {
+        let n = newShape.reduce(1, *)
+        precondition(n == count, "reshape: \(shape) has \(count) elements, \(newShape) has \(n)")
+        return Tensor(shape: newShape, storage: storage)
+    }
+
+    public var rank: Int { shape.count }
+
+    /// The elements as an array (copies; for tests and I/O, not hot loops).
+    public var array: [Float] { Array(UnsafeBufferPointer(start: data, count: count)) }
+
+    public subscript(i: Int) -> Float {
+        get { data[i] }
+        set { data[i] = newValue }
+    }
+
+    public func fill(_ v: Float) { data.update(repeating: v, count: count) }
+    public func zero() { fill(0) }
+
+    /// Copies `other`'s elements (same element count required).
+    public func copy(from other: Tensor) {
+        precondition(other.count == count, "copy: \(other.shape) into \(shape)")
+        data.update(from: other.data, count: count)
+    }
+
+    public func clone() -> Tensor {
+        let t = Tensor(shape: shape)
+        t.copy(from: self)
+        return t
+    }
+
+    public var description: String { "Tensor\(shape)" }
+}
+
+/// Returns `cached` when it already has `shape`, else a new zero tensor: how layers
+/// keep their buffers across steps so that a warmed-up step allocates nothing.
+@inlinable
+public func reuse(_ cached: Tensor?, shape: [Int]) -> Tensor {
+    if let c = cached, c.shape == shape { return c }
+    return Tensor(shape: shape)
+}

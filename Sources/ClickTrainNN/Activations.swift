@@ -1,0 +1,44 @@
+import ClickTrainCore
+
+/// `max(x, 0)` (`torch.nn.ReLU`).
+public final class ReLU: Layer {
+    public var isTraining = true
+    public var needsInputGradient = true
+    private var output: Tensor?
+    private var gradInput: Tensor?
+
+    public init() {}
+    public func outputShape(for input: [Int]) -> [Int] { input }
+
+    public func forward(_ x: Tensor) -> Tensor {
+        let y = reuse(output, shape: x.shape)
+        output = y
+        reluForward(x: x, y: y)
+        return y
+    }
+
+    public func backward(_ gradOutput: Tensor) -> Tensor {
+        guard let y = output else { preconditionFailure("ReLU.backward before forward") }
+        let dx = reuse(gradInput, shape: y.shape)
+        gradInput = dx
+        reluBackward(y: y, gradOutput: gradOutput, gradInput: dx)
+        return dx
+    }
+}
+
+/// [N, C, H, W] → [N, C·H·W] without copying (`torch.nn.Flatten`).
+public final class Flatten: Layer {
+    public var isTraining = true
+    public var needsInputGradient = true
+    private var inputShape: [Int] = []
+
+    public init() {}
+    public func outputShape(for input: [Int]) -> [Int] { [input[0], input.dropFirst().reduce(1, *)] }
+
+    public func forward(_ x: Tensor) -> Tensor {
+        inputShape = x.shape
+        return x.reshaped(outputShape(for: x.shape))
+    }
+
+    public func backward(_ gradOutput: Tensor) -> Tensor { gradOutput.reshaped(inputShape) }
+}

@@ -1,0 +1,71 @@
+import ClickTrainCore
+
+/// Batch normalisation over channels of an NCHW tensor (`torch.nn.BatchNorm2d`:
+/// momentum 0.1, eps 1e-5, running statistics and `num_batches_tracked`).
+public final class BatchNorm2d: Layer {
+    public let channels: Int
+    public let momentum: Float, eps: Float
+    public let weight: Parameter, bias: Parameter
+    public let runningMean: Tensor, runningVar: Tensor
+    public let numBatchesTracked = Counter()
+    public var isTraining = true
+    public var needsInputGradient = true
+
+    private let savedMean: Tensor, savedInvStd: Tensor
+    private var input: Tensor?
+    private var output: Tensor?
+    private var gradInput: Tensor?
+
+    public init(_ channels: Int, momentum: Float = 0.1, eps: Float = 1e-5) {
+        self.channels = channels
+        self.momentum = momentum
+        self.eps = eps
+        let w = Tensor(shape: [channels])
+        w.fill(1)
+        weight = Parameter(w, isBiasOrNorm: true)
+        bias = Parameter(Tensor(shape: [channels]), isBiasOrNorm: true)
+        runningMean = Tensor(shape: [channels])
+        runningVar = Tensor(shape: [channels])
+        runningVar.fill(1)
+        savedMean = Tensor(shape: [channels])
+        savedInvStd = Tensor(shape: [channels])
+    }
+
+    public var localState: [(String, StateEntry)] {
+        [("weight", .parameter(weight)), ("bias", .parameter(bias)), ("running_mean", .buffer(runningMean)),
+         ("running_var", .buffer(runningVar)), ("num_batches_tracked", .counter(numBatchesTracked))]
+    }
+
+    public func outputShape(for input: [Int]) -> [Int] {
+        precondition(input.count >= 2 && input[1] == channels, "BatchNorm2d(\(channels)): input \(input)")
+        return input
+    }
+
+    public func forward(_ x: Tensor) -> Tensor {
+        _ = outputShape(for: x.shape)
+        let y = reuse(output, shape: x.shape)
+        output = y
+        input = x
+        if isTraining { numBatchesTracked.value += 1 }
+        batchNormForward(x: x, gamma: weight.value, beta: bias.value, runningMean: runningMean,
+                         runningVar: runningVar, training: isTraining, momentum: momentum, eps: eps, y: y,
+                         savedMean: savedMean, savedInvStd: savedInvStd)
+        return y
+    }
+
+    public func backward(_ gradOutput: Tensor) -> Tensor {
+        guard let x = input else { preconditionFailure("BatchNorm2d.backward before forward") }
+        let dx = reuse(gradInput, shape: x.shape)
+        gradInput = dx
+        if isTraining {
+            batchNormBackward(x: x, gamma: weight.value, savedMean: savedMean, savedInvStd: savedInvStd,
+                              gradOutput: gradOutput, gradInput: dx, gradGamma: weight.grad, gradBeta: bias.grad)
+        } else {
+            batchNormBackwardEval(gamma: weight.value, runningVar: runningVar, eps: eps, gradOutput: gradOutput,
+                                  gradInput: dx)
+            weight.grad.zero()
+            bias.grad.zero()
+        }
+        return dx
+    }
+}

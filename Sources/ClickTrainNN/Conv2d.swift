@@ -1,0 +1,86 @@
+import ClickTrainCore
+
+/// 2-D convolution (groups = 1), NCHW, weight [out, in, k, k] as in `torch.nn.Conv2d`.
+///
+/// Dense kernels run on oneDNN; one kernel plan is kept per input shape (the last,
+/// smaller batch of an epoch gets its own), so a warmed-up step builds nothing.
+public final class Conv2d: Layer {
+    public let inChannels: Int, outChannels: Int, kernelSize: Int, stride: Int, padding: Int
+    public let weight: Parameter
+    public let bias: Parameter?
+    public var isTraining = true
+    public var needsInputGradient = true
+
+    private var plans: [ConvGeometry: DenseConv2dKernel] = [:]
+    private var input: Tensor?
+    private var output: Tensor?
+    private var gradInput: Tensor?
+
+    /// Kaiming-normal init (`mode='fan_out'`, ReLU gain), as torchvision's ResNets do.
+    public init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
+                bias: Bool = false, rng: inout RNG) {
+        precondition(inChannels > 0 && outChannels > 0 && kernelSize > 0 && stride > 0 && padding >= 0,
+                     "Conv2d: invalid configuration \(inChannels)->\(outChannels) k\(kernelSize) s\(stride) p\(padding)")
+        self.inChannels = inChannels
+        self.outChannels = outChannels
+        self.kernelSize = kernelSize
+        self.stride = stride
+        self.padding = padding
+        let w = Tensor(shape: [outChannels, inChannels, kernelSize, kernelSize])
+        let std = (2.0 / Float(outChannels * kernelSize * kernelSize)).squareRoot()
+        for i in 0..<w.count { w[i] = rng.normal() * std }
+        weight = Parameter(w)
+        if bias {
+            let b = Tensor(shape: [outChannels])
+            let bound = 1 / Float(inChannels * kernelSize * kernelSize).squareRoot()
+            for i in 0..<outChannels { b[i] = (rng.uniform() * 2 - 1) * bound }
+            self.bias = Parameter(b, isBiasOrNorm: true)
+        } else {
+            self.bias = nil
+        }
+    }
+
+    public var localState: [(String, StateEntry)] {
+        var s: [(String, StateEntry)] = [("weight", .parameter(weight))]
+        if let b = bias { s.append(("bias", .parameter(b))) }
+        return s
+    }
+
+    public func geometry(for shape: [Int]) -> ConvGeometry {
+        precondition(shape.count == 4 && shape[1] == inChannels,
+                     "Conv2d(\(inChannels)->\(outChannels)): input \(shape), expected [N, \(inChannels), H, W]")
+        return ConvGeometry(batch: shape[0], inChannels: inChannels, height: shape[2], width: shape[3],
+                            outChannels: outChannels, kernelSize: kernelSize, stride: stride, padding: padding)
+    }
+
+    public func outputShape(for input: [Int]) -> [Int] { geometry(for: input).outputShape }
+
+    private func plan(_ g: ConvGeometry) -> DenseConv2dKernel {
+        if let p = plans[g] { return p }
+        let p = DenseConv2dKernel(g, bias: bias != nil)
+        plans[g] = p
+        return p
+    }
+
+    public func forward(_ x: Tensor) -> Tensor {
+        let g = geometry(for: x.shape)
+        let y = reuse(output, shape: g.outputShape)
+        output = y
+        input = x
+        plan(g).forward(input: x, weight: weight.value, bias: bias?.value, output: y)
+        return y
+    }
+
+    public func backward(_ gradOutput: Tensor) -> Tensor {
+        guard let x = input else { preconditionFailure("Conv2d.backward before forward") }
+        let g = geometry(for: x.shape)
+        var gi: Tensor? = nil
+        if needsInputGradient {
+            gi = reuse(gradInput, shape: x.shape)
+            gradInput = gi
+        }
+        plan(g).backward(input: x, weight: weight.value, gradOutput: gradOutput, gradInput: gi,
+                         gradWeight: weight.grad, gradBias: bias?.grad)
+        return gi ?? gradOutput
+    }
+}

@@ -1,0 +1,92 @@
+import ClickTrainCore
+
+/// A network building block with an explicit forward and backward pass.
+///
+/// `forward` returns a tensor the layer owns (valid until it runs again) and keeps
+/// what `backward` needs. `backward` takes dL/d(output), writes the gradients of its
+/// parameters (overwriting them) and returns dL/d(input), also layer-owned.
+public protocol Layer: AnyObject {
+    func forward(_ x: Tensor) -> Tensor
+    func backward(_ gradOutput: Tensor) -> Tensor
+    /// Output shape for an input shape (no computation), for building models.
+    func outputShape(for input: [Int]) -> [Int]
+    /// This layer's own state (not its children's), with local names (`weight`, `running_mean`).
+    var localState: [(String, StateEntry)] { get }
+    /// Named sub-layers, in the order PyTorch registers them.
+    var children: [(String, any Layer)] { get }
+    /// Training (batch statistics) or evaluation mode.
+    var isTraining: Bool { get set }
+    /// When false the layer may skip computing the input gradient (first layer).
+    var needsInputGradient: Bool { get set }
+}
+
+extension Layer {
+    public var localState: [(String, StateEntry)] { [] }
+    public var children: [(String, any Layer)] { [] }
+    public func callAsFunction(_ x: Tensor) -> Tensor { forward(x) }
+
+    /// Every state entry of this layer and its descendants with its full dotted name.
+    public func stateDict(prefix: String = "") -> [(String, StateEntry)] {
+        var out: [(String, StateEntry)] = localState.map { (prefix + $0.0, $0.1) }
+        for (name, child) in children { out += child.stateDict(prefix: prefix + name + ".") }
+        return out
+    }
+
+    /// Trainable parameters in `state_dict` order.
+    public func parameters() -> [Parameter] {
+        stateDict().compactMap { if case .parameter(let p) = $0.1 { return p } else { return nil } }
+    }
+
+    /// Writes each parameter's full name into `Parameter.name`.
+    public func assignNames() {
+        for (name, entry) in stateDict() { if case .parameter(let p) = entry { p.name = name } }
+    }
+
+    /// Sets training or evaluation mode on the whole tree.
+    public func train(_ on: Bool = true) {
+        isTraining = on
+        for (_, c) in children { c.train(on) }
+    }
+
+    /// Every layer in the tree (depth-first, self first), with its dotted name.
+    public func namedModules(prefix: String = "") -> [(String, any Layer)] {
+        var out: [(String, any Layer)] = [(prefix, self)]
+        for (name, c) in children {
+            out += c.namedModules(prefix: prefix.isEmpty ? name : prefix + "." + name)
+        }
+        return out
+    }
+}
+
+/// Layers in a row, each with the name PyTorch would give it (`"0"`, `"conv1"`, …).
+public final class Sequential: Layer {
+    public let layers: [(String, any Layer)]
+    public var isTraining = true
+    public var needsInputGradient = true {
+        didSet { layers.first?.1.needsInputGradient = needsInputGradient }
+    }
+
+    public init(_ layers: [(String, any Layer)]) { self.layers = layers }
+    /// Layers named "0", "1", … as in `nn.Sequential(a, b, …)`.
+    public convenience init(indexed: [any Layer]) {
+        self.init(indexed.enumerated().map { (String($0.offset), $0.element) })
+    }
+
+    public var children: [(String, any Layer)] { layers }
+
+    public func forward(_ x: Tensor) -> Tensor {
+        var h = x
+        for (_, l) in layers { h = l.forward(h) }
+        return h
+    }
+
+    public func backward(_ gradOutput: Tensor) -> Tensor {
+        var g = gradOutput
+        for (_, l) in layers.reversed() { g = l.backward(g) }
+        return g
+    }
+
+    public func outputShape(for input: [Int]) -> [Int] {
+        layers.reduce(input) { $1.1.outputShape(for: $0) }
+    }
+}

@@ -1,0 +1,140 @@
+import ClickTrainCore
+
+/// The residual add at the end of a block, `relu(main + shortcut)`, and its backward.
+final class ResidualJoin {
+    private var output: Tensor?
+    private var gradSum: Tensor?
+    private var gradInput: Tensor?
+
+    func forward(_ main: Tensor, _ shortcut: Tensor) -> Tensor {
+        let y = reuse(output, shape: main.shape)
+        output = y
+        addReluForward(main, shortcut, y: y)
+        return y
+    }
+
+    /// dL/d(main + shortcut).
+    func backward(_ dy: Tensor) -> Tensor {
+        guard let y = output else { preconditionFailure("residual backward before forward") }
+        let g = reuse(gradSum, shape: y.shape)
+        gradSum = g
+        reluBackward(y: y, gradOutput: dy, gradInput: g)
+        return g
+    }
+
+    /// dL/dx = main-path gradient + shortcut-path gradient.
+    func inputGradient(_ a: Tensor, _ b: Tensor) -> Tensor {
+        let dx = reuse(gradInput, shape: a.shape)
+        gradInput = dx
+        add(a, b, into: dx)
+        return dx
+    }
+}
+
+/// The shortcut of a block: identity, or (He et al. option B) 1x1 conv + BN when the
+/// shape changes, registered as `<name>.0` / `<name>.1`.
+func projection(_ inC: Int, _ outC: Int, stride: Int, rng: inout RNG) -> Sequential? {
+    if stride == 1 && inC == outC { return nil }
+    return Sequential(indexed: [Conv2d(inC, outC, kernelSize: 1, stride: stride, rng: &rng), BatchNorm2d(outC)])
+}
+
+/// Two 3x3 convolutions with a residual connection (ResNet-18/34 and the CIFAR ResNets).
+public final class BasicBlock: Layer {
+    public let conv1: Conv2d, bn1: BatchNorm2d, relu: ReLU, conv2: Conv2d, bn2: BatchNorm2d
+    public let shortcut: Sequential?
+    public let shortcutName: String
+    public var isTraining = true
+    public var needsInputGradient = true {
+        didSet { conv1.needsInputGradient = needsInputGradient; shortcut?.needsInputGradient = needsInputGradient }
+    }
+    private let join = ResidualJoin()
+
+    public init(_ inC: Int, _ outC: Int, stride: Int, shortcutName: String = "shortcut", rng: inout RNG) {
+        conv1 = Conv2d(inC, outC, kernelSize: 3, stride: stride, padding: 1, rng: &rng)
+        bn1 = BatchNorm2d(outC)
+        relu = ReLU()
+        conv2 = Conv2d(outC, outC, kernelSize: 3, padding: 1, rng: &rng)
+        bn2 = BatchNorm2d(outC)
+        shortcut = projection(inC, outC, stride: stride, rng: &rng)
+        self.shortcutName = shortcutName
+    }
+
+    public var children: [(String, any Layer)] {
+        var c: [(String, any Layer)] = [("conv1", conv1), ("bn1", bn1), ("relu", relu), ("conv2", conv2), ("bn2", bn2)]
+        if let s = shortcut { c.append((shortcutName, s)) }
+        return c
+    }
+
+    public func outputShape(for input: [Int]) -> [Int] { conv2.outputShape(for: conv1.outputShape(for: input)) }
+
+    public func forward(_ x: Tensor) -> Tensor {
+        let main = bn2(conv2(relu(bn1(conv1(x)))))
+        return join.forward(main, shortcut?.forward(x) ?? x)
+    }
+
+    public func backward(_ gradOutput: Tensor) -> Tensor {
+        let g = join.backward(gradOutput)
+        let dMain = conv1.backward(bn1.backward(relu.backward(conv2.backward(bn2.backward(g)))))
+        if !needsInputGradient {
+            _ = shortcut?.backward(g)
+            return dMain
+        }
+        return join.inputGradient(dMain, shortcut?.backward(g) ?? g)
+    }
+}
+
+/// 1x1 → 3x3 → 1x1 bottleneck with expansion 4 (ResNet-50), torchvision layout
+/// (stride on the 3x3 convolution).
+public final class Bottleneck: Layer {
+    public static let expansion = 4
+    public let conv1: Conv2d, bn1: BatchNorm2d, relu1: ReLU
+    public let conv2: Conv2d, bn2: BatchNorm2d, relu2: ReLU
+    public let conv3: Conv2d, bn3: BatchNorm2d
+    public let downsample: Sequential?
+    public var isTraining = true
+    public var needsInputGradient = true {
+        didSet { conv1.needsInputGradient = needsInputGradient; downsample?.needsInputGradient = needsInputGradient }
+    }
+    private let join = ResidualJoin()
+
+    public init(_ inC: Int, width: Int, stride: Int, rng: inout RNG) {
+        let outC = width * Bottleneck.expansion
+        conv1 = Conv2d(inC, width, kernelSize: 1, rng: &rng)
+        bn1 = BatchNorm2d(width)
+        relu1 = ReLU()
+        conv2 = Conv2d(width, width, kernelSize: 3, stride: stride, padding: 1, rng: &rng)
+        bn2 = BatchNorm2d(width)
+        relu2 = ReLU()
+        conv3 = Conv2d(width, outC, kernelSize: 1, rng: &rng)
+        bn3 = BatchNorm2d(outC)
+        downsample = projection(inC, outC, stride: stride, rng: &rng)
+    }
+
+    public var children: [(String, any Layer)] {
+        var c: [(String, any Layer)] = [("conv1", conv1), ("bn1", bn1), ("conv2", conv2), ("bn2", bn2),
+                                        ("conv3", conv3), ("bn3", bn3), ("relu", relu1)]
+        if let d = downsample { c.append(("downsample", d)) }
+        return c
+    }
+
+    public func outputShape(for input: [Int]) -> [Int] {
+        conv3.outputShape(for: conv2.outputShape(for: conv1.outputShape(for: input)))
+    }
+
+    public func forward(_ x: Tensor) -> Tensor {
+        let main = bn3(conv3(relu2(bn2(conv2(relu1(bn1(conv1(x))))))))
+        return join.forward(main, downsample?.forward(x) ?? x)
+    }
+
+    public func backward(_ gradOutput: Tensor) -> Tensor {
+        let g = join.backward(gradOutput)
+        var d = conv3.backward(bn3.backward(g))
+        d = conv2.backward(bn2.backward(relu2.backward(d)))
+        d = conv1.backward(bn1.backward(relu1.backward(d)))
+        if !needsInputGradient {
+            _ = downsample?.backward(g)
+            return d
+        }
+        return join.inputGradient(d, downsample?.backward(g) ?? g)
+    }
+}

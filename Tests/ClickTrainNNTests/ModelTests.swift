@@ -1,0 +1,124 @@
+import ClickTrainCore
+import ClickTrainNN
+import ClickTrainTestSupport
+import Foundation
+import Testing
+
+@Suite("Models, loss and optimizer")
+struct ModelTests {
+    @Test func crossEntropyMatchesReference() {
+        let logits = Tensor(shape: [2, 3], values: [1, 2, 3, 0.5, -1, 2])
+        let labels: [Int32] = [2, 0]
+        let grad = Tensor(shape: [2, 3])
+        let (loss, correct) = labels.withUnsafeBufferPointer {
+            softmaxCrossEntropy(logits: logits, labels: $0, labelSmoothing: 0.1, grad: grad)
+        }
+        var expected = 0.0
+        var expectedGrad = [Double]()
+        for r in 0..<2 {
+            let row = (0..<3).map { Double(logits[r * 3 + $0]) }
+            let z = row.map { exp($0) }.reduce(0, +)
+            let p = row.map { exp($0) / z }
+            for j in 0..<3 {
+                let t = (j == Int(labels[r]) ? 0.9 : 0) + 0.1 / 3
+                expected += -t * log(p[j])
+                expectedGrad.append((p[j] - t) / 2)
+            }
+        }
+        #expect(abs(Double(loss) - expected / 2) < 1e-5)
+        #expect(correct == 1)
+        for i in 0..<6 { #expect(abs(Double(grad[i]) - expectedGrad[i]) < 1e-6) }
+    }
+
+    @Test func stateDictNamesFollowPyTorch() throws {
+        let m = try ModelZoo.make("resnet20", input: .cifar10, seed: 1)
+        let names = m.stateDict().map(\.0)
+        #expect(names.first == "conv1.weight")
+        #expect(names.contains("layer1.0.conv1.weight"))
+        #expect(names.contains("layer2.0.shortcut.0.weight"))
+        #expect(names.contains("layer2.0.shortcut.1.running_var"))
+        #expect(names.contains("layer3.2.bn2.num_batches_tracked"))
+        #expect(names.last == "fc.bias")
+        let convs = m.parameters().filter { $0.name.hasSuffix("weight") && $0.shape.count == 4 }
+        #expect(convs.count == 21)  // 19 3x3 + 2 projection shortcuts
+        #expect(m.parameters().reduce(0) { $0 + $1.value.count } == 272_474)
+    }
+
+    @Test(arguments: ModelZoo.names)
+    func everyModelRunsOnBothInputShapes(_ name: String) throws {
+        for input in [ModelInput.fashionMNIST, .cifar10] {
+            if name == "resnet50" || name == "resnet110" || name.hasPrefix("vgg") && input.size == 28 { continue }
+            let m = try ModelZoo.make(name, input: input, seed: 1)
+            let x = Reference.random([2, input.channels, input.size, input.size], seed: 1)
+            let y = m.forward(x)
+            #expect(y.shape == [2, input.classes], "\(name) \(input)")
+            #expect(m.outputShape(for: x.shape) == [2, input.classes])
+            _ = m.backward(y)
+        }
+    }
+
+    @Test func vggHandlesSmallImages() throws {
+        let m = try ModelZoo.make("vgg11", input: .fashionMNIST, seed: 1)
+        #expect(m.forward(Reference.random([1, 1, 28, 28], seed: 2)).shape == [1, 10])
+    }
+
+    @Test func unknownModelIsAnError() {
+        #expect(throws: UnknownModelError.self) { try ModelZoo.make("resnet21", input: .cifar10, seed: 1) }
+    }
+
+    @Test func tinyModelLearnsAFixedBatch() throws {
+        let m = try ModelZoo.make("lenet5", input: ModelInput(channels: 1, size: 16, classes: 4), seed: 3)
+        let x = Reference.random([16, 1, 16, 16], seed: 5)
+        let labels: [Int32] = (0..<16).map { Int32($0 % 4) }
+        let opt = SGD(parameters: m.parameters(), learningRate: 0.05)
+        let grad = Tensor(shape: [16, 4])
+        var first: Float = 0, last: Float = 0
+        for step in 0..<60 {
+            let logits = m.forward(x)
+            let (loss, _) = labels.withUnsafeBufferPointer { softmaxCrossEntropy(logits: logits, labels: $0, grad: grad) }
+            if step == 0 { first = loss }
+            last = loss
+            _ = m.backward(grad)
+            opt.step()
+        }
+        #expect(last < first * 0.3, "loss \(first) -> \(last)")
+    }
+
+    @Test func sgdMatchesPyTorchRule() {
+        let p = Parameter(Tensor(shape: [2], values: [1, -2]))
+        let opt = SGD(parameters: [p], learningRate: 0.1, momentum: 0.9, nesterov: true, weightDecay: 0.01)
+        p.grad.copy(from: Tensor(shape: [2], values: [0.5, 0.5]))
+        opt.step()
+        opt.step()
+        // by hand: g1 = 0.5 + 0.01 w; buf1 = g1; w -= 0.1 (g1 + 0.9 buf1) ...
+        var w = [1.0, -2.0], buf = [0.0, 0.0]
+        for _ in 0..<2 {
+            for i in 0..<2 {
+                let g = 0.5 + 0.01 * w[i]
+                buf[i] = 0.9 * buf[i] + g
+                w[i] -= 0.1 * (g + 0.9 * buf[i])
+            }
+        }
+        #expect(abs(Double(p.value[0]) - w[0]) < 1e-6 && abs(Double(p.value[1]) - w[1]) < 1e-6)
+    }
+
+    @Test func maskedWeightsStayZeroThroughSteps() {
+        let p = Parameter(Tensor(shape: [3], values: [1, 2, 3]))
+        p.mask = Tensor(shape: [3], values: [1, 0, 1])
+        p.applyMask()
+        let opt = SGD(parameters: [p], learningRate: 0.1)
+        p.grad.fill(1)
+        opt.step()
+        #expect(p.value[1] == 0)
+        #expect(p.value[0] != 1)
+    }
+
+    @Test func learningRateSchedules() {
+        let step = LRSchedule.step(milestones: [3, 6], gamma: 0.1)
+        #expect(step.rate(base: 1, epoch: 2.9, totalEpochs: 10) == 1)
+        #expect(abs(step.rate(base: 1, epoch: 3, totalEpochs: 10) - 0.1) < 1e-7)
+        #expect(abs(step.rate(base: 1, epoch: 7, totalEpochs: 10) - 0.01) < 1e-7)
+        #expect(abs(LRSchedule.cosine.rate(base: 1, epoch: 5, totalEpochs: 10) - 0.5) < 1e-6)
+        #expect(LRSchedule.cosine.rate(base: 1, epoch: 0.5, totalEpochs: 10, warmupEpochs: 1) < 1)
+    }
+}
