@@ -46,7 +46,16 @@ public final class Tensor: @unchecked Sendable, CustomStringConvertible {
     private init(shape: [Int], storage: Storage) {
         self.shape = shape
         self.count = shape.reduce(1, *)
+        precondition(count <= storage.count, "view \(shape) larger than its storage")
         self.storage = storage
+    }
+
+    /// A view of the first `n` rows (along the first axis) of this tensor (no copy).
+    public func firstRows(_ n: Int) -> Tensor {
+        precondition(n >= 0 && n <= shape[0], "firstRows(\(n)) of \(shape)")
+        var s = shape
+        s[0] = n
+        return Tensor(shape: s, storage: storage)
     }
 
     /// The first element; every kernel works through this pointer.
@@ -87,10 +96,26 @@ public final class Tensor: @unchecked Sendable, CustomStringConvertible {
     public var description: String { "Tensor\(shape)" }
 }
 
-/// Returns `cached` when it already has `shape`, else a new zero tensor: how layers
-/// keep their buffers across steps so that a warmed-up step allocates nothing.
-@inlinable
-public func reuse(_ cached: Tensor?, shape: [Int]) -> Tensor {
-    if let c = cached, c.shape == shape { return c }
-    return Tensor(shape: shape)
+/// A layer's output or gradient buffers, one per shape seen: how layers keep their
+/// buffers across steps so that a warmed-up step allocates nothing, even when training
+/// batches and evaluation batches (or a last, smaller batch) alternate.
+public struct BufferCache {
+    /// The buffer handed out most recently.
+    public internal(set) var last: Tensor?
+    var byShape: [[Int]: Tensor] = [:]
+
+    public init() {}
+
+    /// The buffer for `shape`, allocated (zero-filled) the first time.
+    public mutating func get(_ shape: [Int]) -> Tensor {
+        if let t = last, t.shape == shape { return t }
+        if let t = byShape[shape] { last = t; return t }
+        let t = Tensor(shape: shape)
+        byShape[shape] = t
+        last = t
+        return t
+    }
+
+    /// Frees every buffer (e.g. after a model changes shape).
+    public mutating func removeAll() { last = nil; byShape = [:] }
 }

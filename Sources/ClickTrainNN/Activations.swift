@@ -4,23 +4,21 @@ import ClickTrainCore
 public final class ReLU: Layer {
     public var isTraining = true
     public var needsInputGradient = true
-    private var output: Tensor?
-    private var gradInput: Tensor?
+    private var outputs = BufferCache()
+    private var gradInputs = BufferCache()
 
     public init() {}
     public func outputShape(for input: [Int]) -> [Int] { input }
 
     public func forward(_ x: Tensor) -> Tensor {
-        let y = reuse(output, shape: x.shape)
-        output = y
+        let y = outputs.get(x.shape)
         reluForward(x: x, y: y)
         return y
     }
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
-        guard let y = output else { preconditionFailure("ReLU.backward before forward") }
-        let dx = reuse(gradInput, shape: y.shape)
-        gradInput = dx
+        guard let y = outputs.last else { preconditionFailure("ReLU.backward before forward") }
+        let dx = gradInputs.get(y.shape)
         reluBackward(y: y, gradOutput: gradOutput, gradInput: dx)
         return dx
     }

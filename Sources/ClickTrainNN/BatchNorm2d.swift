@@ -13,8 +13,8 @@ public final class BatchNorm2d: Layer {
 
     private let savedMean: Tensor, savedInvStd: Tensor
     private var input: Tensor?
-    private var output: Tensor?
-    private var gradInput: Tensor?
+    private var outputs = BufferCache()
+    private var gradInputs = BufferCache()
 
     public init(_ channels: Int, momentum: Float = 0.1, eps: Float = 1e-5) {
         self.channels = channels
@@ -43,8 +43,7 @@ public final class BatchNorm2d: Layer {
 
     public func forward(_ x: Tensor) -> Tensor {
         _ = outputShape(for: x.shape)
-        let y = reuse(output, shape: x.shape)
-        output = y
+        let y = outputs.get(x.shape)
         input = x
         if isTraining { numBatchesTracked.value += 1 }
         batchNormForward(x: x, gamma: weight.value, beta: bias.value, runningMean: runningMean,
@@ -55,8 +54,7 @@ public final class BatchNorm2d: Layer {
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
         guard let x = input else { preconditionFailure("BatchNorm2d.backward before forward") }
-        let dx = reuse(gradInput, shape: x.shape)
-        gradInput = dx
+        let dx = gradInputs.get(x.shape)
         if isTraining {
             batchNormBackward(x: x, gamma: weight.value, savedMean: savedMean, savedInvStd: savedInvStd,
                               gradOutput: gradOutput, gradInput: dx, gradGamma: weight.grad, gradBeta: bias.grad)

@@ -13,8 +13,8 @@ public final class Conv2d: Layer {
 
     private var plans: [ConvGeometry: DenseConv2dKernel] = [:]
     private var input: Tensor?
-    private var output: Tensor?
-    private var gradInput: Tensor?
+    private var outputs = BufferCache()
+    private var gradInputs = BufferCache()
 
     /// Kaiming-normal init (`mode='fan_out'`, ReLU gain), as torchvision's ResNets do.
     public init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
@@ -64,8 +64,7 @@ public final class Conv2d: Layer {
 
     public func forward(_ x: Tensor) -> Tensor {
         let g = geometry(for: x.shape)
-        let y = reuse(output, shape: g.outputShape)
-        output = y
+        let y = outputs.get(g.outputShape)
         input = x
         plan(g).forward(input: x, weight: weight.value, bias: bias?.value, output: y)
         return y
@@ -76,8 +75,7 @@ public final class Conv2d: Layer {
         let g = geometry(for: x.shape)
         var gi: Tensor? = nil
         if needsInputGradient {
-            gi = reuse(gradInput, shape: x.shape)
-            gradInput = gi
+            gi = gradInputs.get(x.shape)
         }
         plan(g).backward(input: x, weight: weight.value, gradOutput: gradOutput, gradInput: gi,
                          gradWeight: weight.grad, gradBias: bias?.grad)

@@ -9,8 +9,8 @@ public final class Linear: Layer {
     public var isTraining = true
     public var needsInputGradient = true
     private var input: Tensor?
-    private var output: Tensor?
-    private var gradInput: Tensor?
+    private var outputs = BufferCache()
+    private var gradInputs = BufferCache()
 
     public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true, rng: inout RNG) {
         precondition(inFeatures > 0 && outFeatures > 0, "Linear: invalid sizes \(inFeatures)->\(outFeatures)")
@@ -42,8 +42,7 @@ public final class Linear: Layer {
     }
 
     public func forward(_ x: Tensor) -> Tensor {
-        let y = reuse(output, shape: outputShape(for: x.shape))
-        output = y
+        let y = outputs.get(outputShape(for: x.shape))
         input = x
         linearForward(x: x, weight: weight.value, bias: bias?.value, y: y)
         return y
@@ -53,8 +52,7 @@ public final class Linear: Layer {
         guard let x = input else { preconditionFailure("Linear.backward before forward") }
         var dx: Tensor? = nil
         if needsInputGradient {
-            dx = reuse(gradInput, shape: x.shape)
-            gradInput = dx
+            dx = gradInputs.get(x.shape)
         }
         linearBackward(x: x, weight: weight.value, gradOutput: gradOutput, gradInput: dx, gradWeight: weight.grad,
                        gradBias: bias?.grad)

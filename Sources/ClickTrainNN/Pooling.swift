@@ -5,10 +5,11 @@ public final class MaxPool2d: Layer {
     public let kernelSize: Int, stride: Int, padding: Int
     public var isTraining = true
     public var needsInputGradient = true
-    private var output: Tensor?
-    private var gradInput: Tensor?
+    private var outputs = BufferCache()
+    private var gradInputs = BufferCache()
     private var argmax: UnsafeMutablePointer<Int32>?
     private var argmaxCount = 0
+    private var inputShape: [Int] = []
 
     public init(kernelSize: Int, stride: Int? = nil, padding: Int = 0) {
         self.kernelSize = kernelSize
@@ -24,20 +25,20 @@ public final class MaxPool2d: Layer {
     }
 
     public func forward(_ x: Tensor) -> Tensor {
-        let y = reuse(output, shape: outputShape(for: x.shape))
-        output = y
+        let y = outputs.get(outputShape(for: x.shape))
         if argmaxCount < y.count {
             argmax?.deallocate()
             argmax = .allocate(capacity: y.count)
             argmaxCount = y.count
         }
-        if gradInput?.shape != x.shape { gradInput = Tensor(shape: x.shape) }
+        inputShape = x.shape
         maxPoolForward(x: x, kernel: kernelSize, stride: stride, padding: padding, y: y, argmax: argmax!)
         return y
     }
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
-        guard let dx = gradInput, let am = argmax else { preconditionFailure("MaxPool2d.backward before forward") }
+        guard let am = argmax else { preconditionFailure("MaxPool2d.backward before forward") }
+        let dx = gradInputs.get(inputShape)
         maxPoolBackward(gradOutput: gradOutput, argmax: am, gradInput: dx)
         return dx
     }
@@ -48,8 +49,8 @@ public final class AvgPool2d: Layer {
     public let kernelSize: Int, stride: Int, padding: Int
     public var isTraining = true
     public var needsInputGradient = true
-    private var output: Tensor?
-    private var gradInput: Tensor?
+    private var outputs = BufferCache()
+    private var gradInputs = BufferCache()
     private var inputShape: [Int] = []
 
     public init(kernelSize: Int, stride: Int? = nil, padding: Int = 0) {
@@ -65,16 +66,14 @@ public final class AvgPool2d: Layer {
     }
 
     public func forward(_ x: Tensor) -> Tensor {
-        let y = reuse(output, shape: outputShape(for: x.shape))
-        output = y
+        let y = outputs.get(outputShape(for: x.shape))
         inputShape = x.shape
         avgPoolForward(x: x, kernel: kernelSize, stride: stride, padding: padding, y: y)
         return y
     }
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
-        let dx = reuse(gradInput, shape: inputShape)
-        gradInput = dx
+        let dx = gradInputs.get(inputShape)
         avgPoolBackward(gradOutput: gradOutput, kernel: kernelSize, stride: stride, padding: padding, gradInput: dx)
         return dx
     }
@@ -84,8 +83,8 @@ public final class AvgPool2d: Layer {
 public final class GlobalAvgPool: Layer {
     public var isTraining = true
     public var needsInputGradient = true
-    private var output: Tensor?
-    private var gradInput: Tensor?
+    private var outputs = BufferCache()
+    private var gradInputs = BufferCache()
     private var inputShape: [Int] = []
 
     public init() {}
@@ -93,16 +92,14 @@ public final class GlobalAvgPool: Layer {
 
     public func forward(_ x: Tensor) -> Tensor {
         precondition(x.rank == 4, "GlobalAvgPool: input \(x.shape), expected [N, C, H, W]")
-        let y = reuse(output, shape: outputShape(for: x.shape))
-        output = y
+        let y = outputs.get(outputShape(for: x.shape))
         inputShape = x.shape
         globalAvgPoolForward(x: x, y: y)
         return y
     }
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
-        let dx = reuse(gradInput, shape: inputShape)
-        gradInput = dx
+        let dx = gradInputs.get(inputShape)
         globalAvgPoolBackward(gradOutput: gradOutput, gradInput: dx)
         return dx
     }

@@ -2,30 +2,27 @@ import ClickTrainCore
 
 /// The residual add at the end of a block, `relu(main + shortcut)`, and its backward.
 final class ResidualJoin {
-    private var output: Tensor?
-    private var gradSum: Tensor?
-    private var gradInput: Tensor?
+    private var outputs = BufferCache()
+    private var gradSums = BufferCache()
+    private var gradInputs = BufferCache()
 
     func forward(_ main: Tensor, _ shortcut: Tensor) -> Tensor {
-        let y = reuse(output, shape: main.shape)
-        output = y
+        let y = outputs.get(main.shape)
         addReluForward(main, shortcut, y: y)
         return y
     }
 
     /// dL/d(main + shortcut).
     func backward(_ dy: Tensor) -> Tensor {
-        guard let y = output else { preconditionFailure("residual backward before forward") }
-        let g = reuse(gradSum, shape: y.shape)
-        gradSum = g
+        guard let y = outputs.last else { preconditionFailure("residual backward before forward") }
+        let g = gradSums.get(y.shape)
         reluBackward(y: y, gradOutput: dy, gradInput: g)
         return g
     }
 
     /// dL/dx = main-path gradient + shortcut-path gradient.
     func inputGradient(_ a: Tensor, _ b: Tensor) -> Tensor {
-        let dx = reuse(gradInput, shape: a.shape)
-        gradInput = dx
+        let dx = gradInputs.get(a.shape)
         add(a, b, into: dx)
         return dx
     }

@@ -17,6 +17,7 @@ public struct ModelInput: Sendable, Equatable {
 /// An unknown model name, with the list of known ones.
 public struct UnknownModelError: Error, CustomStringConvertible {
     public let name: String
+    public init(name: String) { self.name = name }
     public var description: String {
         "unknown model '\(name)'; known models: \(ModelZoo.names.joined(separator: ", "))"
     }

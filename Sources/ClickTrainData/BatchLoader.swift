@@ -1,0 +1,160 @@
+import ClickTrainCore
+import Foundation
+
+/// How images become float batches: per-channel normalisation, random crop with zero
+/// padding and horizontal flip (training only).
+public struct Augmentation: Sendable, Equatable {
+    public var mean: [Float]
+    public var std: [Float]
+    /// Random crop after padding by this many pixels (0 = off).
+    public var cropPadding: Int
+    public var horizontalFlip: Bool
+
+    public init(mean: [Float], std: [Float], cropPadding: Int = 0, horizontalFlip: Bool = false) {
+        self.mean = mean
+        self.std = std
+        self.cropPadding = cropPadding
+        self.horizontalFlip = horizontalFlip
+    }
+
+    /// Normalisation only (evaluation).
+    public var evaluation: Augmentation { Augmentation(mean: mean, std: std) }
+}
+
+/// One batch: images [B, C, H, W] and labels. The tensors belong to the loader and are
+/// valid until the next call to `next()`.
+public struct Batch {
+    public let images: Tensor
+    public let labels: UnsafeBufferPointer<Int32>
+    public let index: Int
+    public var count: Int { images.shape[0] }
+}
+
+/// Produces the batches of one epoch in a background thread, a few batches ahead of the
+/// training loop, into a fixed ring of buffers (no allocation per batch).
+///
+/// Everything random derives from (seed, epoch, batch index): the order is a seeded
+/// shuffle per epoch and each batch's crops and flips come from their own stream, so a
+/// resumed run sees exactly the batches of an uninterrupted one.
+public final class BatchLoader: @unchecked Sendable {
+    public let dataset: ImageDataset
+    public let batchSize: Int
+    public let augmentation: Augmentation
+    public let order: [Int]
+    public let batchCount: Int
+    private let seed: UInt64, epoch: Int
+    private let slots: [(Tensor, UnsafeMutablePointer<Int32>)]
+    private let filled = DispatchSemaphore(value: 0)
+    private let free: DispatchSemaphore
+    private var consumed = 0
+    private var holding = false
+    private var thread: Thread?
+    private let stopFlag = ManagedAtomicFlag()
+
+    /// - Parameters:
+    ///   - shuffle: seeded shuffle for `epoch`, else dataset order.
+    ///   - dropLast: drop the last incomplete batch (training), else keep it (evaluation).
+    public init(dataset: ImageDataset, batchSize: Int, augmentation: Augmentation, shuffle: Bool, seed: UInt64,
+                epoch: Int, dropLast: Bool, prefetch: Int = 2) {
+        precondition(batchSize > 0, "batch size must be positive")
+        self.dataset = dataset
+        self.batchSize = batchSize
+        self.augmentation = augmentation
+        self.seed = seed
+        self.epoch = epoch
+        var idx = Array(0..<dataset.count)
+        if shuffle {
+            var rng = RNG(seed: seed, stream: UInt64(epoch) &* 2 &+ 1)
+            idx.shuffle(using: &rng)
+        }
+        order = idx
+        batchCount = dropLast ? dataset.count / batchSize : (dataset.count + batchSize - 1) / batchSize
+        slots = (0...prefetch).map { _ in
+            (Tensor(shape: [batchSize, dataset.channels, dataset.height, dataset.width]),
+             UnsafeMutablePointer<Int32>.allocate(capacity: batchSize))
+        }
+        free = DispatchSemaphore(value: prefetch)
+        let t = Thread { self.produce() }  // keeps the loader alive until the producer ends
+        t.name = "clicktrain-loader"
+        thread = t
+        t.start()
+    }
+
+    deinit {
+        for s in slots { s.1.deallocate() }
+    }
+
+    /// Stops the producer early (e.g. when training stops mid-epoch) and waits for it.
+    public func cancel() {
+        stopFlag.set()
+        free.signal()
+        while let t = thread, !t.isFinished { free.signal(); usleep(100) }
+    }
+
+    private func produce() {
+        for b in 0..<batchCount {
+            free.wait()
+            if stopFlag.isSet { return }
+            fill(slot: b % slots.count, batch: b)
+            filled.signal()
+        }
+    }
+
+    /// The next batch, or nil at the end of the epoch.
+    public func next() -> Batch? {
+        if holding { free.signal(); holding = false }
+        guard consumed < batchCount else { return nil }
+        filled.wait()
+        let b = consumed
+        consumed += 1
+        holding = true
+        let (images, labels) = slots[b % slots.count]
+        let n = min(batchSize, dataset.count - b * batchSize)
+        return Batch(images: n == batchSize ? images : images.firstRows(n),
+                     labels: UnsafeBufferPointer(start: labels, count: n), index: b)
+    }
+
+    private func fill(slot: Int, batch b: Int) {
+        let (images, labels) = slots[slot]
+        let n = min(batchSize, dataset.count - b * batchSize)
+        var rng = RNG(seed: seed, stream: (UInt64(epoch) << 32) | UInt64(b) | (1 << 62))
+        let c = dataset.channels, h = dataset.height, w = dataset.width, plane = h * w
+        let aug = augmentation
+        let scale = (0..<c).map { 1 / (255 * aug.std[$0 % aug.std.count]) }
+        let shift = (0..<c).map { -aug.mean[$0 % aug.mean.count] / aug.std[$0 % aug.std.count] }
+        dataset.pixels.withUnsafeBufferPointer { px in
+            for i in 0..<n {
+                let src = order[b * batchSize + i]
+                labels[i] = dataset.labels[src]
+                var dy = 0, dx = 0
+                if aug.cropPadding > 0 {
+                    let p = aug.cropPadding
+                    dy = Int(rng.next() % UInt64(2 * p + 1)) - p
+                    dx = Int(rng.next() % UInt64(2 * p + 1)) - p
+                }
+                let flip = aug.horizontalFlip && (rng.next() & 1) == 1
+                for ch in 0..<c {
+                    let s = px.baseAddress! + src * c * plane + ch * plane
+                    let d = images.data + (i * c + ch) * plane
+                    let zero = shift[ch]  // a padded (black) pixel after normalisation
+                    for y in 0..<h {
+                        let sy = y + dy
+                        for x in 0..<w {
+                            let sx = (flip ? w - 1 - x : x) + dx
+                            d[y * w + x] = (sy >= 0 && sy < h && sx >= 0 && sx < w)
+                                ? Float(s[sy * w + sx]) * scale[ch] + shift[ch] : zero
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A flag set once from one thread and read from another.
+final class ManagedAtomicFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.lock(); value = true; lock.unlock() }
+    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
+}

@@ -1,0 +1,111 @@
+import ClickTrainCore
+import ClickTrainNN
+import Foundation
+
+/// Process memory figures from /proc/self/status (Linux), in MiB.
+public enum ProcessMemory {
+    /// Peak resident set size (VmHWM).
+    public static var peakRSSMB: Double { field("VmHWM") }
+    /// Current resident set size (VmRSS).
+    public static var currentRSSMB: Double { field("VmRSS") }
+
+    static func field(_ name: String) -> Double {
+        guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+        for line in s.split(separator: "\n") where line.hasPrefix(name + ":") {
+            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+            if parts.count >= 2, let kb = Double(parts[1]) { return kb / 1024 }
+        }
+        return 0
+    }
+}
+
+/// Median of a list of timings.
+public func median(_ xs: [Double]) -> Double {
+    precondition(!xs.isEmpty, "median of no values")
+    let s = xs.sorted()
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
+
+@inline(__always) func now() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+/// Times a full training step (forward, loss, backward, SGD) and inference of a model on
+/// random data: `clicktrain bench`.
+public struct TrainingBenchmark {
+    public struct Result: Codable {
+        public var model: String
+        public var batch: Int
+        public var input: String
+        public var threads: Int
+        public var train_ms_per_step: Double
+        public var infer_ms_per_batch: Double
+        public var images_per_s_train: Double
+        public var images_per_s_infer: Double
+        public var forward_ms: Double
+        public var backward_ms: Double
+        public var peak_rss_mb: Double
+        /// RSS after the timed steps minus RSS after warm-up (0 when nothing leaks).
+        public var rss_growth_mb: Double
+        public var steps_timed: Int
+    }
+
+    public var modelName: String
+    public var batch: Int
+    public var input: ModelInput
+    public var warmup = 3
+    public var runs = 10
+    /// Extra steps, untimed, run between two RSS readings to show memory does not grow.
+    public var leakSteps = 0
+
+    public init(modelName: String, batch: Int, input: ModelInput) {
+        self.modelName = modelName
+        self.batch = batch
+        self.input = input
+    }
+
+    public func run() throws -> Result {
+        let model = try ModelZoo.make(modelName, input: input, seed: 1)
+        let opt = SGD(parameters: model.parameters(), learningRate: 0.01)
+        var rng = RNG(seed: 2)
+        let x = Tensor(shape: [batch, input.channels, input.size, input.size])
+        for i in 0..<x.count { x[i] = rng.normal() }
+        let labels = (0..<batch).map { Int32($0 % input.classes) }
+        let grad = Tensor(shape: [batch, input.classes])
+        var fwd: [Double] = [], bwd: [Double] = [], step: [Double] = []
+        func trainStep(record: Bool) {
+            let t0 = now()
+            let logits = model.forward(x)
+            labels.withUnsafeBufferPointer { _ = softmaxCrossEntropy(logits: logits, labels: $0, grad: grad) }
+            let t1 = now()
+            _ = model.backward(grad)
+            let t2 = now()
+            opt.step()
+            let t3 = now()
+            if record { fwd.append(t1 - t0); bwd.append(t2 - t1); step.append(t3 - t0) }
+        }
+        model.train(true)
+        for _ in 0..<warmup { trainStep(record: false) }
+        let rssBefore = ProcessMemory.currentRSSMB
+        for _ in 0..<runs { trainStep(record: true) }
+        for _ in 0..<leakSteps { trainStep(record: false) }
+        let rssAfter = ProcessMemory.currentRSSMB
+        model.train(false)
+        var inf: [Double] = []
+        for i in 0..<(warmup + runs) {
+            let t0 = now()
+            _ = model.forward(x)
+            if i >= warmup { inf.append(now() - t0) }
+        }
+        let train = median(step), infer = median(inf)
+        return Result(
+            model: ModelZoo.canonicalName(modelName), batch: batch,
+            input: "\(input.channels)x\(input.size)x\(input.size)", threads: Threads.count,
+            train_ms_per_step: train * 1e3, infer_ms_per_batch: infer * 1e3,
+            images_per_s_train: Double(batch) / train, images_per_s_infer: Double(batch) / infer,
+            forward_ms: median(fwd) * 1e3, backward_ms: median(bwd) * 1e3,
+            peak_rss_mb: ProcessMemory.peakRSSMB, rss_growth_mb: max(0, rssAfter - rssBefore), steps_timed: runs)
+    }
+}

@@ -1,0 +1,137 @@
+import ClickTrainData
+import ClickTrainNN
+import Foundation
+import Yams
+
+/// Everything that determines a run (with its seed): read from flags or a YAML file and
+/// saved as `config.yaml` in the run folder. YAML keys are snake_case; the official
+/// ClickTrain configs' keys (`epochs`, `learning_rate`, `schedule` as LR milestones)
+/// are understood.
+public struct RunConfig: Codable, Equatable, Sendable {
+    public var model = "resnet20"
+    public var dataset = "fashion-mnist"
+    /// Data folder; empty means the data set's default location.
+    public var data = ""
+    public var epochs = 12
+    public var batch_size = 128
+    public var learning_rate: Float = 0.1
+    public var momentum: Float = 0.9
+    public var nesterov = false
+    public var weight_decay: Float = 5e-4
+    /// Apply weight decay to BN parameters and biases too (PyTorch's default).
+    public var decay_bn_bias = true
+    /// `cosine`, `step` or `constant`.
+    public var lr_schedule = "cosine"
+    /// Step-schedule milestones in epochs (the official configs' `schedule`).
+    public var schedule: [Int] = []
+    public var gamma: Float = 0.1
+    public var warmup_epochs: Double = 0
+    public var label_smoothing: Float = 0
+    /// Random-crop padding in pixels; nil = the data set's default (2 for 28x28, 4 for 32x32).
+    public var crop_padding: Int?
+    /// Horizontal flips; nil = the data set's default (on for CIFAR only).
+    public var horizontal_flip: Bool?
+    public var seed: UInt64 = 1
+    /// Threads for every kernel; nil = all cores.
+    public var threads: Int?
+    /// Stop after this many steps per epoch (0 = whole epoch): for smoke tests.
+    public var max_steps_per_epoch = 0
+
+    public init() {}
+
+    public struct Invalid: Error, CustomStringConvertible {
+        public let source: String
+        public let detail: String
+        public var description: String { "\(source): \(detail)" }
+    }
+
+    /// Checks ranges and names; `source` names the file or "command line" in the message.
+    public func validate(source: String) throws {
+        func bad(_ d: String) -> Invalid { Invalid(source: source, detail: d) }
+        guard ModelZoo.names.contains(ModelZoo.canonicalName(model)) else { throw bad(UnknownModelError(name: model).description) }
+        _ = try DatasetKind(name: dataset)
+        guard epochs >= 1 else { throw bad("epochs must be at least 1, got \(epochs)") }
+        guard batch_size >= 1 else { throw bad("batch_size must be at least 1, got \(batch_size)") }
+        guard learning_rate > 0, learning_rate.isFinite else { throw bad("learning_rate must be positive, got \(learning_rate)") }
+        guard (0..<1).contains(momentum) else { throw bad("momentum must be in [0, 1), got \(momentum)") }
+        guard weight_decay >= 0 else { throw bad("weight_decay must be >= 0, got \(weight_decay)") }
+        guard ["cosine", "step", "constant"].contains(lr_schedule) else {
+            throw bad("lr_schedule must be cosine, step or constant, got '\(lr_schedule)'")
+        }
+        guard (0..<1).contains(label_smoothing) else { throw bad("label_smoothing must be in [0, 1)") }
+        if let t = threads, t < 1 { throw bad("threads must be at least 1, got \(t)") }
+    }
+
+    public var lrScheduleValue: LRSchedule {
+        switch lr_schedule {
+        case "step": return .step(milestones: schedule, gamma: gamma)
+        case "constant": return .constant
+        default: return .cosine
+        }
+    }
+
+    public var datasetKind: DatasetKind { (try? DatasetKind(name: dataset)) ?? .fashionMNIST }
+    public var dataDirectory: String { data.isEmpty ? datasetKind.defaultDirectory : data }
+
+    // Unknown keys are ignored when decoding, so official configs with pruning keys load.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = RunConfig.defaults
+        model = try c.decodeIfPresent(String.self, forKey: .model) ?? d.model
+        dataset = try c.decodeIfPresent(String.self, forKey: .dataset) ?? d.dataset
+        data = try c.decodeIfPresent(String.self, forKey: .data) ?? d.data
+        epochs = try c.decodeIfPresent(Int.self, forKey: .epochs) ?? d.epochs
+        batch_size = try c.decodeIfPresent(Int.self, forKey: .batch_size) ?? d.batch_size
+        learning_rate = try c.decodeIfPresent(Float.self, forKey: .learning_rate) ?? d.learning_rate
+        momentum = try c.decodeIfPresent(Float.self, forKey: .momentum) ?? d.momentum
+        nesterov = try c.decodeIfPresent(Bool.self, forKey: .nesterov) ?? d.nesterov
+        weight_decay = try c.decodeIfPresent(Float.self, forKey: .weight_decay) ?? d.weight_decay
+        decay_bn_bias = try c.decodeIfPresent(Bool.self, forKey: .decay_bn_bias) ?? d.decay_bn_bias
+        schedule = try c.decodeIfPresent([Int].self, forKey: .schedule) ?? d.schedule
+        lr_schedule = try c.decodeIfPresent(String.self, forKey: .lr_schedule) ?? (schedule.isEmpty ? d.lr_schedule : "step")
+        gamma = try c.decodeIfPresent(Float.self, forKey: .gamma) ?? d.gamma
+        warmup_epochs = try c.decodeIfPresent(Double.self, forKey: .warmup_epochs) ?? d.warmup_epochs
+        label_smoothing = try c.decodeIfPresent(Float.self, forKey: .label_smoothing) ?? d.label_smoothing
+        crop_padding = try c.decodeIfPresent(Int.self, forKey: .crop_padding)
+        horizontal_flip = try c.decodeIfPresent(Bool.self, forKey: .horizontal_flip)
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed
+        threads = try c.decodeIfPresent(Int.self, forKey: .threads)
+        max_steps_per_epoch = try c.decodeIfPresent(Int.self, forKey: .max_steps_per_epoch) ?? d.max_steps_per_epoch
+    }
+
+    static let defaults = RunConfig()
+
+    public static func load(yamlFile path: String) throws -> RunConfig {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw Invalid(source: path, detail: "cannot read the file")
+        }
+        return try decode(yaml: text, source: path)
+    }
+
+    /// Parses and validates YAML text; `source` names it in error messages.
+    public static func decode(yaml text: String, source path: String) throws -> RunConfig {
+        do {
+            let cfg = try YAMLDecoder().decode(RunConfig.self, from: text)
+            try cfg.validate(source: path)
+            return cfg
+        } catch let e as Invalid {
+            throw e
+        } catch let e as DecodingError {
+            throw Invalid(source: path, detail: describe(e))
+        } catch {
+            throw Invalid(source: path, detail: "\(error)")
+        }
+    }
+
+    public func yaml() throws -> String { try YAMLEncoder().encode(self) }
+
+    static func describe(_ e: DecodingError) -> String {
+        switch e {
+        case .typeMismatch(let t, let ctx), .valueNotFound(let t, let ctx):
+            return "field '\(ctx.codingPath.map(\.stringValue).joined(separator: "."))' should be \(t): \(ctx.debugDescription)"
+        case .keyNotFound(let k, _): return "missing field '\(k.stringValue)'"
+        case .dataCorrupted(let ctx): return "invalid YAML: \(ctx.debugDescription)"
+        @unknown default: return "\(e)"
+        }
+    }
+}

@@ -1,0 +1,60 @@
+import ArgumentParser
+import ClickTrainCore
+import ClickTrainNN
+import ClickTrainTraining
+import Foundation
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Time a training step and inference of a model on random data.",
+        discussion: """
+            Prints the median over --runs steps after --warmup steps. Compare with PyTorch by running
+            scripts/bench-pytorch.py with the same arguments.
+            """)
+
+    @Option(help: "Model name (\(ModelZoo.names.joined(separator: ", "))).") var model = "resnet20"
+    @Option(help: "Batch size.") var batch = 128
+    @Option(help: "Input as CxHxW (square images), e.g. 3x32x32 or 1x28x28.") var input = "3x32x32"
+    @Option(help: "Number of classes.") var classes = 10
+    @Option(help: "Threads for every kernel (default: all cores).") var threads: Int?
+    @Option(help: "Untimed warm-up steps.") var warmup = 3
+    @Option(help: "Timed steps (the median is reported).") var runs = 10
+    @Option(help: "Extra steps between two RSS readings, to show memory does not grow.") var leakSteps = 0
+    @Flag(help: "Print one JSON object instead of a table.") var json = false
+
+    func run() throws {
+        if let t = threads { Threads.set(t) } else { Threads.set(Threads.count) }
+        let inp = try parseInput(input, classes: classes)
+        var b = TrainingBenchmark(modelName: model, batch: batch, input: inp)
+        b.warmup = warmup
+        b.runs = runs
+        b.leakSteps = leakSteps
+        let r = try b.run()
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys]
+            print(String(decoding: try enc.encode(r), as: UTF8.self))
+        } else {
+            print("""
+                model \(r.model)  batch \(r.batch)  input \(r.input)  threads \(r.threads)
+                  train step   \(fmt(r.train_ms_per_step)) ms  (\(fmt(r.images_per_s_train, 0)) images/s; \
+                forward \(fmt(r.forward_ms)) ms, backward \(fmt(r.backward_ms)) ms)
+                  inference    \(fmt(r.infer_ms_per_batch)) ms  (\(fmt(r.images_per_s_infer, 0)) images/s)
+                  peak RSS     \(fmt(r.peak_rss_mb, 0)) MiB  (growth over timed steps: \(fmt(r.rss_growth_mb, 1)) MiB)
+                """)
+        }
+    }
+}
+
+func fmt(_ x: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", x) }
+
+struct InputFormatError: Error, CustomStringConvertible {
+    let text: String
+    var description: String { "--input '\(text)': expected CxHxW with H == W, e.g. 3x32x32" }
+}
+
+func parseInput(_ s: String, classes: Int) throws -> ModelInput {
+    let parts = s.lowercased().split(separator: "x").compactMap { Int($0) }
+    guard parts.count == 3, parts[1] == parts[2], parts.allSatisfy({ $0 > 0 }) else { throw InputFormatError(text: s) }
+    return ModelInput(channels: parts[0], size: parts[1], classes: classes)
+}

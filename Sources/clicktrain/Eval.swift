@@ -1,0 +1,49 @@
+import ArgumentParser
+import ClickTrainCore
+import ClickTrainData
+import ClickTrainNN
+import ClickTrainTraining
+import Foundation
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Evaluate a saved model.safetensors on a data set's test split.")
+
+    @Argument(help: "A model.safetensors written by clicktrain train.") var modelFile: String
+    @Option(help: "Model name, when the file's metadata does not say it.") var model: String?
+    @Option(help: "Data set. [default: the one the model was trained on]") var dataset: String?
+    @Option(help: "Folder holding the data set's files. [default: the data set's usual location]") var data: String?
+    @Option(help: "Images per batch.") var batchSize = 250
+    @Option(help: "Threads for every kernel. [default: all cores]") var threads: Int?
+    @Flag(help: "Print one JSON object.") var json = false
+
+    func run() throws {
+        try reportingErrors {
+            if let t = threads { Threads.set(t) } else { Threads.set(Threads.count) }
+            let saved = try SafeTensors.read(modelFile)
+            let meta = saved.metadata
+            guard let name = model ?? meta["model"] else {
+                throw StateLoadError(path: modelFile, detail: "its metadata does not name the model; pass --model")
+            }
+            let kind = try DatasetKind(name: dataset ?? meta["dataset"] ?? "fashion-mnist")
+            let test = try ImageDataset.load(kind, directory: data ?? kind.defaultDirectory, train: false)
+            let inp = ModelInput(channels: test.channels, size: test.height, classes: Int(meta["classes"] ?? "") ?? test.classes)
+            if let s = meta["input"], s != "\(inp.channels)x\(inp.size)x\(inp.size)" {
+                throw StateLoadError(path: modelFile, detail: "the model was trained on \(s) images, \(kind.rawValue) has \(inp.channels)x\(inp.size)x\(inp.size)")
+            }
+            let net = try ModelZoo.make(name, input: inp, seed: 0)
+            try ModelState.load(saved.tensors, into: net, path: modelFile)
+            let norm = kind.normalization
+            let t0 = Date()
+            let (loss, acc) = Trainer.evaluate(model: net, dataset: test, batchSize: batchSize,
+                                               augmentation: Augmentation(mean: norm.mean, std: norm.std))
+            let secs = Date().timeIntervalSince(t0)
+            if json {
+                print("{\"model\":\"\(ModelZoo.canonicalName(name))\",\"dataset\":\"\(kind.rawValue)\",\"images\":\(test.count),\"test_loss\":\(loss),\"test_acc\":\(acc),\"seconds\":\(secs)}")
+            } else {
+                print(String(format: "%@ on %@ test (%d images): loss %.4f, accuracy %.2f%% (%.1f s)",
+                             ModelZoo.canonicalName(name), kind.rawValue, test.count, loss, 100 * acc, secs))
+            }
+        }
+    }
+}
