@@ -130,9 +130,11 @@ public final class Trainer {
                             horizontalFlip: config.horizontal_flip ?? kind.flipByDefault)
     }
 
-    /// Trains the remaining epochs; returns every epoch's metrics (including resumed ones).
+    /// Trains the remaining epochs (or up to `untilEpoch`); returns every epoch's metrics
+    /// so far, including resumed ones.
     @discardableResult
-    public func run() throws -> [EpochMetrics] {
+    public func run(untilEpoch: Int? = nil) throws -> [EpochMetrics] {
+        let lastEpoch = min(untilEpoch ?? config.epochs, config.epochs)
         let schedule = config.lrScheduleValue
         let grad = Tensor(shape: [config.batch_size, input.classes])
         let start = now()
@@ -141,7 +143,7 @@ public final class Trainer {
         } else {
             log("resuming \(runDir) after epoch \(completedEpochs) of \(config.epochs)")
         }
-        while completedEpochs < config.epochs {
+        while completedEpochs < lastEpoch {
             let epoch = completedEpochs
             let loader = BatchLoader(dataset: trainSet, batchSize: config.batch_size, augmentation: trainAugmentation,
                                      shuffle: true, seed: config.seed, epoch: epoch, dropLast: true)

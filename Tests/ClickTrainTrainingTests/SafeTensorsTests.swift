@@ -1,0 +1,90 @@
+import ClickTrainCore
+import ClickTrainNN
+import ClickTrainTestSupport
+import ClickTrainTraining
+import Foundation
+import Testing
+
+@Suite("safetensors and model state")
+struct SafeTensorsTests {
+    @Test func roundTripWithMetadataAndAlignment() throws {
+        let tensors: [(String, SafeTensors.Value)] = [
+            ("a.weight", .f32(shape: [2, 3], values: [1, 2, 3, 4, 5, -6.5])),
+            ("bn.num_batches_tracked", .i64(shape: [], values: [42])),
+            ("weird \"name\"", .f32(shape: [1], values: [.pi])),
+        ]
+        let data = SafeTensors.encode(tensors, metadata: ["model": "x", "note": "a \"quoted\" value"])
+        let headerLen = data.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        #expect((8 + headerLen) % 8 == 0)
+        let back = try SafeTensors.decode(data, path: "mem")
+        #expect(back.order == tensors.map(\.0))
+        for (n, v) in tensors { #expect(back.tensors[n] == v) }
+        #expect(back.metadata == ["model": "x", "note": "a \"quoted\" value"])
+    }
+
+    @Test func corruptFilesAreErrorsNamingTheFile() throws {
+        let data = SafeTensors.encode([("w", .f32(shape: [4], values: [1, 2, 3, 4]))])
+        #expect { try SafeTensors.decode(data.prefix(data.count - 4), path: "cut.safetensors") } throws: {
+            "\($0)".contains("cut.safetensors") && "\($0)".contains("'w'")
+        }
+        #expect { try SafeTensors.decode(Data([1, 2, 3]), path: "tiny") } throws: { "\($0)".contains("tiny") }
+        var bad = data
+        bad[0] = 0xFF
+        #expect { try SafeTensors.decode(bad, path: "len") } throws: { "\($0)".contains("header length") }
+        #expect { try SafeTensors.read("/nonexistent/model.safetensors") } throws: { "\($0)".contains("does not exist") }
+    }
+
+    @Test func modelStateRoundTripsAndRejectsOtherShapes() throws {
+        let a = try ModelZoo.make("resnet20", input: .fashionMNIST, seed: 1)
+        let b = try ModelZoo.make("resnet20", input: .fashionMNIST, seed: 2)
+        let bn = a.stateDict().first { $0.0 == "bn1.num_batches_tracked" }!.1
+        if case .counter(let c) = bn { c.value = 17 }
+        let dict = Dictionary(uniqueKeysWithValues: ModelState.tensors(of: a))
+        try ModelState.load(dict, into: b, path: "m")
+        let x = Reference.random([2, 1, 28, 28], seed: 3)
+        a.train(false)
+        b.train(false)
+        #expect(a.forward(x).array == b.forward(x).array)
+        #expect(dict["bn1.num_batches_tracked"] == .i64(shape: [], values: [17]))
+
+        let c = try ModelZoo.make("resnet32", input: .fashionMNIST, seed: 1)
+        #expect { try ModelState.load(dict, into: c, path: "m.safetensors") } throws: { "\($0)".contains("missing") }
+        let wide = try ModelZoo.make("resnet20", input: .cifar10, seed: 1)
+        #expect { try ModelState.load(dict, into: wide, path: "m.safetensors") } throws: {
+            "\($0)".contains("conv1.weight") && "\($0)".contains("[16, 1, 3, 3]")
+        }
+    }
+}
+
+@Suite("Run configuration")
+struct RunConfigTests {
+    @Test func officialStyleYAML() throws {
+        let yaml = """
+            model: resnet32
+            dataset: cifar10
+            epochs: 190
+            learning_rate: 0.1
+            schedule: [55, 130]
+            num_patterns: 4
+            epoch_choose_p_k: 61
+            grp_lasso_coeff: 0.00025
+            prune_ratios:
+              module.layer1.0.conv1.weight: 55
+            """
+        let c = try RunConfig.decode(yaml: yaml, source: "cfg.yaml")
+        #expect(c.model == "resnet32" && c.epochs == 190 && c.schedule == [55, 130] && c.lr_schedule == "step")
+        #expect(c.lrScheduleValue == .step(milestones: [55, 130], gamma: 0.1))
+        let again = try RunConfig.decode(yaml: try c.yaml(), source: "round trip")
+        #expect(again == c)
+    }
+
+    @Test func badValuesNameTheFileAndField() {
+        #expect { try RunConfig.decode(yaml: "epochs: many", source: "x.yaml") } throws: {
+            "\($0)".contains("x.yaml") && "\($0)".contains("epochs")
+        }
+        #expect { try RunConfig.decode(yaml: "model: resnet21", source: "y.yaml") } throws: {
+            "\($0)".contains("y.yaml") && "\($0)".contains("resnet21")
+        }
+        #expect { try RunConfig.decode(yaml: "batch_size: 0", source: "z.yaml") } throws: { "\($0)".contains("batch_size") }
+    }
+}

@@ -1,0 +1,148 @@
+import ClickTrainCore
+import ClickTrainData
+import ClickTrainNN
+import ClickTrainTestSupport
+import ClickTrainTraining
+import Foundation
+import Testing
+
+/// A tiny but real data set folder (16x16 IDX files) and a config that trains on it fast.
+func tinyRun(epochs: Int = 3, model: String = "lenet5") -> (RunConfig, String) {
+    let data = SyntheticData.temporaryDirectory("data")
+    SyntheticData.writeIDXFolder(data, train: 384, test: 128, size: 16) { try! IDX.write($0, dims: $1, bytes: $2) }
+    var c = RunConfig()
+    c.model = model
+    c.dataset = "fashion-mnist"
+    c.data = data
+    c.epochs = epochs
+    c.batch_size = 32
+    c.learning_rate = 0.05
+    c.crop_padding = 0  // the classes differ by where a square sits: no shifting
+    c.threads = 2
+    c.seed = 5
+    return (c, SyntheticData.temporaryDirectory("run"))
+}
+
+func weights(_ t: Trainer) -> [Float] { t.model.parameters().flatMap { $0.value.array } }
+
+func quiet(_ t: Trainer) -> Trainer {
+    t.log = { _ in }
+    t.showProgressBar = false
+    return t
+}
+
+/// Metrics without the wall-clock fields.
+func comparable(_ m: [EpochMetrics]) -> [[Double]] {
+    m.map { [Double($0.epoch), $0.lr, $0.train_loss, $0.train_acc, $0.test_loss, $0.test_acc] }
+}
+
+@Suite("Trainer, checkpoints and resume", .serialized)
+struct TrainerTests {
+    @Test func learnsAndIsReproducible() throws {
+        var (cfg, dir1) = tinyRun(epochs: 5)
+        cfg.learning_rate = 0.1
+        let m1 = try quiet(Trainer(config: cfg, runDir: dir1)).run()
+        let m2 = try quiet(Trainer(config: cfg, runDir: SyntheticData.temporaryDirectory("run"))).run()
+        #expect(comparable(m1) == comparable(m2))
+        #expect(m1.count == 5)
+        #expect(m1.last!.test_acc > 0.8, "\(m1)")
+        for f in ["config.yaml", "metrics.jsonl", "model.safetensors", "checkpoint/state.safetensors"] {
+            #expect(FileManager.default.fileExists(atPath: dir1 + "/" + f), "\(f)")
+        }
+        // model.safetensors loads into a fresh model with the same test accuracy.
+        let saved = try SafeTensors.read(dir1 + "/model.safetensors")
+        #expect(saved.metadata["model"] == "lenet5" && saved.metadata["input"] == "1x16x16")
+        let net = try ModelZoo.make("lenet5", input: ModelInput(channels: 1, size: 16, classes: 10), seed: 99)
+        try ModelState.load(saved.tensors, into: net, path: "model")
+        let test = try ImageDataset.load(.fashionMNIST, directory: cfg.data, train: false)
+        let norm = DatasetKind.fashionMNIST.normalization
+        let (_, acc) = Trainer.evaluate(model: net, dataset: test, batchSize: 32,
+                                        augmentation: Augmentation(mean: norm.mean, std: norm.std))
+        #expect(abs(acc - m1.last!.test_acc) < 1e-9)
+    }
+
+    @Test func resumeEndsExactlyLikeAnUninterruptedRun() throws {
+        let (cfg, dirA) = tinyRun(epochs: 3, model: "resnet20")
+        var c = cfg
+        c.max_steps_per_epoch = 4
+        let full = try quiet(Trainer(config: c, runDir: dirA))
+        let mFull = try full.run()
+
+        let dirB = SyntheticData.temporaryDirectory("run")
+        var short = c
+        short.epochs = 3
+        let first = quiet(try Trainer(config: short, runDir: dirB))
+        try first.run(untilEpoch: 1)
+        let resumed = quiet(try Trainer.resume(runDir: dirB))
+        #expect(resumed.completedEpochs == 1)
+        let mRes = try resumed.run()
+        #expect(comparable(mRes) == comparable(mFull))
+        #expect(weights(resumed) == weights(full))
+    }
+
+    @Test func nonFiniteLossStopsAndKeepsTheLastCheckpoint() throws {
+        let (cfg, dir) = tinyRun(epochs: 3)
+        let t = quiet(try Trainer(config: cfg, runDir: dir))
+        try t.run(untilEpoch: 1)
+        let before = try Data(contentsOf: URL(fileURLWithPath: dir + "/checkpoint/state.safetensors"))
+        t.model.parameters()[0].value[0] = .nan
+        #expect { try t.run() } throws: { e in
+            "\(e)".contains("epoch 2") && "\(e)".contains("checkpoint of epoch 1")
+        }
+        let after = try Data(contentsOf: URL(fileURLWithPath: dir + "/checkpoint/state.safetensors"))
+        #expect(before == after)
+        let r = try Trainer.resume(runDir: dir)
+        #expect(r.completedEpochs == 1 && weights(r).allSatisfy(\.isFinite))
+    }
+
+    @Test func existingRunIsNotOverwritten() throws {
+        let (cfg, dir) = tinyRun(epochs: 1)
+        try quiet(Trainer(config: cfg, runDir: dir)).run()
+        #expect { try Trainer(config: cfg, runDir: dir) } throws: { "\($0)".contains("--resume") }
+        #expect { try Trainer.resume(runDir: "/nonexistent/run") } throws: { "\($0)".contains("does not exist") }
+    }
+
+    /// The real binary, killed with SIGKILL mid-run, leaves a checkpoint that loads, and
+    /// `--resume` finishes the run.
+    @Test func sigkillMidEpochThenResume() throws {
+        let exe = try #require(clicktrainExecutable(), "build the clicktrain executable first (swift build)")
+        let (cfg, dir) = tinyRun(epochs: 6, model: "resnet20")
+        func launch(_ args: [String]) throws -> Process {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: exe)
+            p.arguments = args
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            return p
+        }
+        let p = try launch(["train", "--model", "resnet20", "--data", cfg.data, "--epochs", "6", "--batch-size", "32",
+                            "--threads", "2", "--seed", "5", "--out", dir])
+        let ck = dir + "/checkpoint/state.safetensors"
+        let deadline = Date().addingTimeInterval(120)
+        while !FileManager.default.fileExists(atPath: ck) && Date() < deadline && p.isRunning { usleep(20_000) }
+        usleep(300_000)  // well into the next epoch
+        #expect(p.isRunning, "the run ended before it could be killed")
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        #expect(p.terminationReason == .uncaughtSignal)
+        let t = try Trainer.resume(runDir: dir)  // loads: not corrupt
+        #expect(t.completedEpochs >= 1 && t.completedEpochs < 6)
+        let r = try launch(["train", "--resume", dir])
+        r.waitUntilExit()
+        #expect(r.terminationStatus == 0)
+        let metrics = try String(contentsOfFile: dir + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+        #expect(metrics.count == 6)
+    }
+}
+
+/// The clicktrain binary built next to the test bundle, if any.
+func clicktrainExecutable() -> String? {
+    var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for _ in 0..<4 {
+        let c = dir.appendingPathComponent("clicktrain").path
+        if FileManager.default.isExecutableFile(atPath: c) { return c }
+        dir = dir.deletingLastPathComponent()
+    }
+    return nil
+}
