@@ -53,3 +53,21 @@ public struct UncheckedSendable<T>: @unchecked Sendable {
     public let value: T
     @inlinable public init(_ v: T) { value = v }
 }
+
+extension Threads {
+    /// Sums `body(range)` over a fixed split of 0..<n (deterministic given `count`); nil
+    /// when n is 0.
+    public static func parallelSum(_ n: Int, minPerChunk: Int = 1 << 15, _ body: (Range<Int>) -> Double) -> Double? {
+        if n <= 0 { return nil }
+        let chunks = max(1, min(count, n / max(minPerChunk, 1)))
+        var partial = [Double](repeating: 0, count: chunks)
+        partial.withUnsafeMutableBufferPointer { p in
+            let out = p.baseAddress!
+            parallelFor(chunks) { c in
+                let lo = n * c / chunks, hi = n * (c + 1) / chunks
+                out[c] = body(lo..<hi)
+            }
+        }
+        return partial.reduce(0, +)
+    }
+}

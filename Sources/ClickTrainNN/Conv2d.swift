@@ -1,4 +1,6 @@
 import ClickTrainCore
+import ClickTrainSparse
+import Foundation
 
 /// 2-D convolution (groups = 1), NCHW, weight [out, in, k, k] as in `torch.nn.Conv2d`.
 ///
@@ -11,7 +13,11 @@ public final class Conv2d: Layer {
     public var isTraining = true
     public var needsInputGradient = true
 
+    /// Activation-gradient pruning of the incoming gradient, with this layer's name.
+    public var gradientPruning: (policy: GradientPruningPolicy, name: String)?
     private var plans: [ConvGeometry: DenseConv2dKernel] = [:]
+    private var sparsePlans: [ConvGeometry: SparseErrorConvKernel] = [:]
+    private var prunedGrads = BufferCache()
     private var input: Tensor?
     private var outputs = BufferCache()
     private var gradInputs = BufferCache()
@@ -77,8 +83,28 @@ public final class Conv2d: Layer {
         if needsInputGradient {
             gi = gradInputs.get(x.shape)
         }
-        plan(g).backward(input: x, weight: weight.value, gradOutput: gradOutput, gradInput: gi,
-                         gradWeight: weight.grad, gradBias: bias?.grad)
+        guard let (policy, name) = gradientPruning else {
+            plan(g).backward(input: x, weight: weight.value, gradOutput: gradOutput, gradInput: gi,
+                             gradWeight: weight.grad, gradBias: bias?.grad)
+            return gi ?? gradOutput
+        }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        var dy = gradOutput
+        var density = 1.0
+        if policy.enabled {
+            dy = prunedGrads.get(gradOutput.shape)
+            density = policy.prune(gradOutput, into: dy, layer: name)
+        }
+        if policy.enabled && density <= policy.sparseKernelMaxDensity && SparseErrorConvKernel.supports(g) {
+            let k = sparsePlans[g] ?? SparseErrorConvKernel(g)
+            sparsePlans[g] = k
+            k.backward(input: x, weight: weight.value, gradOutput: dy, gradInput: gi, gradWeight: weight.grad,
+                       gradBias: bias?.grad)
+        } else {
+            plan(g).backward(input: x, weight: weight.value, gradOutput: dy, gradInput: gi,
+                             gradWeight: weight.grad, gradBias: bias?.grad)
+        }
+        policy.convBackwardSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
         return gi ?? gradOutput
     }
 }

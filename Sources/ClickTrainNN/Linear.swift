@@ -8,6 +8,9 @@ public final class Linear: Layer {
     public let bias: Parameter?
     public var isTraining = true
     public var needsInputGradient = true
+    /// Activation-gradient pruning of the incoming gradient, with this layer's name.
+    public var gradientPruning: (policy: GradientPruningPolicy, name: String)?
+    private var prunedGrads = BufferCache()
     private var input: Tensor?
     private var outputs = BufferCache()
     private var gradInputs = BufferCache()
@@ -54,7 +57,12 @@ public final class Linear: Layer {
         if needsInputGradient {
             dx = gradInputs.get(x.shape)
         }
-        linearBackward(x: x, weight: weight.value, gradOutput: gradOutput, gradInput: dx, gradWeight: weight.grad,
+        var dy = gradOutput
+        if let (policy, name) = gradientPruning, policy.enabled {
+            dy = prunedGrads.get(gradOutput.shape)
+            _ = policy.prune(gradOutput, into: dy, layer: name)
+        }
+        linearBackward(x: x, weight: weight.value, gradOutput: dy, gradInput: dx, gradWeight: weight.grad,
                        gradBias: bias?.grad)
         return dx ?? gradOutput
     }

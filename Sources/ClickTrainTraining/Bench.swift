@@ -1,5 +1,6 @@
 import ClickTrainCore
 import ClickTrainNN
+import ClickTrainSparse
 import Foundation
 
 /// Process memory figures from /proc/self/status (Linux), in MiB.
@@ -50,6 +51,14 @@ public struct TrainingBenchmark {
         /// RSS after the timed steps minus RSS after warm-up (0 when nothing leaks).
         public var rss_growth_mb: Double
         public var steps_timed: Int
+        // With --grad-prune: the same steps with activation-gradient pruning, measured in
+        // the same process right after the dense ones.
+        public var grad_prune: Double?
+        public var conv_backward_ms: Double?
+        public var pruned_backward_ms: Double?
+        public var pruned_conv_backward_ms: Double?
+        public var pruned_train_ms_per_step: Double?
+        public var grad_sparsity: Double?
     }
 
     public var modelName: String
@@ -59,6 +68,8 @@ public struct TrainingBenchmark {
     public var runs = 10
     /// Extra steps, untimed, run between two RSS readings to show memory does not grow.
     public var leakSteps = 0
+    /// Activation-gradient pruning to compare against the dense backward pass.
+    public var gradPruner: GradientPruner?
 
     public init(modelName: String, batch: Int, input: ModelInput) {
         self.modelName = modelName
@@ -74,8 +85,12 @@ public struct TrainingBenchmark {
         for i in 0..<x.count { x[i] = rng.normal() }
         let labels = (0..<batch).map { Int32($0 % input.classes) }
         let grad = Tensor(shape: [batch, input.classes])
-        var fwd: [Double] = [], bwd: [Double] = [], step: [Double] = []
+        var fwd: [Double] = [], bwd: [Double] = [], step: [Double] = [], convBwd: [Double] = []
+        let policy = gradPruner.map { GradientPruningPolicy(pruner: $0) }
+        policy?.install(on: model)
+        policy?.enabled = false
         func trainStep(record: Bool) {
+            policy?.convBackwardSeconds = 0
             let t0 = now()
             let logits = model.forward(x)
             labels.withUnsafeBufferPointer { _ = softmaxCrossEntropy(logits: logits, labels: $0, grad: grad) }
@@ -84,7 +99,10 @@ public struct TrainingBenchmark {
             let t2 = now()
             opt.step()
             let t3 = now()
-            if record { fwd.append(t1 - t0); bwd.append(t2 - t1); step.append(t3 - t0) }
+            if record {
+                fwd.append(t1 - t0); bwd.append(t2 - t1); step.append(t3 - t0)
+                convBwd.append(policy?.convBackwardSeconds ?? 0)
+            }
         }
         model.train(true)
         for _ in 0..<warmup { trainStep(record: false) }
@@ -92,6 +110,19 @@ public struct TrainingBenchmark {
         for _ in 0..<runs { trainStep(record: true) }
         for _ in 0..<leakSteps { trainStep(record: false) }
         let rssAfter = ProcessMemory.currentRSSMB
+        var pruned: (bwd: Double, conv: Double, step: Double, sparsity: Double)?
+        if let policy {
+            let dense = (fwd, bwd, step, convBwd)
+            fwd = []; bwd = []; step = []; convBwd = []
+            policy.enabled = true
+            for _ in 0..<warmup { trainStep(record: false) }
+            policy.resetStatistics()
+            for _ in 0..<runs { trainStep(record: true) }
+            let convNames = policy.layerNames.filter { !$0.contains("fc") && !$0.contains("classifier") }
+            pruned = (median(bwd), median(convBwd), median(step), policy.meanSparsity(of: convNames) ?? 0)
+            (fwd, bwd, step, convBwd) = dense
+            policy.enabled = false
+        }
         model.train(false)
         var inf: [Double] = []
         for i in 0..<(warmup + runs) {
@@ -106,6 +137,9 @@ public struct TrainingBenchmark {
             train_ms_per_step: train * 1e3, infer_ms_per_batch: infer * 1e3,
             images_per_s_train: Double(batch) / train, images_per_s_infer: Double(batch) / infer,
             forward_ms: median(fwd) * 1e3, backward_ms: median(bwd) * 1e3,
-            peak_rss_mb: ProcessMemory.peakRSSMB, rss_growth_mb: max(0, rssAfter - rssBefore), steps_timed: runs)
+            peak_rss_mb: ProcessMemory.peakRSSMB, rss_growth_mb: max(0, rssAfter - rssBefore), steps_timed: runs,
+            grad_prune: gradPruner?.rate, conv_backward_ms: policy == nil ? nil : median(convBwd) * 1e3,
+            pruned_backward_ms: pruned.map { $0.bwd * 1e3 }, pruned_conv_backward_ms: pruned.map { $0.conv * 1e3 },
+            pruned_train_ms_per_step: pruned.map { $0.step * 1e3 }, grad_sparsity: pruned?.sparsity)
     }
 }

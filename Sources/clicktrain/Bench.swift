@@ -1,6 +1,7 @@
 import ArgumentParser
 import ClickTrainCore
 import ClickTrainNN
+import ClickTrainSparse
 import ClickTrainTraining
 import Foundation
 
@@ -20,6 +21,12 @@ struct Bench: ParsableCommand {
     @Option(help: "Untimed warm-up steps.") var warmup = 3
     @Option(help: "Timed steps (the median is reported).") var runs = 10
     @Option(help: "Extra steps between two RSS readings, to show memory does not grow.") var leakSteps = 0
+    @Option(help: "Also time the backward pass with activation-gradient pruning at this rate (e.g. 0.9).")
+    var gradPrune: Double?
+    @Option(help: "Distribution the pruning threshold is fitted to: gaussian or lognormal.")
+    var gradPruneDist: GradientDistribution = .gaussian
+    @Option(help: "Threshold rule: calibrated (zeros = rate) or paper (rate of the fit below the threshold).")
+    var gradPruneRule: ThresholdRule = .calibrated
     @Flag(help: "Print one JSON object instead of a table.") var json = false
 
     func run() throws {
@@ -29,6 +36,10 @@ struct Bench: ParsableCommand {
         b.warmup = warmup
         b.runs = runs
         b.leakSteps = leakSteps
+        if let p = gradPrune {
+            guard p >= 0 && p < 1 else { throw ValidationError("--grad-prune must be in [0, 1), got \(p)") }
+            b.gradPruner = GradientPruner(rate: p, distribution: gradPruneDist, rule: gradPruneRule, seed: 1)
+        }
         let r = try b.run()
         if json {
             let enc = JSONEncoder()
@@ -42,6 +53,14 @@ struct Bench: ParsableCommand {
                   inference    \(fmt(r.infer_ms_per_batch)) ms  (\(fmt(r.images_per_s_infer, 0)) images/s)
                   peak RSS     \(fmt(r.peak_rss_mb, 0)) MiB  (growth over timed steps: \(fmt(r.rss_growth_mb, 1)) MiB)
                 """)
+            if let pb = r.pruned_backward_ms, let pc = r.pruned_conv_backward_ms, let dc = r.conv_backward_ms {
+                print("""
+                      grad-prune \(r.grad_prune!): sparsity \(fmt(100 * (r.grad_sparsity ?? 0)))% over conv layers
+                        backward      dense \(fmt(r.backward_ms)) ms  pruned \(fmt(pb)) ms  (\(fmt(r.backward_ms / pb, 2))x)
+                        conv backward dense \(fmt(dc)) ms  pruned \(fmt(pc)) ms  (\(fmt(dc / pc, 2))x)
+                        train step    dense \(fmt(r.train_ms_per_step)) ms  pruned \(fmt(r.pruned_train_ms_per_step!)) ms
+                    """)
+            }
         }
     }
 }
@@ -58,3 +77,6 @@ func parseInput(_ s: String, classes: Int) throws -> ModelInput {
     guard parts.count == 3, parts[1] == parts[2], parts.allSatisfy({ $0 > 0 }) else { throw InputFormatError(text: s) }
     return ModelInput(channels: parts[0], size: parts[1], classes: classes)
 }
+
+extension GradientDistribution: ExpressibleByArgument {}
+extension ThresholdRule: ExpressibleByArgument {}

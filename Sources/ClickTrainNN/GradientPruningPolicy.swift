@@ -1,0 +1,72 @@
+import ClickTrainCore
+import ClickTrainSparse
+import Foundation
+
+/// Activation-gradient pruning shared by the conv and linear layers of a model: the
+/// pruner, whether it is on, and what it measured (per layer sparsity, backward time).
+public final class GradientPruningPolicy: @unchecked Sendable {
+    public var pruner: GradientPruner
+    /// Off: layers run the plain dense backward (still timed), for side-by-side figures.
+    public var enabled = true
+    /// Use the sparse backward kernels when the pruned gradient's density (non-zero
+    /// fraction) is at most this; denser maps go to the dense kernels. Set from
+    /// `clicktrain bench --grad-prune` measurements (see README).
+    public var sparseKernelMaxDensity = 0.25
+    /// Counts calls so every tensor of every step draws fresh random numbers.
+    var calls: UInt64 = 0
+
+    public struct LayerStats: Sendable {
+        public var zeros = 0.0
+        public var elements = 0.0
+        public var sparsity: Double { elements > 0 ? zeros / elements : 0 }
+    }
+    /// Per layer (by parameter name prefix, e.g. `layer1.0.conv1`), since the last reset.
+    public private(set) var stats: [String: LayerStats] = [:]
+    /// Layer names in the order they were installed.
+    public private(set) var layerNames: [String] = []
+    /// Seconds spent in conv backward (pruning included) since the last reset.
+    public var convBackwardSeconds = 0.0
+
+    public init(pruner: GradientPruner) { self.pruner = pruner }
+
+    public func resetStatistics() {
+        for k in stats.keys { stats[k] = LayerStats() }
+        convBackwardSeconds = 0
+    }
+
+    /// Mean sparsity over the named layers (nil if none measured).
+    public func meanSparsity(of names: [String]) -> Double? {
+        let v = names.compactMap { stats[$0] }.filter { $0.elements > 0 }.map(\.sparsity)
+        return v.isEmpty ? nil : v.reduce(0, +) / Double(v.count)
+    }
+
+    /// Prunes `g` into `out`; returns the density (non-zero fraction) of the result.
+    func prune(_ g: Tensor, into out: Tensor, layer: String) -> Double {
+        let tau = pruner.threshold(g.data, count: g.count)
+        calls &+= 1
+        let zeros = pruner.apply(g.data, into: out.data, count: g.count, tau: tau, call: calls)
+        stats[layer, default: LayerStats()].zeros += Double(zeros)
+        stats[layer, default: LayerStats()].elements += Double(g.count)
+        return 1 - Double(zeros) / Double(max(g.count, 1))
+    }
+
+    /// Attaches the policy to every Conv2d and Linear of `model`, except the first and/or
+    /// last of them when exempted. Returns the names of the layers it pruned.
+    @discardableResult
+    public func install(on model: any Layer, exemptFirst: Bool = false, exemptLast: Bool = false) -> [String] {
+        var targets: [(String, any Layer)] = model.namedModules().filter { $0.1 is Conv2d || $0.1 is Linear }
+        for (_, l) in targets {
+            (l as? Conv2d)?.gradientPruning = nil
+            (l as? Linear)?.gradientPruning = nil
+        }
+        if exemptFirst, !targets.isEmpty { targets.removeFirst() }
+        if exemptLast, !targets.isEmpty { targets.removeLast() }
+        for (name, l) in targets {
+            if let c = l as? Conv2d { c.gradientPruning = (self, name) }
+            if let f = l as? Linear { f.gradientPruning = (self, name) }
+        }
+        layerNames = targets.map(\.0)
+        stats = Dictionary(uniqueKeysWithValues: layerNames.map { ($0, LayerStats()) })
+        return layerNames
+    }
+}
