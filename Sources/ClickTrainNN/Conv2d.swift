@@ -89,22 +89,28 @@ public final class Conv2d: Layer {
             return gi ?? gradOutput
         }
         let t0 = DispatchTime.now().uptimeNanoseconds
-        var dy = gradOutput
-        var density = 1.0
-        if policy.enabled {
-            dy = prunedGrads.get(gradOutput.shape)
-            density = policy.prune(gradOutput, into: dy, layer: name)
-        }
-        if policy.enabled && density <= policy.sparseKernelMaxDensity && SparseErrorConvKernel.supports(g) {
+        if policy.prefersSparseKernels && SparseErrorConvKernel.supports(g)
+            && g.inChannels >= policy.sparseKernelMinChannels
+        {
+            // Pruning fused into the kernels that skip the zeros.
             let k = sparsePlans[g] ?? SparseErrorConvKernel(g)
             sparsePlans[g] = k
-            k.backward(input: x, weight: weight.value, gradOutput: dy, gradInput: gi, gradWeight: weight.grad,
-                       gradBias: bias?.grad)
+            let (tau, key, _) = policy.nextPruning(gradOutput)
+            let zeros = k.backward(input: x, weight: weight.value, gradOutput: gradOutput, tau: tau, key: key,
+                                   gradInput: gi, gradWeight: weight.grad, gradBias: bias?.grad)
+            policy.record(layer: name, zeros: zeros, elements: gradOutput.count)
         } else {
+            var dy = gradOutput
+            if policy.enabled {
+                dy = prunedGrads.get(gradOutput.shape)
+                policy.prune(gradOutput, into: dy, layer: name)
+            }
             plan(g).backward(input: x, weight: weight.value, gradOutput: dy, gradInput: gi,
                              gradWeight: weight.grad, gradBias: bias?.grad)
         }
-        policy.convBackwardSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+        let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+        policy.convBackwardSeconds += dt
+        policy.layerBackwardSeconds[name, default: 0] += dt
         return gi ?? gradOutput
     }
 }

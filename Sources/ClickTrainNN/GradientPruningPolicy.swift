@@ -8,10 +8,13 @@ public final class GradientPruningPolicy: @unchecked Sendable {
     public var pruner: GradientPruner
     /// Off: layers run the plain dense backward (still timed), for side-by-side figures.
     public var enabled = true
-    /// Use the sparse backward kernels when the pruned gradient's density (non-zero
-    /// fraction) is at most this; denser maps go to the dense kernels. Set from
-    /// `clicktrain bench --grad-prune` measurements (see README).
+    /// Use the sparse backward kernels when the target density (1 − rate) is at most this
+    /// and the layer has at least `sparseKernelMinChannels` input channels; other layers
+    /// prune and run the dense kernels. Both limits come from `clicktrain bench
+    /// --grad-prune 0.9 --per-layer` on ResNet-20 (README): with 16 input channels the
+    /// per-entry overhead loses to oneDNN, with 32 and 64 the sparse kernels win.
     public var sparseKernelMaxDensity = 0.25
+    public var sparseKernelMinChannels = 32
     /// Counts calls so every tensor of every step draws fresh random numbers.
     var calls: UInt64 = 0
 
@@ -26,12 +29,15 @@ public final class GradientPruningPolicy: @unchecked Sendable {
     public private(set) var layerNames: [String] = []
     /// Seconds spent in conv backward (pruning included) since the last reset.
     public var convBackwardSeconds = 0.0
+    /// The same, per conv layer.
+    public var layerBackwardSeconds: [String: Double] = [:]
 
     public init(pruner: GradientPruner) { self.pruner = pruner }
 
     public func resetStatistics() {
         for k in stats.keys { stats[k] = LayerStats() }
         convBackwardSeconds = 0
+        layerBackwardSeconds = [:]
     }
 
     /// Mean sparsity over the named layers (nil if none measured).
@@ -40,14 +46,25 @@ public final class GradientPruningPolicy: @unchecked Sendable {
         return v.isEmpty ? nil : v.reduce(0, +) / Double(v.count)
     }
 
-    /// Prunes `g` into `out`; returns the density (non-zero fraction) of the result.
-    func prune(_ g: Tensor, into out: Tensor, layer: String) -> Double {
-        let tau = pruner.threshold(g.data, count: g.count)
+    /// Threshold and random stream for pruning `g` now.
+    func nextPruning(_ g: Tensor) -> (tau: Float, key: UInt32, call: UInt64) {
         calls &+= 1
-        let zeros = pruner.apply(g.data, into: out.data, count: g.count, tau: tau, call: calls)
+        return (pruner.threshold(g.data, count: g.count), pruner.streamKey(call: calls), calls)
+    }
+
+    func record(layer: String, zeros: Int, elements: Int) {
         stats[layer, default: LayerStats()].zeros += Double(zeros)
-        stats[layer, default: LayerStats()].elements += Double(g.count)
-        return 1 - Double(zeros) / Double(max(g.count, 1))
+        stats[layer, default: LayerStats()].elements += Double(elements)
+    }
+
+    /// Whether the fused sparse kernels should run: the target leaves few enough non-zeros.
+    var prefersSparseKernels: Bool { enabled && 1 - pruner.rate <= sparseKernelMaxDensity }
+
+    /// Prunes `g` into `out` (for the dense kernels).
+    func prune(_ g: Tensor, into out: Tensor, layer: String) {
+        let (tau, _, call) = nextPruning(g)
+        let zeros = pruner.apply(g.data, into: out.data, count: g.count, tau: tau, call: call)
+        record(layer: layer, zeros: zeros, elements: g.count)
     }
 
     /// Attaches the policy to every Conv2d and Linear of `model`, except the first and/or

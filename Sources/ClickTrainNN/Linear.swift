@@ -60,7 +60,7 @@ public final class Linear: Layer {
         var dy = gradOutput
         if let (policy, name) = gradientPruning, policy.enabled {
             dy = prunedGrads.get(gradOutput.shape)
-            _ = policy.prune(gradOutput, into: dy, layer: name)
+            policy.prune(gradOutput, into: dy, layer: name)
         }
         linearBackward(x: x, weight: weight.value, gradOutput: dy, gradInput: dx, gradWeight: weight.grad,
                        gradBias: bias?.grad)

@@ -45,11 +45,7 @@ public struct GradientPruner: Sendable {
         if rate == 0 || n == 0 { return 0 }
         switch distribution {
         case .gaussian:
-            let s = Threads.parallelSum(n) { r in
-                var a: Float = 0
-                for i in r { a += abs(g[i]) }
-                return Double(a)
-            } ?? 0
+            let s = Threads.parallelSum(n) { r in Double(vectorSumAbs(g + r.lowerBound, r.count)) } ?? 0
             let sigma = (Double.pi / 2).squareRoot() * s / Double(n)
             if sigma == 0 { return 0 }
             let t = rule == .paper ? inverseNormalCDF((1 + rate) / 2) : GradientPruner.calibratedGaussian(rate)
@@ -106,14 +102,44 @@ public struct GradientPruner: Sendable {
         return (lo + hi) / 2
     }
 
+    /// The random stream of one pruning call (use a new `call` for every tensor and step).
+    public func streamKey(call: UInt64) -> UInt32 {
+        UInt32(truncatingIfNeeded: ((seed &* 0x9E37_79B9_7F4A_7C15) ^ (call &* 0xD1B5_4A32_D192_ED03)) >> 17)
+    }
+
+    /// The uniform number in [0, 1) that element `index` draws in stream `key`: a
+    /// counter-based hash, identical in the SIMD loop below and in fused kernels.
+    @inline(__always)
+    public static func uniform(index: Int, key: UInt32) -> Float {
+        var h = UInt32(truncatingIfNeeded: index) &+ key
+        h = (h ^ (h >> 16)) &* 0x7FEB_352D
+        h = (h ^ (h >> 15)) &* 0x846C_A68B
+        h ^= h >> 16
+        return Float(h >> 8) * (1 / 16_777_216 as Float)
+    }
+
     /// Prunes `src` into `dst` (they may be the same buffer) with threshold `tau`; `call`
     /// selects the random stream (use a new value for every tensor and step). Returns the
     /// number of zeros in `dst`.
     @discardableResult
     public func apply(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, count n: Int, tau: Float,
                       call: UInt64) -> Int {
-        let key = UInt32(truncatingIfNeeded: (seed &* 0x9E37_79B9_7F4A_7C15) ^ (call &* 0xD1B5_4A32_D192_ED03) >> 17)
+        let key = streamKey(call: call)
         let zeros = Threads.parallelSum(n, minPerChunk: 1 << 14) { r -> Double in
+            Double(applyRange(src + r.lowerBound, into: dst + r.lowerBound, count: r.count, tau: tau, key: key,
+                              indexBase: r.lowerBound))
+        }
+        return Int(zeros ?? 0)
+    }
+
+    /// The pruning rule on `count` elements that are elements `indexBase…` of the tensor
+    /// (the index picks each element's random number). One thread. Returns the zeros.
+    @inline(__always)
+    public func applyRange(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, count: Int, tau: Float,
+                           key: UInt32, indexBase: Int) -> Int {
+        let src = src - indexBase, dst = dst - indexBase
+        let r = indexBase..<(indexBase + count)
+        do {
             // Eight lanes at a time: hash → uniform u, then select x, ±τ or 0.
             let tauV = SIMD8<Float>(repeating: tau), zero = SIMD8<Float>(repeating: 0)
             let lane = SIMD8<UInt32>(0, 1, 2, 3, 4, 5, 6, 7)
@@ -143,18 +169,13 @@ public struct GradientPruner: Sendable {
             while i < r.upperBound {
                 let x = src[i]
                 let a = abs(x)
-                var h = UInt32(truncatingIfNeeded: i) &+ key
-                h = (h ^ (h >> 16)) &* 0x7FEB_352D
-                h = (h ^ (h >> 15)) &* 0x846C_A68B
-                h ^= h >> 16
-                let u = Float(h >> 8) * (1 / 16_777_216 as Float)
+                let u = GradientPruner.uniform(index: i, key: key)
                 let y: Float = a < tau ? (u * tau < a ? (x < 0 ? -tau : tau) : 0) : x
                 dst[i] = y
                 zs += y == 0 ? 1 : 0
                 i += 1
             }
-            return Double(zs)
+            return zs
         }
-        return Int(zeros ?? 0)
     }
 }

@@ -1,233 +1,181 @@
 import ClickTrainCore
 
-/// A pruned gradient map [N, K, OH, OW] stored per (n, k) plane as the positions and
-/// values of its non-zeros (CSR over planes); a position is `row << 16 | column`, so the
-/// kernels need no division. Buffers are kept and grown, never shrunk.
-public final class SparseErrorMap {
-    public private(set) var planes = 0
-    public private(set) var planeStart: UnsafeMutablePointer<Int32>
-    public private(set) var positions: UnsafeMutablePointer<Int32>
-    public private(set) var values: UnsafeMutablePointer<Float>
-    private var planeCapacity = 0, nnzCapacity = 0
-
-    public init() {
-        planeStart = .allocate(capacity: 1)
-        positions = .allocate(capacity: 1)
-        values = .allocate(capacity: 1)
-    }
-
-    deinit {
-        planeStart.deallocate()
-        positions.deallocate()
-        values.deallocate()
-    }
-
-    public var nonZeros: Int { Int(planeStart[planes]) }
-
-    /// Compresses `dy` ([planes, rows, columns]).
-    public func build(_ dy: Tensor, planes: Int, rows: Int, columns: Int) {
-        let planeSize = rows * columns
-        precondition(planes * planeSize == dy.count, "SparseErrorMap: \(planes)x\(planeSize) for \(dy.shape)")
-        precondition(rows < 1 << 15 && columns < 1 << 16, "SparseErrorMap: plane \(rows)x\(columns) too large")
-        if planeCapacity < planes + 1 {
-            planeStart.deallocate()
-            planeStart = .allocate(capacity: planes + 1)
-            planeCapacity = planes + 1
-        }
-        self.planes = planes
-        let src = dy.data, starts = planeStart
-        // Count, prefix-sum, fill: two passes over the (mostly zero) map.
-        Threads.parallelRanges(planes) { r in
-            for p in r {
-                var c: Int32 = 0
-                let row = src + p * planeSize
-                for i in 0..<planeSize where row[i] != 0 { c += 1 }
-                starts[p + 1] = c
-            }
-        }
-        starts[0] = 0
-        for p in 0..<planes { starts[p + 1] += starts[p] }
-        let nnz = Int(starts[planes])
-        if nnzCapacity < nnz {
-            positions.deallocate()
-            values.deallocate()
-            let cap = max(nnz, nnzCapacity * 3 / 2)
-            positions = .allocate(capacity: cap)
-            values = .allocate(capacity: cap)
-            nnzCapacity = cap
-        }
-        let pos = positions, val = values
-        Threads.parallelRanges(planes) { r in
-            for p in r {
-                var o = Int(starts[p])
-                let row = src + p * planeSize
-                for y in 0..<rows {
-                    for x in 0..<columns where row[y * columns + x] != 0 {
-                        pos[o] = Int32(y << 16 | x)
-                        val[o] = row[y * columns + x]
-                        o += 1
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Backward convolutions that skip the zeros of a pruned output gradient
-/// (activation-gradient pruning, SPEC §4). Work is proportional to the non-zeros: each
-/// one scatters `value · W[k, :, tap]` into the input gradient and gathers
-/// `value · x[n, :, tap]` into the weight gradient, vectorised over input channels in
-/// channels-last copies of x, W and dx (the layout conversions are part of the cost and
-/// of the benchmark).
+/// Backward convolutions that skip the zeros of the output gradient, with the
+/// activation-gradient pruning fused in (SPEC §4).
+///
+/// Representation, chosen by measurement: none. Each image is processed on its own
+/// (threads split the batch); its input goes channels-last into a cache-resident
+/// scratch, every (n, k) gradient plane is read once, each entry is pruned on the spot
+/// (the stochastic rule of `GradientPruner`, same random stream), and each surviving
+/// value `v` at (oy, ox) scatters `v · W[k, :, tap]` into the image's channels-last input
+/// gradient and `v · x[n, :, tap]` into the thread's weight gradient — SIMD over input
+/// channels. Index lists or bitmaps cost two extra passes over the map for nothing. With
+/// `tau` 0 nothing is pruned and the kernel just skips the map's exact zeros.
 public final class SparseErrorConvKernel {
     public let geometry: ConvGeometry
-    public let map = SparseErrorMap()
-    private var xNHWC: Tensor, dxNHWC: Tensor
-    private var wOHWI: Tensor, dwOHWI: Tensor
+    private let chunks: Int
+    private let xT: [Tensor], dxT: [Tensor], dwT: [Tensor]
+    private let wT: Tensor
+    private let prunedOut: Tensor?
+    private let planeScratch: [Tensor]
 
     /// Channel counts must be multiples of 8 (the SIMD width); `supports` tells.
     public static func supports(_ g: ConvGeometry) -> Bool { g.inChannels % 8 == 0 }
 
-    public init(_ g: ConvGeometry) {
+    /// - Parameter keepPrunedGradient: also write the pruned gradient map (for tests).
+    public init(_ g: ConvGeometry, keepPrunedGradient: Bool = false) {
         precondition(SparseErrorConvKernel.supports(g), "sparse error-map kernels need input channels divisible by 8: \(g)")
         geometry = g
-        xNHWC = Tensor(shape: [g.batch, g.height, g.width, g.inChannels])
-        dxNHWC = Tensor(shape: [g.batch, g.height, g.width, g.inChannels])
-        wOHWI = Tensor(shape: [g.outChannels, g.kernelSize, g.kernelSize, g.inChannels])
-        dwOHWI = Tensor(shape: [g.outChannels, g.kernelSize, g.kernelSize, g.inChannels])
+        chunks = max(1, min(Threads.count, g.batch))
+        let img = [g.height, g.width, g.inChannels]
+        xT = (0..<chunks).map { _ in Tensor(shape: img) }
+        dxT = (0..<chunks).map { _ in Tensor(shape: img) }
+        dwT = (0..<chunks).map { _ in Tensor(shape: [g.outChannels, g.kernelSize, g.kernelSize, g.inChannels]) }
+        wT = Tensor(shape: [g.outChannels, g.kernelSize, g.kernelSize, g.inChannels])
+        prunedOut = keepPrunedGradient ? Tensor(shape: g.outputShape) : nil
+        planeScratch = (0..<chunks).map { _ in Tensor(shape: [g.outHeight * g.outWidth]) }
     }
 
-    /// Input and weight gradients from the (pruned) `gradOutput`; `gradInput` nil skips
-    /// the input gradient. Gradients are overwritten. Returns the non-zero count used.
+    /// The pruned gradient of the last call, when kept.
+    public var prunedGradient: Tensor? { prunedOut }
+
+    /// Input and weight gradients from `gradOutput` pruned with threshold `tau` (0: no
+    /// pruning) and random stream `key` (see `GradientPruner.streamKey`). `gradInput` nil
+    /// skips the input gradient. Gradients are overwritten. Returns the number of zeros
+    /// of the pruned gradient.
     @discardableResult
-    public func backward(input: Tensor, weight: Tensor, gradOutput: Tensor, gradInput: Tensor?, gradWeight: Tensor,
-                         gradBias: Tensor?) -> Int {
+    public func backward(input: Tensor, weight: Tensor, gradOutput: Tensor, tau: Float = 0, key: UInt32 = 0,
+                         gradInput: Tensor?, gradWeight: Tensor, gradBias: Tensor?) -> Int {
         let g = geometry
         precondition(gradOutput.shape == g.outputShape && input.shape == g.inputShape, "sparse conv backward: shapes")
         let n = g.batch, c = g.inChannels, k = g.outChannels, ks = g.kernelSize, h = g.height, w = g.width
         let oh = g.outHeight, ow = g.outWidth, s = g.stride, pad = g.padding
-        map.build(gradOutput, planes: n * k, rows: oh, columns: ow)
-        let starts = map.planeStart, pos = map.positions, val = map.values
-
+        let plane = oh * ow, hw = h * w
+        let wantDx = gradInput != nil
+        if wantDx { transposeToChannelsLast(weight.data, wT.data, c: c, hw: ks * ks, count: k) }
+        var zerosPerChunk = [Int](repeating: 0, count: chunks)
+        var biasPerChunk = [Float](repeating: 0, count: chunks * k)
+        let xs = xT.map(\.data), dxs = dxT.map(\.data), dws = dwT.map(\.data)
+        let src = gradOutput.data, xin = input.data, wt = wT.data, dxOut = gradInput?.data
+        let kept = prunedOut?.data
+        let chunkCount = chunks
+        let pr = GradientPruner(rate: 0)
+        let planeBuf = planeScratch.map(\.data)
+        zerosPerChunk.withUnsafeMutableBufferPointer { zp in
+            biasPerChunk.withUnsafeMutableBufferPointer { bp in
+                let zerosOut = zp.baseAddress!, biasOut = bp.baseAddress!
+                // One image: channels-last input, then each gradient plane pruned (SIMD) into
+                // a small buffer and its non-zeros scattered.
+                func image<V: SIMD>(_: V.Type, b: Int, chunk: Int) -> Int where V.Scalar == Float {
+                    let cc = V.scalarCount * (c / V.scalarCount)
+                    let xh = xs[chunk], dxh = dxs[chunk], dwh = dws[chunk], pb = planeBuf[chunk]
+                    transposeToChannelsLast(xin + b * cc * hw, xh, c: cc, hw: hw, count: 1)
+                    if wantDx { dxh.update(repeating: 0, count: hw * cc) }
+                    var zeros = 0
+                    for f in 0..<k {
+                        let base = (b * k + f) * plane
+                        let gp: UnsafePointer<Float>
+                        if tau > 0 {
+                            zeros += pr.applyRange(src + base, into: pb, count: plane, tau: tau, key: key, indexBase: base)
+                            gp = UnsafePointer(pb)
+                        } else {
+                            gp = UnsafePointer(src + base)
+                            for i in 0..<plane where gp[i] == 0 { zeros += 1 }
+                        }
+                        if let kept { (kept + base).update(from: gp, count: plane) }
+                        let wf = wt + f * ks * ks * cc, dwf = dwh + f * ks * ks * cc
+                        var bsum: Float = 0
+                        for oy in 0..<oh {
+                            let iy0 = oy * s - pad
+                            let kyLo = max(0, -iy0), kyHi = min(ks, h - iy0)
+                            let grow = gp + oy * ow
+                            for ox in 0..<ow {
+                                let v = grow[ox]
+                                if v == 0 { continue }
+                                bsum += v
+                                let ix0 = ox * s - pad
+                                let kxLo = max(0, -ix0), kxHi = min(ks, w - ix0)
+                                var ky = kyLo
+                                while ky < kyHi {
+                                    let row = ((iy0 + ky) * w + ix0) * cc, tap = ky * ks * cc
+                                    var kx = kxLo
+                                    while kx < kxHi {
+                                        axpyV(V.self, v, xh + row + kx * cc, dwf + tap + kx * cc, cc)
+                                        if wantDx { axpyV(V.self, v, wf + tap + kx * cc, dxh + row + kx * cc, cc) }
+                                        kx += 1
+                                    }
+                                    ky += 1
+                                }
+                            }
+                        }
+                        biasOut[chunk * k + f] += bsum
+                    }
+                    if let dxo = dxOut { transposeFromChannelsLast(dxh, dxo + b * cc * hw, c: cc, hw: hw) }
+                    return zeros
+                }
+                Threads.parallelFor(chunkCount) { chunk in
+                    dws[chunk].update(repeating: 0, count: k * ks * ks * c)
+                    var zeros = 0
+                    for b in (n * chunk / chunkCount)..<(n * (chunk + 1) / chunkCount) {
+                        // SIMD16 (two AVX2 registers) is the widest vector Swift lowers well;
+                        // SIMD32/64 measured 30-100x slower.
+                        if c % 16 == 0 {
+                            zeros += image(SIMD16<Float>.self, b: b, chunk: chunk)
+                        } else {
+                            zeros += image(SIMD8<Float>.self, b: b, chunk: chunk)
+                        }
+                    }
+                    zerosOut[chunk] = zeros
+                }
+            }
+        }
+        // Sum the per-thread weight gradients in a fixed order, then back to [K, C, k, k].
+        let acc = dwT[0].data
+        for t in 1..<chunks { let o = dwT[t].data; for i in 0..<dwT[0].count { acc[i] += o[i] } }
+        let taps = ks * ks
+        for f in 0..<k { for ch in 0..<c { for t in 0..<taps {
+            gradWeight.data[(f * c + ch) * taps + t] = acc[(f * taps + t) * c + ch]
+        } } }
         if let db = gradBias {
             for f in 0..<k {
-                var acc: Float = 0
-                for b in 0..<n { for e in Int(starts[b * k + f])..<Int(starts[b * k + f + 1]) { acc += val[e] } }
-                db[f] = acc
+                var sum: Float = 0
+                for t in 0..<chunks { sum += biasPerChunk[t * k + f] }
+                db[f] = sum
             }
         }
-
-        // Weight gradient: threads split the output channels; x goes channels-last first.
-        toChannelsLast(input.data, xNHWC.data, n: n, c: c, hw: h * w)
-        let xh = xNHWC.data, dwh = dwOHWI.data
-        withChannelCount(c) { cc in
-            Threads.parallelRanges(k) { fr in
-                for f in fr {
-                    let dwf = dwh + f * ks * ks * cc
-                    dwf.update(repeating: 0, count: ks * ks * cc)
-                    for b in 0..<n {
-                        let plane = b * k + f
-                        let xb = xh + b * h * w * cc
-                        for e in Int(starts[plane])..<Int(starts[plane + 1]) {
-                            let p = Int(pos[e]), v = val[e]
-                            let iy0 = (p >> 16) * s - pad, ix0 = (p & 0xFFFF) * s - pad
-                            for ky in max(0, -iy0)..<min(ks, h - iy0) {
-                                let xr = xb + ((iy0 + ky) * w + ix0) * cc, dr = dwf + ky * ks * cc
-                                for kx in max(0, -ix0)..<min(ks, w - ix0) {
-                                    axpy(v, xr + kx * cc, dr + kx * cc, cc)
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        fromChannelsLast(dwOHWI.data, gradWeight.data, n: k, c: c, hw: ks * ks)
-
-        guard let dx = gradInput else { return map.nonZeros }
-        // Input gradient: threads split the batch.
-        toChannelsLast(weight.data, wOHWI.data, n: k, c: c, hw: ks * ks)
-        let wh = wOHWI.data, dxh = dxNHWC.data
-        withChannelCount(c) { cc in
-            Threads.parallelRanges(n) { br in
-                for b in br {
-                    let dxb = dxh + b * h * w * cc
-                    dxb.update(repeating: 0, count: h * w * cc)
-                    for f in 0..<k {
-                        let plane = b * k + f
-                        let wf = wh + f * ks * ks * cc
-                        for e in Int(starts[plane])..<Int(starts[plane + 1]) {
-                            let p = Int(pos[e]), v = val[e]
-                            let iy0 = (p >> 16) * s - pad, ix0 = (p & 0xFFFF) * s - pad
-                            for ky in max(0, -iy0)..<min(ks, h - iy0) {
-                                let wr = wf + ky * ks * cc, dr = dxb + ((iy0 + ky) * w + ix0) * cc
-                                for kx in max(0, -ix0)..<min(ks, w - ix0) {
-                                    axpy(v, wr + kx * cc, dr + kx * cc, cc)
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        fromChannelsLast(dxNHWC.data, dx.data, n: n, c: c, hw: h * w)
-        return map.nonZeros
+        return zerosPerChunk.reduce(0, +)
     }
 }
 
-/// Calls `body` with the channel count as a literal for the common sizes, so the inner
-/// `axpy` loops unroll completely.
+/// y[0..<n] += a · x[0..<n] in vectors of V (n a multiple of V's width; one iteration when
+/// V spans all channels, so the loop disappears).
 @inline(__always)
-func withChannelCount(_ c: Int, _ body: (Int) -> Void) {
-    switch c {
-    case 8: body(8)
-    case 16: body(16)
-    case 32: body(32)
-    case 64: body(64)
-    default: body(c)
-    }
-}
-
-/// y[0..<n] += a · x[0..<n], n a multiple of 8.
-@inline(__always)
-func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
-    let av = SIMD8<Float>(repeating: a)
+func axpyV<V: SIMD>(_: V.Type, _ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int)
+    where V.Scalar == Float
+{
+    let av = V(repeating: a)
     let xr = UnsafeRawPointer(x), yr = UnsafeMutableRawPointer(y)
     var i = 0
-    while i < n {
-        let xv = xr.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-        let yv = yr.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-        yr.storeBytes(of: yv.addingProduct(av, xv), toByteOffset: i * 4, as: SIMD8<Float>.self)
-        i += 8
+    repeat {
+        let xv = xr.loadUnaligned(fromByteOffset: i * 4, as: V.self)
+        let yv = yr.loadUnaligned(fromByteOffset: i * 4, as: V.self)
+        yr.storeBytes(of: yv.addingProduct(av, xv), toByteOffset: i * 4, as: V.self)
+        i += V.scalarCount
+    } while i < n
+}
+
+/// `count` blocks of [c][hw] → [hw][c].
+@inline(__always)
+func transposeToChannelsLast(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, c: Int, hw: Int,
+                             count: Int) {
+    for b in 0..<count {
+        let s = src + b * c * hw, d = dst + b * c * hw
+        for ch in 0..<c { for p in 0..<hw { d[p * c + ch] = s[ch * hw + p] } }
     }
 }
 
-/// [n][c][hw] → [n][hw][c], in tiles so both sides stay in cache.
-func toChannelsLast(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int) {
-    Threads.parallelRanges(n) { r in
-        for b in r {
-            let s = src + b * c * hw, d = dst + b * c * hw
-            var p0 = 0
-            while p0 < hw {
-                let p1 = min(p0 + 64, hw)
-                for ch in 0..<c { for p in p0..<p1 { d[p * c + ch] = s[ch * hw + p] } }
-                p0 = p1
-            }
-        }
-    }
-}
-
-/// [n][hw][c] → [n][c][hw].
-func fromChannelsLast(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int) {
-    Threads.parallelRanges(n) { r in
-        for b in r {
-            let s = src + b * c * hw, d = dst + b * c * hw
-            var p0 = 0
-            while p0 < hw {
-                let p1 = min(p0 + 64, hw)
-                for ch in 0..<c { for p in p0..<p1 { d[ch * hw + p] = s[p * c + ch] } }
-                p0 = p1
-            }
-        }
-    }
+/// [hw][c] → [c][hw].
+@inline(__always)
+func transposeFromChannelsLast(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, c: Int, hw: Int) {
+    for p in 0..<hw { for ch in 0..<c { dst[ch * hw + p] = src[p * c + ch] } }
 }

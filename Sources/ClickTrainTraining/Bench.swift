@@ -59,6 +59,15 @@ public struct TrainingBenchmark {
         public var pruned_conv_backward_ms: Double?
         public var pruned_train_ms_per_step: Double?
         public var grad_sparsity: Double?
+        /// Per conv layer: [name, dense ms, pruned ms, sparsity] (mean over the timed steps).
+        public var conv_backward_layers: [LayerTiming]?
+    }
+
+    public struct LayerTiming: Codable {
+        public var layer: String
+        public var dense_ms: Double
+        public var pruned_ms: Double
+        public var sparsity: Double
     }
 
     public var modelName: String
@@ -107,17 +116,26 @@ public struct TrainingBenchmark {
         model.train(true)
         for _ in 0..<warmup { trainStep(record: false) }
         let rssBefore = ProcessMemory.currentRSSMB
+        policy?.resetStatistics()
         for _ in 0..<runs { trainStep(record: true) }
         for _ in 0..<leakSteps { trainStep(record: false) }
         let rssAfter = ProcessMemory.currentRSSMB
         var pruned: (bwd: Double, conv: Double, step: Double, sparsity: Double)?
+        var layers: [LayerTiming]?
         if let policy {
             let dense = (fwd, bwd, step, convBwd)
+            let denseLayers = policy.layerBackwardSeconds
             fwd = []; bwd = []; step = []; convBwd = []
             policy.enabled = true
             for _ in 0..<warmup { trainStep(record: false) }
             policy.resetStatistics()
             for _ in 0..<runs { trainStep(record: true) }
+            let n = Double(runs)
+            layers = policy.layerNames.compactMap { name in
+                guard let d = denseLayers[name], let p = policy.layerBackwardSeconds[name] else { return nil }
+                return LayerTiming(layer: name, dense_ms: d / n * 1e3, pruned_ms: p / n * 1e3,
+                                   sparsity: policy.stats[name]?.sparsity ?? 0)
+            }
             let convNames = policy.layerNames.filter { !$0.contains("fc") && !$0.contains("classifier") }
             pruned = (median(bwd), median(convBwd), median(step), policy.meanSparsity(of: convNames) ?? 0)
             (fwd, bwd, step, convBwd) = dense
@@ -140,6 +158,7 @@ public struct TrainingBenchmark {
             peak_rss_mb: ProcessMemory.peakRSSMB, rss_growth_mb: max(0, rssAfter - rssBefore), steps_timed: runs,
             grad_prune: gradPruner?.rate, conv_backward_ms: policy == nil ? nil : median(convBwd) * 1e3,
             pruned_backward_ms: pruned.map { $0.bwd * 1e3 }, pruned_conv_backward_ms: pruned.map { $0.conv * 1e3 },
-            pruned_train_ms_per_step: pruned.map { $0.step * 1e3 }, grad_sparsity: pruned?.sparsity)
+            pruned_train_ms_per_step: pruned.map { $0.step * 1e3 }, grad_sparsity: pruned?.sparsity,
+            conv_backward_layers: layers)
     }
 }

@@ -27,6 +27,7 @@ struct Bench: ParsableCommand {
     var gradPruneDist: GradientDistribution = .gaussian
     @Option(help: "Threshold rule: calibrated (zeros = rate) or paper (rate of the fit below the threshold).")
     var gradPruneRule: ThresholdRule = .calibrated
+    @Flag(help: "With --grad-prune: a table of each conv layer's backward time.") var perLayer = false
     @Flag(help: "Print one JSON object instead of a table.") var json = false
 
     func run() throws {
@@ -60,6 +61,14 @@ struct Bench: ParsableCommand {
                         conv backward dense \(fmt(dc)) ms  pruned \(fmt(pc)) ms  (\(fmt(dc / pc, 2))x)
                         train step    dense \(fmt(r.train_ms_per_step)) ms  pruned \(fmt(r.pruned_train_ms_per_step!)) ms
                     """)
+                if perLayer {
+                    print("    conv layer               dense ms  pruned ms  speed-up  sparsity")
+                    for l in r.conv_backward_layers ?? [] {
+                        print("    " + l.layer.padding(toLength: 24, withPad: " ", startingAt: 0)
+                              + String(format: " %8.2f  %9.2f  %7.2fx  %7.1f%%", l.dense_ms, l.pruned_ms,
+                                       l.dense_ms / max(l.pruned_ms, 1e-9), 100 * l.sparsity))
+                    }
+                }
             }
         }
     }

@@ -39,8 +39,8 @@ struct SparseErrorConvTests {
         let sparse = SparseErrorConvKernel(g)
         let dxS = Tensor(shape: g.inputShape), dwS = Tensor(shape: g.weightShape), dbS = Tensor(shape: [t.k])
         dxS.fill(7)  // must be overwritten
-        let nnz = sparse.backward(input: x, weight: w, gradOutput: dy, gradInput: dxS, gradWeight: dwS, gradBias: dbS)
-        #expect(nnz == (0..<dy.count).filter { dy[$0] != 0 }.count)
+        let zeros = sparse.backward(input: x, weight: w, gradOutput: dy, gradInput: dxS, gradWeight: dwS, gradBias: dbS)
+        #expect(zeros == (0..<dy.count).filter { dy[$0] == 0 }.count)
         if t.density == 0 {
             #expect(dxS.array.allSatisfy { $0 == 0 } && dwS.array.allSatisfy { $0 == 0 })
         } else {
@@ -48,5 +48,35 @@ struct SparseErrorConvTests {
             #expect(Reference.maxRelativeError(dwS, dwD) <= 1e-5, "weight gradient \(t)")
             #expect(Reference.maxRelativeError(dbS, dbD) <= 1e-5, "bias gradient \(t)")
         }
+    }
+
+    /// Pruning fused into the kernel prunes exactly as `GradientPruner.apply` does, and the
+    /// gradients equal the dense kernels' on that pruned map.
+    @Test(arguments: [(1, 1), (2, 0)])
+    func fusedPruningMatchesApplyThenDense(_ args: (Int, Int)) {
+        let (stride, pad) = args
+        let g = ConvGeometry(batch: 3, inChannels: 16, height: 10, width: 10, outChannels: 8, kernelSize: 3,
+                             stride: stride, padding: pad)
+        let x = Reference.random(g.inputShape, seed: 5)
+        let w = Reference.random(g.weightShape, seed: 6)
+        let dy = Reference.random(g.outputShape, seed: 7)
+        let pr = GradientPruner(rate: 0.9, seed: 3)
+        let tau = pr.threshold(dy.data, count: dy.count)
+        let applied = Tensor(shape: dy.shape)
+        let zerosApplied = pr.apply(dy.data, into: applied.data, count: dy.count, tau: tau, call: 42)
+
+        let sparse = SparseErrorConvKernel(g, keepPrunedGradient: true)
+        let dxS = Tensor(shape: g.inputShape), dwS = Tensor(shape: g.weightShape)
+        let zeros = sparse.backward(input: x, weight: w, gradOutput: dy, tau: tau, key: pr.streamKey(call: 42),
+                                    gradInput: dxS, gradWeight: dwS, gradBias: nil)
+        #expect(zeros == zerosApplied)
+        #expect(sparse.prunedGradient!.array == applied.array)
+
+        let dense = DenseConv2dKernel(g, bias: false)
+        dense.forward(input: x, weight: w, bias: nil, output: Tensor(shape: g.outputShape))
+        let dxD = Tensor(shape: g.inputShape), dwD = Tensor(shape: g.weightShape)
+        dense.backward(input: x, weight: w, gradOutput: applied, gradInput: dxD, gradWeight: dwD, gradBias: nil)
+        #expect(Reference.maxRelativeError(dxS, dxD) <= 1e-5)
+        #expect(Reference.maxRelativeError(dwS, dwD) <= 1e-5)
     }
 }

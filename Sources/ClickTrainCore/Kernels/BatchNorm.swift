@@ -16,19 +16,12 @@ public func batchNormForward(
             if training {
                 var s = 0.0
                 for b in 0..<n {
-                    let p = xp + (b * c + ch) * hw
-                    var acc: Float = 0
-                    for i in 0..<hw { acc += p[i] }
-                    s += Double(acc)
+                    s += Double(vectorSum(xp + (b * c + ch) * hw, hw))
                 }
                 let mu = s / Double(m)
                 var v = 0.0
                 for b in 0..<n {
-                    let p = xp + (b * c + ch) * hw
-                    let muf = Float(mu)
-                    var acc: Float = 0
-                    for i in 0..<hw { let d = p[i] - muf; acc += d * d }
-                    v += Double(acc)
+                    v += Double(vectorSumSquaredDeviation(xp + (b * c + ch) * hw, hw, from: Float(mu)))
                 }
                 let varBiased = v / Double(m)
                 mean = Float(mu)
@@ -67,9 +60,7 @@ public func batchNormBackward(
             let mean = savedMean.data[ch], invStd = savedInvStd.data[ch]
             var sdy = 0.0, sdyx = 0.0
             for b in 0..<n {
-                let p = xp + (b * c + ch) * hw, g = dyp + (b * c + ch) * hw
-                var a1: Float = 0, a2: Float = 0
-                for i in 0..<hw { a1 += g[i]; a2 += g[i] * (p[i] - mean) }
+                let (a1, a2) = vectorSumAndDot(dyp + (b * c + ch) * hw, xp + (b * c + ch) * hw, hw, xMinus: mean)
                 sdy += Double(a1)
                 sdyx += Double(a2)
             }
