@@ -18,6 +18,12 @@ public final class GradientPruningPolicy: @unchecked Sendable {
     /// Counts calls so every tensor of every step draws fresh random numbers.
     var calls: UInt64 = 0
 
+    /// Restarts the random streams for a training step, so a resumed run draws the same
+    /// numbers as an uninterrupted one.
+    public func beginStep(epoch: Int, step: Int) {
+        calls = (UInt64(epoch) << 40) | (UInt64(step) << 12)
+    }
+
     public struct LayerStats: Sendable {
         public var zeros = 0.0
         public var elements = 0.0

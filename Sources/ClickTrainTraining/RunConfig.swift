@@ -1,5 +1,6 @@
 import ClickTrainData
 import ClickTrainNN
+import ClickTrainSparse
 import Foundation
 import Yams
 
@@ -36,6 +37,14 @@ public struct RunConfig: Codable, Equatable, Sendable {
     public var threads: Int?
     /// Stop after this many steps per epoch (0 = whole epoch): for smoke tests.
     public var max_steps_per_epoch = 0
+    /// Activation-gradient pruning target rate (0 = off), SPEC §4.
+    public var grad_prune: Double = 0
+    /// `gaussian` or `lognormal`.
+    public var grad_prune_dist = "gaussian"
+    /// `calibrated` (zeros = rate) or `paper` (the fitted rate below the threshold).
+    public var grad_prune_rule = "calibrated"
+    public var grad_prune_exempt_first = false
+    public var grad_prune_exempt_last = false
 
     public init() {}
 
@@ -60,6 +69,13 @@ public struct RunConfig: Codable, Equatable, Sendable {
         }
         guard (0..<1).contains(label_smoothing) else { throw bad("label_smoothing must be in [0, 1)") }
         if let t = threads, t < 1 { throw bad("threads must be at least 1, got \(t)") }
+        guard (0..<1).contains(grad_prune) else { throw bad("grad_prune must be in [0, 1), got \(grad_prune)") }
+        guard GradientDistribution(rawValue: grad_prune_dist) != nil else {
+            throw bad("grad_prune_dist must be gaussian or lognormal, got '\(grad_prune_dist)'")
+        }
+        guard ThresholdRule(rawValue: grad_prune_rule) != nil else {
+            throw bad("grad_prune_rule must be calibrated or paper, got '\(grad_prune_rule)'")
+        }
     }
 
     public var lrScheduleValue: LRSchedule {
@@ -97,6 +113,11 @@ public struct RunConfig: Codable, Equatable, Sendable {
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed
         threads = try c.decodeIfPresent(Int.self, forKey: .threads)
         max_steps_per_epoch = try c.decodeIfPresent(Int.self, forKey: .max_steps_per_epoch) ?? d.max_steps_per_epoch
+        grad_prune = try c.decodeIfPresent(Double.self, forKey: .grad_prune) ?? d.grad_prune
+        grad_prune_dist = try c.decodeIfPresent(String.self, forKey: .grad_prune_dist) ?? d.grad_prune_dist
+        grad_prune_rule = try c.decodeIfPresent(String.self, forKey: .grad_prune_rule) ?? d.grad_prune_rule
+        grad_prune_exempt_first = try c.decodeIfPresent(Bool.self, forKey: .grad_prune_exempt_first) ?? d.grad_prune_exempt_first
+        grad_prune_exempt_last = try c.decodeIfPresent(Bool.self, forKey: .grad_prune_exempt_last) ?? d.grad_prune_exempt_last
     }
 
     static let defaults = RunConfig()

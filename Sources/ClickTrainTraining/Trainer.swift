@@ -1,6 +1,7 @@
 import ClickTrainCore
 import ClickTrainData
 import ClickTrainNN
+import ClickTrainSparse
 import Foundation
 
 /// One line of `metrics.jsonl`.
@@ -14,6 +15,12 @@ public struct EpochMetrics: Codable, Equatable, Sendable {
     public var images_per_s: Double
     public var seconds: Double
     public var phase: String
+    /// Time in `model.backward` over the epoch (pruning included), seconds.
+    public var backward_seconds: Double?
+    /// With activation-gradient pruning: mean zero fraction of the pruned gradient per
+    /// layer over the epoch, and its mean over the conv layers.
+    public var grad_sparsity: [String: Double]?
+    public var grad_sparsity_conv_mean: Double?
 }
 
 public enum TrainingError: Error, CustomStringConvertible {
@@ -45,6 +52,8 @@ public final class Trainer {
     public let trainSet: ImageDataset
     public let testSet: ImageDataset
     public let input: ModelInput
+    /// Activation-gradient pruning, when `grad_prune` > 0.
+    public let gradientPruning: GradientPruningPolicy?
     /// Epochs already completed (non-zero after a resume).
     public private(set) var completedEpochs = 0
     /// Where progress lines go (stdout by default).
@@ -85,6 +94,18 @@ public final class Trainer {
         optimizer = SGD(parameters: model.parameters(), learningRate: config.learning_rate, momentum: config.momentum,
                         nesterov: config.nesterov, weightDecay: config.weight_decay,
                         decayBiasAndNorm: config.decay_bn_bias)
+        if config.grad_prune > 0 {
+            let pruner = GradientPruner(rate: config.grad_prune,
+                                        distribution: GradientDistribution(rawValue: config.grad_prune_dist) ?? .gaussian,
+                                        rule: ThresholdRule(rawValue: config.grad_prune_rule) ?? .calibrated,
+                                        seed: config.seed)
+            let policy = GradientPruningPolicy(pruner: pruner)
+            policy.install(on: model, exemptFirst: config.grad_prune_exempt_first,
+                           exemptLast: config.grad_prune_exempt_last)
+            gradientPruning = policy
+        } else {
+            gradientPruning = nil
+        }
     }
 
     /// Continues the run in `runDir` from its last checkpoint.
@@ -149,7 +170,8 @@ public final class Trainer {
                                      shuffle: true, seed: config.seed, epoch: epoch, dropLast: true)
             let steps = config.max_steps_per_epoch > 0 ? min(loader.batchCount, config.max_steps_per_epoch) : loader.batchCount
             model.train(true)
-            var lossSum = 0.0, correct = 0, seen = 0
+            var lossSum = 0.0, correct = 0, seen = 0, backwardTime = 0.0
+            gradientPruning?.resetStatistics()
             var lr: Float = config.learning_rate
             let t0 = now()
             var lastBar = 0.0
@@ -167,7 +189,10 @@ public final class Trainer {
                     throw TrainingError.nonFiniteLoss(epoch: epoch + 1, step: step + 1, loss: loss, runDir: runDir,
                                                       lastGoodEpoch: completedEpochs)
                 }
+                gradientPruning?.beginStep(epoch: epoch, step: step)
+                let tb = now()
                 _ = model.backward(g)
+                backwardTime += now() - tb
                 optimizer.step()
                 lossSum += Double(loss) * Double(batch.count)
                 correct += ok
@@ -184,16 +209,22 @@ public final class Trainer {
             let trainTime = now() - t0
             if showProgressBar { FileHandle.standardOutput.write(Data("\r\u{1B}[K".utf8)) }
             let (testLoss, testAcc) = evaluate()
-            let m = EpochMetrics(epoch: epoch + 1, lr: Double(lr), train_loss: lossSum / Double(max(seen, 1)),
+            var m = EpochMetrics(epoch: epoch + 1, lr: Double(lr), train_loss: lossSum / Double(max(seen, 1)),
                                  train_acc: Double(correct) / Double(max(seen, 1)), test_loss: testLoss, test_acc: testAcc,
-                                 images_per_s: Double(seen) / trainTime, seconds: now() - t0, phase: "dense")
+                                 images_per_s: Double(seen) / trainTime, seconds: now() - t0, phase: "dense",
+                                 backward_seconds: backwardTime)
+            if let gp = gradientPruning {
+                m.grad_sparsity = Dictionary(uniqueKeysWithValues: gp.layerNames.map { ($0, gp.stats[$0]?.sparsity ?? 0) })
+                m.grad_sparsity_conv_mean = gp.meanSparsity(of: convLayerNames)
+            }
             completedEpochs += 1
             try appendMetrics(m)
             try saveCheckpoint(elapsed: elapsedBefore + now() - start)
             try saveModel()
+            let gradNote = m.grad_sparsity_conv_mean.map { String(format: "  grad sparsity %.1f%%", 100 * $0) } ?? ""
             log(String(format: "epoch %3d/%d  lr %.4f  loss %.4f  acc %.2f%%  test loss %.4f  test acc %.2f%%  %.0f img/s  %.1f s  [%@]",
                        m.epoch, config.epochs, m.lr, m.train_loss, 100 * m.train_acc, m.test_loss, 100 * m.test_acc,
-                       m.images_per_s, m.seconds, m.phase))
+                       m.images_per_s, m.seconds, m.phase) + gradNote)
         }
         let all = readMetrics()
         if let last = all.last {
@@ -202,6 +233,9 @@ public final class Trainer {
         }
         return all
     }
+
+    /// Names of the model's conv layers (module paths).
+    var convLayerNames: [String] { model.namedModules().filter { $0.1 is Conv2d }.map(\.0) }
 
     /// Mean loss and accuracy on the test set (evaluation mode).
     public func evaluate() -> (loss: Double, accuracy: Double) {

@@ -36,6 +36,13 @@ struct Train: ParsableCommand {
     @Option(help: "Seed for initialisation, shuffling and augmentation. [default: 1]") var seed: UInt64?
     @Option(help: "Threads for every kernel. [default: all cores]") var threads: Int?
     @Option(help: "Stop each epoch after this many steps (smoke tests). [default: whole epoch]") var maxStepsPerEpoch: Int?
+    @Option(help: "Activation-gradient pruning: target fraction of zeros in every conv/linear output gradient, e.g. 0.9. [default: off]")
+    var gradPrune: Double?
+    @Option(help: "Distribution its threshold is fitted to: gaussian or lognormal. [default: gaussian]")
+    var gradPruneDist: String?
+    @Option(help: "Threshold rule: calibrated (zeros = rate) or paper (rate of the fit below τ). [default: calibrated]")
+    var gradPruneRule: String?
+    @Option(help: "Layers exempt from gradient pruning: first, last or first,last.") var gradPruneExempt: String?
     @Option(help: "Run folder to write. [default: runs/<model>-<dataset>-<date>]") var out: String?
     @Option(help: "YAML configuration file (keys as in config.yaml).") var config: String?
     @Option(help: "Continue the run in this folder from its last checkpoint (other options are ignored).")
@@ -78,6 +85,17 @@ struct Train: ParsableCommand {
             if let v = seed { cfg.seed = v }
             if let v = threads { cfg.threads = v }
             if let v = maxStepsPerEpoch { cfg.max_steps_per_epoch = v }
+            if let v = gradPrune { cfg.grad_prune = v }
+            if let v = gradPruneDist { cfg.grad_prune_dist = v }
+            if let v = gradPruneRule { cfg.grad_prune_rule = v }
+            if let v = gradPruneExempt {
+                let parts = Set(v.split(separator: ",").map(String.init))
+                guard parts.isSubset(of: ["first", "last"]) else {
+                    throw ValidationError("--grad-prune-exempt takes first, last or first,last; got '\(v)'")
+                }
+                cfg.grad_prune_exempt_first = parts.contains("first")
+                cfg.grad_prune_exempt_last = parts.contains("last")
+            }
             try cfg.validate(source: config ?? "command line")
             let dir = out ?? defaultRunDir(cfg)
             try Trainer(config: cfg, runDir: dir).run()

@@ -61,10 +61,13 @@ struct TrainerTests {
         #expect(abs(acc - m1.last!.test_acc) < 1e-9)
     }
 
-    @Test func resumeEndsExactlyLikeAnUninterruptedRun() throws {
+    @Test(arguments: [0.0, 0.9])
+    func resumeEndsExactlyLikeAnUninterruptedRun(_ gradPrune: Double) throws {
         let (cfg, dirA) = tinyRun(epochs: 3, model: "resnet20")
         var c = cfg
-        c.max_steps_per_epoch = 4
+        c.max_steps_per_epoch = 3
+        c.batch_size = 16
+        c.grad_prune = gradPrune
         let full = try quiet(Trainer(config: c, runDir: dirA))
         let mFull = try full.run()
 
@@ -78,6 +81,16 @@ struct TrainerTests {
         let mRes = try resumed.run()
         #expect(comparable(mRes) == comparable(mFull))
         #expect(weights(resumed) == weights(full))
+        if gradPrune > 0 {
+            // The measured sparsity of the pruned gradients is reported and near the target.
+            let s = try #require(mFull.last?.grad_sparsity_conv_mean)
+            #expect(abs(s - gradPrune) < 0.03, "conv gradient sparsity \(s)")
+            #expect(mFull.last?.grad_sparsity?["layer3.2.conv2"] != nil)
+            #expect(mFull.last?.grad_sparsity?["fc"] != nil)
+        } else {
+            #expect(mFull.last?.grad_sparsity == nil)
+        }
+        #expect((mFull.last?.backward_seconds ?? 0) > 0)
     }
 
     @Test func nonFiniteLossStopsAndKeepsTheLastCheckpoint() throws {
