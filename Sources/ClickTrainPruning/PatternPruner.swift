@@ -1,0 +1,180 @@
+import ClickTrainCore
+import ClickTrainNN
+import Foundation
+
+/// Settings of pattern-based pruning (ClickTrain) and of prune-after-training (PAT).
+public struct PatternPruningConfig: Sendable, Equatable {
+    public enum Method: String, Sendable, CaseIterable { case clicktrain, pat }
+    public enum PoolScope: String, Sendable, CaseIterable { case layer, network }
+
+    public var method: Method = .clicktrain
+    /// Weights kept per 3x3 kernel.
+    public var n = 4
+    /// Patterns in the pool (K: 4, 8 or 12).
+    public var poolSize = 4
+    /// Build the pool from the importance (ClickTrain's stage 2) or use the generic one.
+    public var dynamicPool = true
+    public var poolScope: PoolScope = .layer
+    /// Epoch (0-based) at whose start patterns and connectivity are chosen (ClickTrain).
+    public var chooseEpoch: Int
+    /// Epoch at whose start masks are applied for good (ClickTrain), or at which PAT
+    /// prunes by magnitude and starts fine-tuning.
+    public var hardEpoch: Int
+    /// Group-lasso coefficient λ.
+    public var lambda: Float = 2.5e-4
+    /// Connectivity ratio per prunable parameter name (fractions).
+    public var ratios: [String: Double]
+    /// Steps before the choice whose importance (W ⊙ G)² is accumulated.
+    public var importanceWindow = 200
+
+    public init(chooseEpoch: Int, hardEpoch: Int, ratios: [String: Double]) {
+        self.chooseEpoch = chooseEpoch
+        self.hardEpoch = hardEpoch
+        self.ratios = ratios
+    }
+
+    /// The official schedule scaled to a run: choose at 61/190, hard-prune at 141/190 of
+    /// the epochs (PAT fine-tunes from the same point).
+    public static func defaultEpochs(totalEpochs e: Int) -> (choose: Int, hard: Int) {
+        let choose = max(1, Int((Double(e) * 61 / 190).rounded()))
+        let hard = min(max(choose + 1, Int((Double(e) * 141 / 190).rounded())), max(e - 1, choose + 1))
+        return (choose, hard)
+    }
+}
+
+/// Runs the pruning schedule on a model's parameters: observes W and G after backward,
+/// adds the group-lasso gradient before the optimizer step, and at the stage epochs
+/// chooses patterns and connectivity and applies the masks (`Parameter.mask`, which the
+/// optimizer re-applies after every step).
+public final class PatternPruner {
+    public let config: PatternPruningConfig
+    public private(set) var state: PruningState
+    /// Prunable parameters: every 3x3 conv weight except the model's first conv.
+    public let parameters: [Parameter]
+    /// Accumulated importance per prunable parameter, while the window is open.
+    public private(set) var importance: [Tensor]?
+
+    public init(model: any Layer, config: PatternPruningConfig) throws {
+        self.config = config
+        let convs = model.namedModules().compactMap { $0.1 as? Conv2d }
+        parameters = convs.dropFirst().filter { $0.kernelSize == 3 }.map(\.weight)
+        guard !parameters.isEmpty else { throw PruningRatios.Error(detail: "the model has no prunable 3x3 convolutions") }
+        guard config.n >= 1 && config.n <= 9 else { throw PruningRatios.Error(detail: "patterns keep 1…9 weights, got \(config.n)") }
+        guard config.poolSize >= 1 && config.poolSize <= 126 else { throw PruningRatios.Error(detail: "pool size \(config.poolSize)") }
+        if !config.dynamicPool {
+            guard let pool = GenericPools.pool(size: config.poolSize), config.n == 4, pool.count == config.poolSize else {
+                throw PruningRatios.Error(detail: "the generic pools have 4, 8 or 12 patterns of 4 weights; got \(config.poolSize) of \(config.n)")
+            }
+        }
+        guard config.chooseEpoch >= 1 || config.method == .pat else {
+            throw PruningRatios.Error(detail: "the pattern choice needs at least one warm-up epoch (choose epoch \(config.chooseEpoch))")
+        }
+        guard config.hardEpoch >= config.chooseEpoch else {
+            throw PruningRatios.Error(detail: "hard pruning (epoch \(config.hardEpoch + 1)) cannot come before the choice (epoch \(config.chooseEpoch + 1))")
+        }
+        for p in parameters where config.ratios[p.name] == nil {
+            throw PruningRatios.Error(detail: "no connectivity ratio for '\(p.name)'")
+        }
+        state = PruningState(method: config.method.rawValue, n: config.n, chooseEpoch: config.chooseEpoch,
+                             hardEpoch: config.hardEpoch)
+    }
+
+    public var prunableNames: [String] { parameters.map(\.name) }
+
+    /// "warm-up" / "regularised" / "pruned" (ClickTrain) or "dense" / "fine-tune" (PAT).
+    public func phase(epoch: Int) -> String {
+        switch config.method {
+        case .clicktrain: return epoch < config.chooseEpoch ? "warm-up" : epoch < config.hardEpoch ? "regularised" : "pruned"
+        case .pat: return epoch < config.hardEpoch ? "dense" : "fine-tune"
+        }
+    }
+
+    /// At the start of an epoch: the choice and hard pruning happen here.
+    public func beginEpoch(_ epoch: Int) {
+        switch config.method {
+        case .clicktrain:
+            if epoch >= config.chooseEpoch && !state.chosen {
+                let maps = importance ?? parameters.map { p in  // no window seen (resumed past it): magnitude
+                    let t = Tensor(shape: p.shape)
+                    for i in 0..<t.count { t[i] = p.value[i] * p.value[i] }
+                    return t
+                }
+                choose(maps)
+                importance = nil
+            }
+            if epoch >= config.hardEpoch && !state.hardPruned { hardPrune() }
+        case .pat:
+            if epoch >= config.hardEpoch && !state.hardPruned {
+                choose(parameters.map { p in
+                    let t = Tensor(shape: p.shape)
+                    for i in 0..<t.count { t[i] = p.value[i] * p.value[i] }
+                    return t
+                })
+                hardPrune()
+            }
+        }
+    }
+
+    /// After backward: accumulate (W ⊙ G)² over the last `importanceWindow` steps of the
+    /// epoch before the choice.
+    public func afterBackward(epoch: Int, step: Int, stepsPerEpoch: Int) {
+        guard config.method == .clicktrain, epoch == config.chooseEpoch - 1,
+              step >= stepsPerEpoch - config.importanceWindow else { return }
+        if importance == nil { importance = parameters.map { Tensor(shape: $0.shape) } }
+        for (p, s) in zip(parameters, importance!) {
+            let w = p.value.data, g = p.grad.data, sp = s.data
+            for i in 0..<p.value.count { let v = w[i] * g[i]; sp[i] += v * v }
+        }
+    }
+
+    /// Before the optimizer step: the group-lasso gradient while regularising.
+    public func beforeOptimizerStep() {
+        guard config.method == .clicktrain, state.chosen, !state.hardPruned else { return }
+        for (p, l) in zip(parameters, state.layers) {
+            GroupLasso.addGradient(weight: p.value.data, grad: p.grad.data, layer: l, lambda: config.lambda)
+        }
+    }
+
+    /// Stage 2 and 3: pool, pattern assignment, connectivity.
+    func choose(_ maps: [Tensor]) {
+        let kernels = parameters.map { $0.shape[0] * $0.shape[1] }
+        var networkPool: [Pattern]?
+        if config.dynamicPool && config.poolScope == .network {
+            networkPool = PatternSelection.dynamicPool(zip(maps, kernels).map { (UnsafePointer($0.data), $1) },
+                                                       n: config.n, size: config.poolSize)
+        }
+        state.layers = zip(zip(parameters, maps), kernels).map { pm, k in
+            let (p, s) = pm
+            let sp = UnsafePointer(s.data)
+            let pool = networkPool ?? (config.dynamicPool
+                ? PatternSelection.dynamicPool([(sp, k)], n: config.n, size: config.poolSize)
+                : GenericPools.pool(size: config.poolSize)!)
+            let ratio = config.ratios[p.name] ?? 0
+            return PrunedLayer(name: p.name, shape: p.shape, ratio: ratio, pool: pool,
+                               patternIDs: PatternSelection.assign(sp, kernels: k, pool: pool),
+                               removed: PatternSelection.removedKernels(sp, kernels: k, ratio: ratio))
+        }
+        state.chosen = true
+    }
+
+    /// Stage 5: masks on, weights outside them zeroed.
+    func hardPrune() {
+        for (p, l) in zip(parameters, state.layers) {
+            p.mask = l.mask()
+            p.applyMask()
+        }
+        state.hardPruned = true
+    }
+
+    /// Restores a saved state (resume): masks are re-attached when hard-pruned.
+    public func restore(_ saved: PruningState, importance saved2: [Tensor]?) throws {
+        guard saved.layers.isEmpty || saved.layers.map(\.name) == prunableNames else {
+            throw PruningRatios.Error(detail: "the saved pruning state is for other layers")
+        }
+        state = saved
+        importance = saved2
+        if state.hardPruned {
+            for (p, l) in zip(parameters, state.layers) { p.mask = l.mask() }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+import ClickTrainCore
+import ClickTrainNN
+import ClickTrainPruning
+import ClickTrainTestSupport
+import Testing
+
+/// Importance maps built by hand: each kernel's 9 scores, row-major.
+func maps(_ kernels: [[Float]]) -> Tensor {
+    Tensor(shape: [kernels.count, 1, 3, 3], values: kernels.flatMap { $0 })
+}
+
+@Suite("Patterns, pools, assignment, connectivity, group lasso")
+struct PatternTests {
+    @Test func genericPools() {
+        #expect(GenericPools.corners.map(\.description) == ["xx./xx./...", ".xx/.xx/...", ".../xx./xx.", ".../.xx/.xx"])
+        for pool in [GenericPools.corners, GenericPools.eight, GenericPools.twelve] {
+            #expect(Set(pool).count == pool.count)
+            #expect(pool.allSatisfy { $0.count == 4 && $0.contains(4) })
+        }
+    }
+
+    @Test func assignmentPicksThePatternKeepingMostImportance() {
+        // Kernel 0 is heavy top-left, kernel 1 bottom-right, kernel 2 top-right.
+        let s = maps([
+            [9, 9, 0, 9, 9, 0, 0, 0, 0],
+            [0, 0, 0, 0, 1, 5, 0, 5, 5],
+            [0, 3, 3, 0, 1, 3, 1, 0, 0],
+        ])
+        #expect(PatternSelection.assign(s.data, kernels: 3, pool: GenericPools.corners) == [0, 3, 1])
+    }
+
+    @Test func connectivityRemovesTheLeastImportantKernels() {
+        let s = maps([[1, 1, 1, 1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0.5, 0, 0, 0, 0], [5, 0, 0, 0, 0, 0, 0, 0, 0],
+                      [0, 0, 0, 0, 0.1, 0, 0, 0, 0]])
+        #expect(PatternSelection.removedKernels(s.data, kernels: 4, ratio: 0.5) == [false, true, false, true])
+        #expect(PatternSelection.removedKernels(s.data, kernels: 4, ratio: 0.25) == [false, false, false, true])
+        #expect(PatternSelection.removedKernels(s.data, kernels: 4, ratio: 0) == [false, false, false, false])
+    }
+
+    @Test func preferredPatternsAndDynamicPool() {
+        // Four kernels prefer the "plus" without the bottom (positions 1, 3, 4, 5), two
+        // prefer a vertical line plus a corner (0, 1, 4, 7): the pool of 2 keeps both,
+        // the pool of 1 keeps the frequent one.
+        let plus: [Float] = [0, 5, 0, 5, 9, 5, 0, 1, 0]
+        let line: [Float] = [4, 6, 0, 1, 9, 0, 0, 6, 0]
+        let s = maps([plus, plus, plus, plus, line, line])
+        #expect(PatternSelection.preferredPattern(s.data, kernel: 0, n: 4) == Pattern(positions: [1, 3, 4, 5]))
+        #expect(PatternSelection.preferredPattern(s.data, kernel: 4, n: 4) == Pattern(positions: [0, 1, 4, 7]))
+        let two = PatternSelection.dynamicPool([(UnsafePointer(s.data), 6)], n: 4, size: 2)
+        #expect(Set(two) == [Pattern(positions: [1, 3, 4, 5]), Pattern(positions: [0, 1, 4, 7])])
+        let one = PatternSelection.dynamicPool([(UnsafePointer(s.data), 6)], n: 4, size: 1)
+        #expect(one == [Pattern(positions: [1, 3, 4, 5])])
+    }
+
+    @Test func greedyCoverPrefersImportanceOverFrequency() {
+        // Three light kernels prefer A, one heavy kernel prefers B: with room for one
+        // pattern, B keeps more total importance.
+        let light: [Float] = [1, 1, 0, 1, 1, 0, 0, 0, 0]
+        let heavy: [Float] = [0, 0, 0, 0, 90, 90, 0, 90, 90]
+        let s = maps([light, light, light, heavy])
+        let pool = PatternSelection.dynamicPool([(UnsafePointer(s.data), 4)], n: 4, size: 1)
+        #expect(pool == [Pattern(positions: [4, 5, 7, 8])])
+    }
+
+    func layer(_ removed: [Bool], pattern: [UInt8]) -> PrunedLayer {
+        PrunedLayer(name: "w", shape: [removed.count, 1, 3, 3], ratio: 0, pool: GenericPools.corners,
+                    patternIDs: pattern, removed: removed)
+    }
+
+    @Test func masksFollowPatternsAndRemovedKernels() {
+        let l = layer([false, true], pattern: [0, 3])
+        #expect(l.mask().array == [1, 1, 0, 1, 1, 0, 0, 0, 0] + [Float](repeating: 0, count: 9))
+        #expect(l.patternHistogram == [1, 0, 0, 0])
+    }
+
+    @Test func groupLassoGradientMatchesFiniteDifferences() {
+        let w = Reference.random([3, 1, 3, 3], seed: 3)
+        let l = layer([false, true, false], pattern: [1, 0, 2])
+        let g = Tensor(shape: w.shape)
+        GroupLasso.addGradient(weight: w.data, grad: g.data, layer: l, lambda: 0.5)
+        for i in 0..<w.count {
+            let num = Reference.numericGradient(w, i, h: 1e-3) { GroupLasso.penalty(weight: w.data, layer: l, lambda: 0.5) }
+            #expect(abs(num - Double(g[i])) < 2e-3, "weight \(i): \(g[i]) vs \(num)")
+        }
+        // In-pattern weights of kept kernels get no push.
+        for i in l.pool[1].positions { #expect(g[i] == 0) }
+    }
+
+    @Test func ratiosFromTargetGrowWithDepthAndHitTheTarget() throws {
+        let layers = [("a", 9000), ("b", 9000), ("c", 36000)]
+        let r = try PruningRatios.fromTarget(8, layers: layers, otherConvWeights: 500, n: 4)
+        #expect(r["a"]! < r["b"]! && r["b"]! < r["c"]!)
+        let kept = 500 + layers.reduce(0.0) { $0 + Double($1.1) * 4 / 9 * (1 - r[$1.0]!) }
+        #expect(abs(54500 / kept - 8) < 1e-6)
+        #expect(throws: PruningRatios.Error.self) { try PruningRatios.fromTarget(1000, layers: layers, otherConvWeights: 500, n: 4) }
+    }
+
+    @Test func officialRatiosMapModulePrefixes() throws {
+        let r = try PruningRatios.fromOfficial(["module.layer1.0.conv1.weight": 55, "layer2.0.conv2.weight": 65],
+                                               prunable: ["layer1.0.conv1.weight", "layer2.0.conv2.weight"])
+        #expect(r == ["layer1.0.conv1.weight": 0.55, "layer2.0.conv2.weight": 0.65])
+        #expect { try PruningRatios.fromOfficial(["module.conv9.weight": 5], prunable: ["x.weight"]) } throws: {
+            "\($0)".contains("module.conv9.weight")
+        }
+    }
+}
+
+@Suite("Pruning schedule on a model")
+struct PatternPrunerTests {
+    func setup(_ method: PatternPruningConfig.Method) throws -> (Sequential, PatternPruner, SGD) {
+        let model = try ModelZoo.make("resnet20", input: ModelInput(channels: 1, size: 8, classes: 4), seed: 1)
+        let names = model.namedModules().compactMap { $0.1 as? Conv2d }.dropFirst().filter { $0.kernelSize == 3 }
+            .map(\.weight.name)
+        var cfg = PatternPruningConfig(chooseEpoch: 1, hardEpoch: 2,
+                                       ratios: Dictionary(uniqueKeysWithValues: names.map { ($0, 0.5) }))
+        cfg.method = method
+        return (model, try PatternPruner(model: model, config: cfg), SGD(parameters: model.parameters(), learningRate: 0.1))
+    }
+
+    func step(_ model: Sequential, _ pruner: PatternPruner, _ opt: SGD, epoch: Int, step: Int) {
+        let x = Reference.random([4, 1, 8, 8], seed: UInt64(step + 10 * epoch))
+        let y = model.forward(x)
+        let g = Tensor(shape: y.shape)
+        let labels: [Int32] = [0, 1, 2, 3]
+        labels.withUnsafeBufferPointer { _ = softmaxCrossEntropy(logits: y, labels: $0, grad: g) }
+        _ = model.backward(g)
+        pruner.afterBackward(epoch: epoch, step: step, stepsPerEpoch: 3)
+        pruner.beforeOptimizerStep()
+        opt.step()
+    }
+
+    @Test func clickTrainStagesAndMasksSurviveSteps() throws {
+        let (model, pruner, opt) = try setup(.clicktrain)
+        #expect(pruner.parameters.count == 18)  // 19 3x3 convs minus the first
+        for e in 0..<4 {
+            pruner.beginEpoch(e)
+            #expect(pruner.phase(epoch: e) == ["warm-up", "regularised", "pruned", "pruned"][e])
+            #expect(pruner.state.chosen == (e >= 1) && pruner.state.hardPruned == (e >= 2))
+            for s in 0..<3 { step(model, pruner, opt, epoch: e, step: s) }
+        }
+        for (p, l) in zip(pruner.parameters, pruner.state.layers) {
+            let m = l.mask()
+            for i in 0..<p.value.count where m[i] == 0 { #expect(p.value[i] == 0) }
+            #expect(l.keptKernels == l.kernels - Int((Double(l.kernels) * 0.5).rounded()))
+            // Every kept kernel has exactly n = 4 weights left at most.
+            for k in 0..<l.kernels where !l.removed[k] {
+                #expect((0..<9).filter { p.value[k * 9 + $0] != 0 }.count <= 4)
+            }
+        }
+    }
+
+    @Test func restoreReattachesMasks() throws {
+        let (model, pruner, opt) = try setup(.pat)
+        pruner.beginEpoch(2)
+        step(model, pruner, opt, epoch: 2, step: 0)
+        let (_, other, _) = try setup(.pat)
+        try other.restore(pruner.state, importance: nil)
+        #expect(other.parameters.allSatisfy { $0.mask != nil })
+        #expect(other.state == pruner.state)
+        _ = model
+    }
+}
