@@ -54,10 +54,18 @@ public final class PatternPruner {
     /// Accumulated importance per prunable parameter, while the window is open.
     public private(set) var importance: [Tensor]?
 
+    /// The weights pattern pruning applies to: every 3x3 conv except the first, and the
+    /// weights of the other convs (first conv, 1x1 shortcuts), which stay dense.
+    public static func prunableParameters(of model: any Layer) -> (prunable: [Parameter], otherConvWeights: Int) {
+        let convs = model.namedModules().compactMap { $0.1 as? Conv2d }
+        let prunable = convs.dropFirst().filter { $0.kernelSize == 3 }.map(\.weight)
+        let all = convs.reduce(0) { $0 + $1.weight.value.count }
+        return (prunable, all - prunable.reduce(0) { $0 + $1.value.count })
+    }
+
     public init(model: any Layer, config: PatternPruningConfig) throws {
         self.config = config
-        let convs = model.namedModules().compactMap { $0.1 as? Conv2d }
-        parameters = convs.dropFirst().filter { $0.kernelSize == 3 }.map(\.weight)
+        parameters = PatternPruner.prunableParameters(of: model).prunable
         guard !parameters.isEmpty else { throw PruningRatios.Error(detail: "the model has no prunable 3x3 convolutions") }
         guard config.n >= 1 && config.n <= 9 else { throw PruningRatios.Error(detail: "patterns keep 1…9 weights, got \(config.n)") }
         guard config.poolSize >= 1 && config.poolSize <= 126 else { throw PruningRatios.Error(detail: "pool size \(config.poolSize)") }

@@ -45,6 +45,28 @@ public struct RunConfig: Codable, Equatable, Sendable {
     public var grad_prune_rule = "calibrated"
     public var grad_prune_exempt_first = false
     public var grad_prune_exempt_last = false
+    /// `dense`, `clicktrain` (pattern pruning during training) or `pat` (prune after training).
+    public var method = "dense"
+    /// Patterns in the pool (K), as the official `num_patterns`.
+    public var num_patterns = 4
+    /// Weights kept per 3x3 kernel (n).
+    public var pattern_weights = 4
+    /// `dynamic` (built from importance) or `generic` (fixed 4/8/12 lists).
+    public var pattern_pool = "dynamic"
+    /// `layer` (a pool per layer) or `network` (one pool).
+    public var pool_scope = "layer"
+    /// Epochs completed before the pattern choice; nil = 61/190 of the run.
+    public var epoch_choose_p_k: Int?
+    /// Epochs completed before hard pruning (ClickTrain) or magnitude pruning (PAT); nil = 141/190.
+    public var epoch_hard_prune_p_k: Int?
+    public var grp_lasso_coeff: Float = 2.5e-4
+    /// Connectivity ratios in percent per layer (official configs, `module.` prefix allowed);
+    /// when absent, derived from `compression`.
+    public var prune_ratios: [String: Double]?
+    /// Target conv compression ratio when `prune_ratios` is absent.
+    public var compression: Double = 8
+    /// Steps before the choice whose importance (W ⊙ G)² is accumulated.
+    public var importance_window = 200
 
     public init() {}
 
@@ -73,6 +95,14 @@ public struct RunConfig: Codable, Equatable, Sendable {
         guard GradientDistribution(rawValue: grad_prune_dist) != nil else {
             throw bad("grad_prune_dist must be gaussian or lognormal, got '\(grad_prune_dist)'")
         }
+        guard ["dense", "clicktrain", "pat"].contains(method) else {
+            throw bad("method must be dense, clicktrain or pat, got '\(method)' (prunetrain is not implemented yet)")
+        }
+        guard ["dynamic", "generic"].contains(pattern_pool) else { throw bad("pattern_pool must be dynamic or generic") }
+        guard ["layer", "network"].contains(pool_scope) else { throw bad("pool_scope must be layer or network") }
+        if let c = epoch_choose_p_k, c < 0 || c > epochs { throw bad("epoch_choose_p_k must be in 0…epochs, got \(c)") }
+        if let h = epoch_hard_prune_p_k, h < 0 || h > epochs { throw bad("epoch_hard_prune_p_k must be in 0…epochs, got \(h)") }
+        guard compression >= 1 else { throw bad("compression must be at least 1, got \(compression)") }
         guard ThresholdRule(rawValue: grad_prune_rule) != nil else {
             throw bad("grad_prune_rule must be calibrated or paper, got '\(grad_prune_rule)'")
         }
@@ -118,6 +148,17 @@ public struct RunConfig: Codable, Equatable, Sendable {
         grad_prune_rule = try c.decodeIfPresent(String.self, forKey: .grad_prune_rule) ?? d.grad_prune_rule
         grad_prune_exempt_first = try c.decodeIfPresent(Bool.self, forKey: .grad_prune_exempt_first) ?? d.grad_prune_exempt_first
         grad_prune_exempt_last = try c.decodeIfPresent(Bool.self, forKey: .grad_prune_exempt_last) ?? d.grad_prune_exempt_last
+        method = try c.decodeIfPresent(String.self, forKey: .method) ?? d.method
+        num_patterns = try c.decodeIfPresent(Int.self, forKey: .num_patterns) ?? d.num_patterns
+        pattern_weights = try c.decodeIfPresent(Int.self, forKey: .pattern_weights) ?? d.pattern_weights
+        pattern_pool = try c.decodeIfPresent(String.self, forKey: .pattern_pool) ?? d.pattern_pool
+        pool_scope = try c.decodeIfPresent(String.self, forKey: .pool_scope) ?? d.pool_scope
+        epoch_choose_p_k = try c.decodeIfPresent(Int.self, forKey: .epoch_choose_p_k)
+        epoch_hard_prune_p_k = try c.decodeIfPresent(Int.self, forKey: .epoch_hard_prune_p_k)
+        grp_lasso_coeff = try c.decodeIfPresent(Float.self, forKey: .grp_lasso_coeff) ?? d.grp_lasso_coeff
+        prune_ratios = try c.decodeIfPresent([String: Double].self, forKey: .prune_ratios)
+        compression = try c.decodeIfPresent(Double.self, forKey: .compression) ?? d.compression
+        importance_window = try c.decodeIfPresent(Int.self, forKey: .importance_window) ?? d.importance_window
     }
 
     static let defaults = RunConfig()

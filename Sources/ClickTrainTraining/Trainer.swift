@@ -1,6 +1,7 @@
 import ClickTrainCore
 import ClickTrainData
 import ClickTrainNN
+import ClickTrainPruning
 import ClickTrainSparse
 import Foundation
 
@@ -21,6 +22,15 @@ public struct EpochMetrics: Codable, Equatable, Sendable {
     /// layer over the epoch, and its mean over the conv layers.
     public var grad_sparsity: [String: Double]?
     public var grad_sparsity_conv_mean: Double?
+    /// Dense conv weights over non-zero conv weights at the end of the epoch.
+    public var conv_compression: Double?
+    /// Inference FLOPs per image at the epoch's end (masks applied), and dense.
+    public var inference_flops: Double?
+    public var dense_inference_flops: Double?
+    /// Training FLOPs of the epoch (forward + both gradients, all images) at the phase's
+    /// sparsity, and what the dense model would have cost.
+    public var train_flops: Double?
+    public var dense_train_flops: Double?
 }
 
 public enum TrainingError: Error, CustomStringConvertible {
@@ -54,6 +64,8 @@ public final class Trainer {
     public let input: ModelInput
     /// Activation-gradient pruning, when `grad_prune` > 0.
     public let gradientPruning: GradientPruningPolicy?
+    /// Pattern pruning (ClickTrain or PAT), when `method` is not dense.
+    public let pruner: PatternPruner?
     /// Epochs already completed (non-zero after a resume).
     public private(set) var completedEpochs = 0
     /// Where progress lines go (stdout by default).
@@ -106,6 +118,31 @@ public final class Trainer {
         } else {
             gradientPruning = nil
         }
+        pruner = try Trainer.makePruner(config, model: model)
+    }
+
+    static func makePruner(_ config: RunConfig, model: Sequential) throws -> PatternPruner? {
+        guard config.method != "dense" else { return nil }
+        let (prunable, other) = PatternPruner.prunableParameters(of: model)
+        let ratios: [String: Double]
+        if let raw = config.prune_ratios {
+            ratios = try PruningRatios.fromOfficial(raw, prunable: prunable.map(\.name))
+                .merging(Dictionary(uniqueKeysWithValues: prunable.map { ($0.name, 0.0) })) { a, _ in a }
+        } else {
+            ratios = try PruningRatios.fromTarget(config.compression, layers: prunable.map { ($0.name, $0.value.count) },
+                                                  otherConvWeights: other, n: config.pattern_weights)
+        }
+        let d = PatternPruningConfig.defaultEpochs(totalEpochs: config.epochs)
+        var pc = PatternPruningConfig(chooseEpoch: config.epoch_choose_p_k ?? d.choose,
+                                      hardEpoch: config.epoch_hard_prune_p_k ?? d.hard, ratios: ratios)
+        pc.method = config.method == "pat" ? .pat : .clicktrain
+        pc.n = config.pattern_weights
+        pc.poolSize = config.num_patterns
+        pc.dynamicPool = config.pattern_pool == "dynamic"
+        pc.poolScope = config.pool_scope == "network" ? .network : .layer
+        pc.lambda = config.grp_lasso_coeff
+        pc.importanceWindow = config.importance_window
+        return try PatternPruner(model: model, config: pc)
     }
 
     /// Continues the run in `runDir` from its last checkpoint.
@@ -128,6 +165,21 @@ public final class Trainer {
                 throw TrainingError.badCheckpoint(path: path, detail: "momentum buffer '\(key)' is missing or has the wrong shape")
             }
             vals.withUnsafeBufferPointer { buf.data.update(from: $0.baseAddress!, count: buf.count) }
+        }
+        if let pr = t.pruner {
+            guard let json = ck.metadata["pruning"], let st = try? JSONDecoder().decode(PruningState.self, from: Data(json.utf8)) else {
+                throw TrainingError.badCheckpoint(path: path, detail: "the run prunes but the checkpoint has no pruning state")
+            }
+            var imp: [Tensor]? = nil
+            if ck.tensors["importance." + pr.parameters[0].name] != nil {
+                imp = try pr.parameters.map { p in
+                    guard case .f32(let shape, let vals)? = ck.tensors["importance." + p.name], shape == p.shape else {
+                        throw TrainingError.badCheckpoint(path: path, detail: "importance of '\(p.name)' missing or misshapen")
+                    }
+                    return Tensor(shape: shape, values: vals)
+                }
+            }
+            try pr.restore(st, importance: imp)
         }
         t.completedEpochs = epoch
         t.elapsedBefore = Double(ck.metadata["elapsed_seconds"] ?? "0") ?? 0
@@ -166,6 +218,8 @@ public final class Trainer {
         }
         while completedEpochs < lastEpoch {
             let epoch = completedEpochs
+            pruner?.beginEpoch(epoch)
+            let phase = pruner?.phase(epoch: epoch) ?? "dense"
             let loader = BatchLoader(dataset: trainSet, batchSize: config.batch_size, augmentation: trainAugmentation,
                                      shuffle: true, seed: config.seed, epoch: epoch, dropLast: true)
             let steps = config.max_steps_per_epoch > 0 ? min(loader.batchCount, config.max_steps_per_epoch) : loader.batchCount
@@ -193,6 +247,8 @@ public final class Trainer {
                 let tb = now()
                 _ = model.backward(g)
                 backwardTime += now() - tb
+                pruner?.afterBackward(epoch: epoch, step: step, stepsPerEpoch: steps)
+                pruner?.beforeOptimizerStep()
                 optimizer.step()
                 lossSum += Double(loss) * Double(batch.count)
                 correct += ok
@@ -211,8 +267,15 @@ public final class Trainer {
             let (testLoss, testAcc) = evaluate()
             var m = EpochMetrics(epoch: epoch + 1, lr: Double(lr), train_loss: lossSum / Double(max(seen, 1)),
                                  train_acc: Double(correct) / Double(max(seen, 1)), test_loss: testLoss, test_acc: testAcc,
-                                 images_per_s: Double(seen) / trainTime, seconds: now() - t0, phase: "dense",
+                                 images_per_s: Double(seen) / trainTime, seconds: now() - t0, phase: phase,
                                  backward_seconds: backwardTime)
+            let cost = ModelCost.measure(model, input: input)
+            let sparseNow = pruner?.state.hardPruned ?? false
+            m.conv_compression = cost.convCompressionRatio
+            m.inference_flops = cost.inferenceFLOPs
+            m.dense_inference_flops = cost.denseInferenceFLOPs
+            m.train_flops = Double(seen) * cost.trainingFLOPs(sparse: sparseNow)
+            m.dense_train_flops = Double(seen) * cost.trainingFLOPs(sparse: false)
             if let gp = gradientPruning {
                 m.grad_sparsity = Dictionary(uniqueKeysWithValues: gp.layerNames.map { ($0, gp.stats[$0]?.sparsity ?? 0) })
                 m.grad_sparsity_conv_mean = gp.meanSparsity(of: convLayerNames)
@@ -221,7 +284,8 @@ public final class Trainer {
             try appendMetrics(m)
             try saveCheckpoint(elapsed: elapsedBefore + now() - start)
             try saveModel()
-            let gradNote = m.grad_sparsity_conv_mean.map { String(format: "  grad sparsity %.1f%%", 100 * $0) } ?? ""
+            var gradNote = m.grad_sparsity_conv_mean.map { String(format: "  grad sparsity %.1f%%", 100 * $0) } ?? ""
+            if pruner != nil { gradNote += String(format: "  conv compression %.2fx", cost.convCompressionRatio) }
             log(String(format: "epoch %3d/%d  lr %.4f  loss %.4f  acc %.2f%%  test loss %.4f  test acc %.2f%%  %.0f img/s  %.1f s  [%@]",
                        m.epoch, config.epochs, m.lr, m.train_loss, 100 * m.train_acc, m.test_loss, 100 * m.test_acc,
                        m.images_per_s, m.seconds, m.phase) + gradNote)
@@ -230,6 +294,11 @@ public final class Trainer {
         if let last = all.last {
             log(String(format: "done: test accuracy %.2f%% after %d epochs, %.1f s in all; model in %@",
                        100 * last.test_acc, last.epoch, elapsedBefore + now() - start, modelPath))
+            let tf = all.compactMap(\.train_flops).reduce(0, +), dtf = all.compactMap(\.dense_train_flops).reduce(0, +)
+            if pruner != nil, dtf > 0, let inf = last.inference_flops, let dinf = last.dense_inference_flops {
+                log(String(format: "      conv compression %.2fx, training FLOPs saved %.1f%%, inference FLOPs saved %.1f%%",
+                           last.conv_compression ?? 1, 100 * (1 - tf / dtf), 100 * (1 - inf / dinf)))
+            }
         }
         return all
     }
@@ -275,15 +344,30 @@ public final class Trainer {
         for (p, b) in zip(optimizer.parameters, optimizer.momentumBuffers) {
             tensors.append(("optimizer.momentum_buffer." + p.name, .f32(shape: b.shape, values: b.array)))
         }
-        try SafeTensors.write(tensors, metadata: [
+        var meta = [
             "format": "clicktrain-checkpoint-1", "epoch": String(completedEpochs), "config": try config.yaml(),
             "elapsed_seconds": String(elapsed),
-        ], to: checkpointPath)
+        ]
+        if let pr = pruner {
+            meta["pruning"] = String(decoding: try JSONEncoder().encode(pr.state), as: UTF8.self)
+            for (p, imp) in zip(pr.parameters, pr.importance ?? []) {
+                tensors.append(("importance." + p.name, .f32(shape: imp.shape, values: imp.array)))
+            }
+            for p in pr.parameters {
+                if let m = p.mask { tensors.append(("mask." + p.name, .f32(shape: m.shape, values: m.array))) }
+            }
+        }
+        try SafeTensors.write(tensors, metadata: meta, to: checkpointPath)
     }
 
     /// The latest weights as a plain PyTorch-compatible `model.safetensors`.
     public func saveModel() throws {
         try SafeTensors.write(ModelState.tensors(of: model), metadata: modelMetadata(), to: modelPath)
+        if let pr = pruner {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys]
+            try atomicWrite(try enc.encode(pr.state), to: runDir + "/pruning.json")
+        }
     }
 
     func modelMetadata() -> [String: String] {

@@ -20,19 +20,15 @@ struct Eval: ParsableCommand {
     func run() throws {
         try reportingErrors {
             if let t = threads { Threads.set(t) } else { Threads.set(Threads.count) }
-            let saved = try SafeTensors.read(modelFile)
-            let meta = saved.metadata
-            guard let name = model ?? meta["model"] else {
-                throw StateLoadError(path: modelFile, detail: "its metadata does not name the model; pass --model")
-            }
-            let kind = try DatasetKind(name: dataset ?? meta["dataset"] ?? "fashion-mnist")
+            let probe = try SavedModel(path: modelFile, modelName: model)
+            let kind = try dataset.map { try DatasetKind(name: $0) } ?? probe.dataset ?? .fashionMNIST
             let test = try ImageDataset.load(kind, directory: data ?? kind.defaultDirectory, train: false)
-            let inp = ModelInput(channels: test.channels, size: test.height, classes: Int(meta["classes"] ?? "") ?? test.classes)
-            if let s = meta["input"], s != "\(inp.channels)x\(inp.size)x\(inp.size)" {
-                throw StateLoadError(path: modelFile, detail: "the model was trained on \(s) images, \(kind.rawValue) has \(inp.channels)x\(inp.size)x\(inp.size)")
+            let inp = ModelInput(channels: test.channels, size: test.height, classes: probe.input.classes)
+            guard inp == probe.input else {
+                throw StateLoadError(path: modelFile, detail: "the model takes \(probe.input.channels)x\(probe.input.size)x\(probe.input.size) images, \(kind.rawValue) has \(inp.channels)x\(inp.size)x\(inp.size)")
             }
-            let net = try ModelZoo.make(name, input: inp, seed: 0)
-            try ModelState.load(saved.tensors, into: net, path: modelFile)
+            let net = probe.model
+            let name = probe.name
             let norm = kind.normalization
             let t0 = Date()
             let (loss, acc) = Trainer.evaluate(model: net, dataset: test, batchSize: batchSize,

@@ -43,6 +43,19 @@ struct Train: ParsableCommand {
     @Option(help: "Threshold rule: calibrated (zeros = rate) or paper (rate of the fit below τ). [default: calibrated]")
     var gradPruneRule: String?
     @Option(help: "Layers exempt from gradient pruning: first, last or first,last.") var gradPruneExempt: String?
+    @Option(help: "Pruning method: dense, clicktrain (patterns during training) or pat (prune after training). [default: dense]")
+    var method: String?
+    @Option(help: "Target conv compression ratio for clicktrain/pat, from which per-layer ratios are derived. [default: 8]")
+    var compression: Double?
+    @Option(help: "Patterns in the pool (4, 8 or 12). [default: 4]") var numPatterns: Int?
+    @Option(help: "Pattern pool: dynamic (from importance) or generic (fixed lists). [default: dynamic]")
+    var patternPool: String?
+    @Option(help: "One pattern pool per layer or for the whole network: layer or network. [default: layer]")
+    var poolScope: String?
+    @Option(help: "Epochs before the pattern choice. [default: 61/190 of the run]") var chooseEpoch: Int?
+    @Option(help: "Epochs before hard pruning (PAT: before magnitude pruning). [default: 141/190 of the run]")
+    var hardPruneEpoch: Int?
+    @Option(help: "Group-lasso coefficient λ. [default: 2.5e-4]") var groupLasso: Float?
     @Option(help: "Run folder to write. [default: runs/<model>-<dataset>-<date>]") var out: String?
     @Option(help: "YAML configuration file (keys as in config.yaml).") var config: String?
     @Option(help: "Continue the run in this folder from its last checkpoint (other options are ignored).")
@@ -86,6 +99,14 @@ struct Train: ParsableCommand {
             if let v = threads { cfg.threads = v }
             if let v = maxStepsPerEpoch { cfg.max_steps_per_epoch = v }
             if let v = gradPrune { cfg.grad_prune = v }
+            if let v = method { cfg.method = v }
+            if let v = compression { cfg.compression = v }
+            if let v = numPatterns { cfg.num_patterns = v }
+            if let v = patternPool { cfg.pattern_pool = v }
+            if let v = poolScope { cfg.pool_scope = v }
+            if let v = chooseEpoch { cfg.epoch_choose_p_k = v }
+            if let v = hardPruneEpoch { cfg.epoch_hard_prune_p_k = v }
+            if let v = groupLasso { cfg.grp_lasso_coeff = v }
             if let v = gradPruneDist { cfg.grad_prune_dist = v }
             if let v = gradPruneRule { cfg.grad_prune_rule = v }
             if let v = gradPruneExempt {

@@ -1,0 +1,47 @@
+import ClickTrainCore
+import ClickTrainData
+import ClickTrainNN
+import ClickTrainPruning
+import Foundation
+
+/// A `model.safetensors` written by `clicktrain train`, rebuilt into its network, with the
+/// `pruning.json` beside it when the run pruned.
+public struct SavedModel {
+    public let path: String
+    public let name: String
+    public let input: ModelInput
+    public let dataset: DatasetKind?
+    public let model: Sequential
+    public let pruning: PruningState?
+
+    /// - Parameter modelName: overrides the name in the file's metadata.
+    public init(path: String, modelName: String? = nil, input override: ModelInput? = nil) throws {
+        let saved = try SafeTensors.read(path)
+        let meta = saved.metadata
+        guard let name = modelName ?? meta["model"] else {
+            throw StateLoadError(path: path, detail: "its metadata does not name the model; pass --model")
+        }
+        var inp = override
+        if inp == nil, let s = meta["input"] {
+            let parts = s.split(separator: "x").compactMap { Int($0) }
+            if parts.count == 3, let classes = Int(meta["classes"] ?? "") {
+                inp = ModelInput(channels: parts[0], size: parts[1], classes: classes)
+            }
+        }
+        guard let input = inp else { throw StateLoadError(path: path, detail: "its metadata lacks 'input' and 'classes'") }
+        self.path = path
+        self.name = ModelZoo.canonicalName(name)
+        self.input = input
+        self.dataset = meta["dataset"].flatMap { try? DatasetKind(name: $0) }
+        model = try ModelZoo.make(name, input: input, seed: 0)
+        try ModelState.load(saved.tensors, into: model, path: path)
+        let pj = ((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent("pruning.json")
+        if let data = FileManager.default.contents(atPath: pj) {
+            do { pruning = try JSONDecoder().decode(PruningState.self, from: data) } catch {
+                throw StateLoadError(path: pj, detail: "not a valid pruning state: \(error)")
+            }
+        } else {
+            pruning = nil
+        }
+    }
+}
