@@ -93,6 +93,45 @@ struct TrainerTests {
         #expect((mFull.last?.backward_seconds ?? 0) > 0)
     }
 
+    /// ClickTrain through the trainer: stages by epoch, masks enforced after hard pruning,
+    /// kept in the checkpoint and re-attached on resume, with the same end as one run.
+    @Test(arguments: [1, 3])
+    func clickTrainMasksSurviveCheckpointAndResume(_ stopAfter: Int) throws {
+        var (cfg, dirA) = tinyRun(epochs: 4, model: "resnet20")
+        cfg.method = "clicktrain"
+        cfg.max_steps_per_epoch = 3
+        cfg.batch_size = 16
+        cfg.epoch_choose_p_k = 1
+        cfg.epoch_hard_prune_p_k = 2
+        // Official-style ratios (percent, `module.` prefix) for two layers; others keep all kernels.
+        cfg.prune_ratios = ["module.layer1.0.conv1.weight": 50, "module.layer3.2.conv2.weight": 75]
+        let full = quiet(try Trainer(config: cfg, runDir: dirA))
+        let mFull = try full.run()
+        #expect(mFull.map(\.phase) == ["warm-up", "regularised", "pruned", "pruned"])
+        let pr = try #require(full.pruner)
+        let l = try #require(pr.state.layers.first { $0.name == "layer3.2.conv2.weight" })
+        #expect(l.kernels - l.keptKernels == l.kernels * 3 / 4)
+        #expect(pr.state.layers.first { $0.name == "layer2.0.conv1.weight" }!.keptKernels == 32 * 16)
+        for (p, layer) in zip(pr.parameters, pr.state.layers) {
+            let m = layer.mask()
+            #expect((0..<m.count).allSatisfy { m[$0] != 0 || p.value[$0] == 0 }, "\(p.name) has weights outside its mask")
+        }
+        #expect((mFull.last?.conv_compression ?? 0) > 2.2)
+
+        let dirB = SyntheticData.temporaryDirectory("run")
+        try quiet(Trainer(config: cfg, runDir: dirB)).run(untilEpoch: stopAfter)
+        let resumed = quiet(try Trainer.resume(runDir: dirB))
+        // Stopped after the warm-up: the importance window must come back from the checkpoint.
+        #expect(resumed.pruner?.importance != nil || stopAfter > 1)
+        #expect(resumed.pruner?.state.hardPruned == (stopAfter >= 2))
+        #expect(resumed.pruner?.parameters.allSatisfy { $0.mask != nil } == (stopAfter >= 2))
+        let mRes = try resumed.run()
+        #expect(comparable(mRes) == comparable(mFull))
+        #expect(weights(resumed) == weights(full))
+        let saved = try SavedModel(path: dirB + "/model.safetensors")
+        #expect(saved.pruning == resumed.pruner?.state)
+    }
+
     @Test func nonFiniteLossStopsAndKeepsTheLastCheckpoint() throws {
         let (cfg, dir) = tinyRun(epochs: 3)
         let t = quiet(try Trainer(config: cfg, runDir: dir))
