@@ -15,6 +15,12 @@ public final class Conv2d: Layer {
 
     /// Activation-gradient pruning of the incoming gradient, with this layer's name.
     public var gradientPruning: (policy: GradientPruningPolicy, name: String)?
+    /// After hard pruning (a mask is set), evaluation-mode forward runs the pattern-sparse
+    /// kernel instead of oneDNN. Training keeps the dense kernels for now.
+    public var usePatternKernels = true
+    /// Time spent in `forward`, accumulated (for per-layer benchmarks).
+    public var forwardSeconds = 0.0
+    private var patternPlans: [ConvGeometry: PatternConvKernel] = [:]
     private var plans: [ConvGeometry: DenseConv2dKernel] = [:]
     private var sparsePlans: [ConvGeometry: SparseErrorConvKernel] = [:]
     private var prunedGrads = BufferCache()
@@ -69,9 +75,19 @@ public final class Conv2d: Layer {
     }
 
     public func forward(_ x: Tensor) -> Tensor {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        defer { forwardSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 }
         let g = geometry(for: x.shape)
         let y = outputs.get(g.outputShape)
         input = x
+        if !isTraining && usePatternKernels && weight.mask != nil && PatternConvKernel.supports(g) {
+            let k = patternPlans[g] ?? PatternConvKernel(g)
+            patternPlans[g] = k
+            // The weights are masked, so their non-zeros are the patterns; converting
+            // costs one pass over the (small) weight tensor.
+            k.forward(input: x, weights: PatternWeights(weight: weight.value), bias: bias?.value, output: y)
+            return y
+        }
         plan(g).forward(input: x, weight: weight.value, bias: bias?.value, output: y)
         return y
     }

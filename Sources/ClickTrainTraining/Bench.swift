@@ -1,5 +1,6 @@
 import ClickTrainCore
 import ClickTrainNN
+import ClickTrainPruning
 import ClickTrainSparse
 import Foundation
 
@@ -61,6 +62,20 @@ public struct TrainingBenchmark {
         public var grad_sparsity: Double?
         /// Per conv layer: [name, dense ms, pruned ms, sparsity] (mean over the timed steps).
         public var conv_backward_layers: [LayerTiming]?
+        // With --sparse: ClickTrain-shaped masks at `compression`, inference on the
+        // pattern kernels against oneDNN on the same masked weights, in the same process.
+        public var compression: Double?
+        public var conv_compression: Double?
+        public var sparse_infer_ms_per_batch: Double?
+        public var masked_dense_infer_ms_per_batch: Double?
+        public var sparse_forward_layers: [LayerForward]?
+    }
+
+    public struct LayerForward: Codable {
+        public var layer: String
+        public var dense_ms: Double
+        public var sparse_ms: Double
+        public var kept_weights: Double
     }
 
     public struct LayerTiming: Codable {
@@ -79,6 +94,8 @@ public struct TrainingBenchmark {
     public var leakSteps = 0
     /// Activation-gradient pruning to compare against the dense backward pass.
     public var gradPruner: GradientPruner?
+    /// Pattern-sparse inference at this conv compression (ClickTrain-shaped random masks).
+    public var sparseCompression: Double?
 
     public init(modelName: String, batch: Int, input: ModelInput) {
         self.modelName = modelName
@@ -148,6 +165,31 @@ public struct TrainingBenchmark {
             _ = model.forward(x)
             if i >= warmup { inf.append(now() - t0) }
         }
+        var sparse: (Double, Double, Double, [LayerForward])?
+        if let target = sparseCompression {
+            let cc = try applyRandomPatternMasks(model, compression: target, seed: 3)
+            let convs = model.namedModules().compactMap { m in (m.1 as? Conv2d).map { (m.0, $0) } }
+            func timeInference(_ pattern: Bool) -> (Double, [String: Double]) {
+                for (_, c) in convs { c.usePatternKernels = pattern }
+                for _ in 0..<warmup { _ = model.forward(x) }
+                for (_, c) in convs { c.forwardSeconds = 0 }
+                var ts: [Double] = []
+                for _ in 0..<runs {
+                    let t0 = now()
+                    _ = model.forward(x)
+                    ts.append(now() - t0)
+                }
+                return (median(ts), Dictionary(uniqueKeysWithValues: convs.map { ($0.0, $0.1.forwardSeconds / Double(runs)) }))
+            }
+            let (denseMasked, dl) = timeInference(false)
+            let (sp, sl) = timeInference(true)
+            let layers = convs.map { name, c in
+                LayerForward(layer: name, dense_ms: dl[name]! * 1e3, sparse_ms: sl[name]! * 1e3,
+                             kept_weights: Double((0..<c.weight.value.count).filter { c.weight.value[$0] != 0 }.count)
+                                 / Double(c.weight.value.count))
+            }
+            sparse = (cc, sp, denseMasked, layers)
+        }
         let train = median(step), infer = median(inf)
         return Result(
             model: ModelZoo.canonicalName(modelName), batch: batch,
@@ -159,6 +201,34 @@ public struct TrainingBenchmark {
             grad_prune: gradPruner?.rate, conv_backward_ms: policy == nil ? nil : median(convBwd) * 1e3,
             pruned_backward_ms: pruned.map { $0.bwd * 1e3 }, pruned_conv_backward_ms: pruned.map { $0.conv * 1e3 },
             pruned_train_ms_per_step: pruned.map { $0.step * 1e3 }, grad_sparsity: pruned?.sparsity,
-            conv_backward_layers: layers)
+            conv_backward_layers: layers, compression: sparseCompression, conv_compression: sparse?.0,
+            sparse_infer_ms_per_batch: sparse.map { $0.1 * 1e3 }, masked_dense_infer_ms_per_batch: sparse.map { $0.2 * 1e3 },
+            sparse_forward_layers: sparse?.3)
     }
+}
+
+/// Gives every prunable 3x3 conv of `model` a ClickTrain-shaped mask: each kernel one of
+/// the four 2x2 corner patterns, and per-layer connectivity ratios derived from the
+/// target compression (deeper layers pruned more), kernels removed at random. Returns the
+/// conv compression reached.
+public func applyRandomPatternMasks(_ model: any Layer, compression: Double, seed: UInt64) throws -> Double {
+    let (prunable, other) = PatternPruner.prunableParameters(of: model)
+    let ratios = try PruningRatios.fromTarget(compression, layers: prunable.map { ($0.name, $0.value.count) },
+                                              otherConvWeights: other, n: 4)
+    var rng = RNG(seed: seed)
+    var total = other, kept = other
+    for p in prunable {
+        let kernels = p.shape[0] * p.shape[1]
+        var order = Array(0..<kernels)
+        order.shuffle(using: &rng)
+        let removed = Set(order.prefix(Int((Double(kernels) * ratios[p.name]!).rounded())))
+        let ids = (0..<kernels).map { _ in UInt8(rng.next() % 4) }
+        let layer = PrunedLayer(name: p.name, shape: p.shape, ratio: ratios[p.name]!, pool: GenericPools.corners,
+                                patternIDs: ids, removed: (0..<kernels).map { removed.contains($0) })
+        p.mask = layer.mask()
+        p.applyMask()
+        total += p.value.count
+        kept += layer.keptKernels * 4
+    }
+    return Double(total) / Double(kept)
 }

@@ -43,5 +43,16 @@ public struct SavedModel {
         } else {
             pruning = nil
         }
+        // Hard-pruned models get their masks back, so inference runs the sparse kernels.
+        if let p = pruning, p.hardPruned {
+            let params = Dictionary(uniqueKeysWithValues: model.parameters().map { ($0.name, $0) })
+            for l in p.layers {
+                guard let w = params[l.name], w.shape == l.shape else {
+                    throw StateLoadError(path: pj, detail: "layer '\(l.name)' does not match the model")
+                }
+                w.mask = l.mask()
+                w.applyMask()
+            }
+        }
     }
 }

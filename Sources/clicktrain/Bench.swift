@@ -27,7 +27,10 @@ struct Bench: ParsableCommand {
     var gradPruneDist: GradientDistribution = .gaussian
     @Option(help: "Threshold rule: calibrated (zeros = rate) or paper (rate of the fit below the threshold).")
     var gradPruneRule: ThresholdRule = .calibrated
-    @Flag(help: "With --grad-prune: a table of each conv layer's backward time.") var perLayer = false
+    @Flag(help: "Also time inference on pattern-sparse kernels with ClickTrain-shaped masks (see --compression).")
+    var sparse = false
+    @Option(help: "With --sparse: conv compression ratio of the masks.") var compression = 8.0
+    @Flag(help: "With --grad-prune or --sparse: a table per conv layer.") var perLayer = false
     @Flag(help: "Print one JSON object instead of a table.") var json = false
 
     func run() throws {
@@ -37,6 +40,7 @@ struct Bench: ParsableCommand {
         b.warmup = warmup
         b.runs = runs
         b.leakSteps = leakSteps
+        if sparse { b.sparseCompression = compression }
         if let p = gradPrune {
             guard p >= 0 && p < 1 else { throw ValidationError("--grad-prune must be in [0, 1), got \(p)") }
             b.gradPruner = GradientPruner(rate: p, distribution: gradPruneDist, rule: gradPruneRule, seed: 1)
@@ -54,6 +58,20 @@ struct Bench: ParsableCommand {
                   inference    \(fmt(r.infer_ms_per_batch)) ms  (\(fmt(r.images_per_s_infer, 0)) images/s)
                   peak RSS     \(fmt(r.peak_rss_mb, 0)) MiB  (growth over timed steps: \(fmt(r.rss_growth_mb, 1)) MiB)
                 """)
+            if let sp = r.sparse_infer_ms_per_batch, let dm = r.masked_dense_infer_ms_per_batch {
+                print("""
+                      sparse inference at \(fmt(r.conv_compression ?? 0, 2))x conv compression: \(fmt(sp)) ms \
+                    (oneDNN on the same masked weights \(fmt(dm)) ms: \(fmt(dm / sp, 2))x; dense model \(fmt(r.infer_ms_per_batch)) ms: \(fmt(r.infer_ms_per_batch / sp, 2))x)
+                    """)
+                if perLayer {
+                    print("    conv layer               dense ms  sparse ms  speed-up  kept")
+                    for l in r.sparse_forward_layers ?? [] {
+                        print("    " + l.layer.padding(toLength: 24, withPad: " ", startingAt: 0)
+                              + String(format: " %8.2f  %9.2f  %7.2fx  %5.1f%%", l.dense_ms, l.sparse_ms,
+                                       l.dense_ms / max(l.sparse_ms, 1e-9), 100 * l.kept_weights))
+                    }
+                }
+            }
             if let pb = r.pruned_backward_ms, let pc = r.pruned_conv_backward_ms, let dc = r.conv_backward_ms {
                 print("""
                       grad-prune \(r.grad_prune!): sparsity \(fmt(100 * (r.grad_sparsity ?? 0)))% over conv layers
