@@ -93,6 +93,22 @@ public final class Tensor: @unchecked Sendable, CustomStringConvertible {
         return t
     }
 
+    /// A new tensor with only the given indices along `axis` (channel pruning).
+    public func keeping(axis: Int, indices: [Int]) -> Tensor {
+        precondition(axis >= 0 && axis < rank && indices.allSatisfy { $0 >= 0 && $0 < shape[axis] },
+                     "keeping(axis: \(axis)) of \(shape)")
+        var ns = shape
+        ns[axis] = indices.count
+        let out = Tensor(shape: ns)
+        let inner = shape[(axis + 1)...].reduce(1, *), outer = shape[..<axis].reduce(1, *)
+        for o in 0..<outer {
+            for (j, i) in indices.enumerated() {
+                (out.data + (o * indices.count + j) * inner).update(from: data + (o * shape[axis] + i) * inner, count: inner)
+            }
+        }
+        return out
+    }
+
     public var description: String { "Tensor\(shape)" }
 }
 

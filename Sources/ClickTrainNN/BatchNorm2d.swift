@@ -31,6 +31,18 @@ public final class BatchNorm2d: Layer {
         savedInvStd = Tensor(shape: [channels])
     }
 
+    /// A copy keeping only the given channels (parameters and running statistics).
+    public func keeping(channels keep: [Int]) -> BatchNorm2d {
+        let b = BatchNorm2d(keep.count, momentum: momentum, eps: eps)
+        b.weight.value.copy(from: weight.value.keeping(axis: 0, indices: keep))
+        b.bias.value.copy(from: bias.value.keeping(axis: 0, indices: keep))
+        b.runningMean.copy(from: runningMean.keeping(axis: 0, indices: keep))
+        b.runningVar.copy(from: runningVar.keeping(axis: 0, indices: keep))
+        b.numBatchesTracked.value = numBatchesTracked.value
+        b.isTraining = isTraining
+        return b
+    }
+
     public var localState: [(String, StateEntry)] {
         [("weight", .parameter(weight)), ("bias", .parameter(bias)), ("running_mean", .buffer(runningMean)),
          ("running_var", .buffer(runningVar)), ("num_batches_tracked", .counter(numBatchesTracked))]

@@ -52,6 +52,30 @@ public final class Conv2d: Layer {
         }
     }
 
+    /// Wraps given weights (channel pruning builds smaller layers this way).
+    public init(weight w: Tensor, bias b: Tensor?, stride: Int, padding: Int) {
+        precondition(w.rank == 4 && w.shape[2] == w.shape[3], "Conv2d(weight:): \(w.shape)")
+        outChannels = w.shape[0]
+        inChannels = w.shape[1]
+        kernelSize = w.shape[2]
+        self.stride = stride
+        self.padding = padding
+        weight = Parameter(w)
+        bias = b.map { Parameter($0, isBiasOrNorm: true) }
+    }
+
+    /// A copy keeping only the given output and/or input channels.
+    public func keeping(outputChannels outs: [Int]? = nil, inputChannels ins: [Int]? = nil) -> Conv2d {
+        var w = weight.value
+        if let o = outs { w = w.keeping(axis: 0, indices: o) }
+        if let i = ins { w = w.keeping(axis: 1, indices: i) }
+        let b = bias.map { b in outs.map { b.value.keeping(axis: 0, indices: $0) } ?? b.value.clone() }
+        let c = Conv2d(weight: w === weight.value ? w.clone() : w, bias: b, stride: stride, padding: padding)
+        c.isTraining = isTraining
+        c.needsInputGradient = needsInputGradient
+        return c
+    }
+
     public var localState: [(String, StateEntry)] {
         var s: [(String, StateEntry)] = [("weight", .parameter(weight))]
         if let b = bias { s.append(("bias", .parameter(b))) }

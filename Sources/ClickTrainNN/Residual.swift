@@ -37,9 +37,24 @@ func projection(_ inC: Int, _ outC: Int, stride: Int, rng: inout RNG) -> Sequent
 
 /// Two 3x3 convolutions with a residual connection (ResNet-18/34 and the CIFAR ResNets).
 public final class BasicBlock: Layer {
-    public let conv1: Conv2d, bn1: BatchNorm2d, relu: ReLU, conv2: Conv2d, bn2: BatchNorm2d
+    public private(set) var conv1: Conv2d, bn1: BatchNorm2d
+    public let relu: ReLU
+    public private(set) var conv2: Conv2d
+    public let bn2: BatchNorm2d
     public let shortcut: Sequential?
     public let shortcutName: String
+
+    /// Channels between the two convolutions (free of the residual constraint).
+    public var innerWidth: Int { conv1.outChannels }
+
+    /// Keeps only the given inner channels: conv1's filters, bn1's channels and conv2's
+    /// input channels (channel pruning that really makes the block smaller).
+    public func shrinkInner(keeping keep: [Int]) {
+        precondition(!keep.isEmpty, "shrinkInner: a block needs at least one inner channel")
+        conv1 = conv1.keeping(outputChannels: keep)
+        bn1 = bn1.keeping(channels: keep)
+        conv2 = conv2.keeping(inputChannels: keep)
+    }
     public var isTraining = true
     public var needsInputGradient = true {
         didSet { conv1.needsInputGradient = needsInputGradient; shortcut?.needsInputGradient = needsInputGradient }

@@ -67,6 +67,11 @@ public struct RunConfig: Codable, Equatable, Sendable {
     public var compression: Double = 8
     /// Steps before the choice whose importance (W ⊙ G)² is accumulated.
     public var importance_window = 200
+    /// PruneTrain: epochs between reconfigurations; nil = a fifth of the run (the paper's
+    /// 10 of 182 CIFAR epochs would never fire in a short run).
+    public var prunetrain_interval: Int?
+    /// PruneTrain: a channel whose weights all stay below this is removed.
+    public var prunetrain_threshold: Float = 1e-4
 
     public init() {}
 
@@ -95,9 +100,10 @@ public struct RunConfig: Codable, Equatable, Sendable {
         guard GradientDistribution(rawValue: grad_prune_dist) != nil else {
             throw bad("grad_prune_dist must be gaussian or lognormal, got '\(grad_prune_dist)'")
         }
-        guard ["dense", "clicktrain", "pat"].contains(method) else {
-            throw bad("method must be dense, clicktrain or pat, got '\(method)' (prunetrain is not implemented yet)")
+        guard ["dense", "clicktrain", "pat", "prunetrain"].contains(method) else {
+            throw bad("method must be dense, clicktrain, pat or prunetrain, got '\(method)'")
         }
+        if let i = prunetrain_interval, i < 1 { throw bad("prunetrain_interval must be at least 1, got \(i)") }
         guard ["dynamic", "generic"].contains(pattern_pool) else { throw bad("pattern_pool must be dynamic or generic") }
         guard ["layer", "network"].contains(pool_scope) else { throw bad("pool_scope must be layer or network") }
         if let c = epoch_choose_p_k, c < 0 || c > epochs { throw bad("epoch_choose_p_k must be in 0…epochs, got \(c)") }
@@ -159,6 +165,8 @@ public struct RunConfig: Codable, Equatable, Sendable {
         prune_ratios = try c.decodeIfPresent([String: Double].self, forKey: .prune_ratios)
         compression = try c.decodeIfPresent(Double.self, forKey: .compression) ?? d.compression
         importance_window = try c.decodeIfPresent(Int.self, forKey: .importance_window) ?? d.importance_window
+        prunetrain_interval = try c.decodeIfPresent(Int.self, forKey: .prunetrain_interval)
+        prunetrain_threshold = try c.decodeIfPresent(Float.self, forKey: .prunetrain_threshold) ?? d.prunetrain_threshold
     }
 
     static let defaults = RunConfig()

@@ -13,6 +13,9 @@ public struct SavedModel {
     public let dataset: DatasetKind?
     public let model: Sequential
     public let pruning: PruningState?
+    /// The architecture before any channel pruning (equal to `model`'s unless PruneTrain
+    /// shrank it), for compression and FLOPs saved.
+    public let denseReference: ModelCost
 
     /// - Parameter modelName: overrides the name in the file's metadata.
     public init(path: String, modelName: String? = nil, input override: ModelInput? = nil) throws {
@@ -34,6 +37,13 @@ public struct SavedModel {
         self.input = input
         self.dataset = meta["dataset"].flatMap { try? DatasetKind(name: $0) }
         model = try ModelZoo.make(name, input: input, seed: 0)
+        denseReference = ModelCost.measure(model, input: input)
+        if let json = meta["inner_widths"] {  // a PruneTrain model: rebuild its smaller blocks first
+            guard let widths = try? JSONDecoder().decode([String: Int].self, from: Data(json.utf8)) else {
+                throw StateLoadError(path: path, detail: "metadata 'inner_widths' is not a JSON map of block widths")
+            }
+            try PruneTrain.apply(widths: widths, to: model)
+        }
         try ModelState.load(saved.tensors, into: model, path: path)
         let pj = ((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent("pruning.json")
         if let data = FileManager.default.contents(atPath: pj) {

@@ -58,14 +58,19 @@ public final class Trainer {
     public let config: RunConfig
     public let runDir: String
     public let model: Sequential
-    public let optimizer: SGD
+    public private(set) var optimizer: SGD
     public let trainSet: ImageDataset
     public let testSet: ImageDataset
     public let input: ModelInput
     /// Activation-gradient pruning, when `grad_prune` > 0.
     public let gradientPruning: GradientPruningPolicy?
-    /// Pattern pruning (ClickTrain or PAT), when `method` is not dense.
+    /// Pattern pruning (ClickTrain or PAT).
     public let pruner: PatternPruner?
+    /// Channel pruning (the PruneTrain baseline).
+    public let prunetrain: PruneTrain?
+    /// The unpruned architecture's cost: the reference for compression and FLOPs saved
+    /// (PruneTrain changes the architecture itself).
+    public let denseCost: ModelCost
     /// Epochs already completed (non-zero after a resume).
     public private(set) var completedEpochs = 0
     /// Where progress lines go (stdout by default).
@@ -118,11 +123,15 @@ public final class Trainer {
         } else {
             gradientPruning = nil
         }
-        pruner = try Trainer.makePruner(config, model: model)
+        denseCost = ModelCost.measure(model, input: input)
+        pruner = config.method == "prunetrain" ? nil : try Trainer.makePruner(config, model: model)
+        prunetrain = config.method == "prunetrain"
+            ? try PruneTrain(model: model, interval: config.prunetrain_interval ?? max(1, config.epochs / 5),
+                             threshold: config.prunetrain_threshold) : nil
     }
 
     static func makePruner(_ config: RunConfig, model: Sequential) throws -> PatternPruner? {
-        guard config.method != "dense" else { return nil }
+        guard config.method == "clicktrain" || config.method == "pat" else { return nil }
         let (prunable, other) = PatternPruner.prunableParameters(of: model)
         let ratios: [String: Double]
         if let raw = config.prune_ratios {
@@ -158,6 +167,15 @@ public final class Trainer {
             throw TrainingError.badCheckpoint(path: path, detail: "its config does not parse: \(error)")
         }
         let t = try Trainer(validated: cfg, runDir: runDir)
+        if let pt = t.prunetrain {
+            guard let json = ck.metadata["prunetrain"],
+                  let st = try? JSONDecoder().decode(PruneTrainState.self, from: Data(json.utf8)) else {
+                throw TrainingError.badCheckpoint(path: path, detail: "the run is PruneTrain but the checkpoint has no widths")
+            }
+            try PruneTrain.apply(widths: st.widths, to: t.model)
+            pt.restore(widths: st.widths, lambda: st.lambda)
+            t.rebuildOptimizer(keeping: [:])
+        }
         try ModelState.load(ck.tensors, into: t.model, prefix: "model.", path: path, allowExtra: true)
         for (p, buf) in zip(t.optimizer.parameters, t.optimizer.momentumBuffers) {
             let key = "optimizer.momentum_buffer." + p.name
@@ -219,7 +237,7 @@ public final class Trainer {
         while completedEpochs < lastEpoch {
             let epoch = completedEpochs
             pruner?.beginEpoch(epoch)
-            let phase = pruner?.phase(epoch: epoch) ?? "dense"
+            let phase = pruner?.phase(epoch: epoch) ?? (prunetrain != nil ? "prunetrain" : "dense")
             let loader = BatchLoader(dataset: trainSet, batchSize: config.batch_size, augmentation: trainAugmentation,
                                      shuffle: true, seed: config.seed, epoch: epoch, dropLast: true)
             let steps = config.max_steps_per_epoch > 0 ? min(loader.batchCount, config.max_steps_per_epoch) : loader.batchCount
@@ -249,6 +267,7 @@ public final class Trainer {
                 backwardTime += now() - tb
                 pruner?.afterBackward(epoch: epoch, step: step, stepsPerEpoch: steps)
                 pruner?.beforeOptimizerStep()
+                prunetrain?.addGradient(model: model, loss: loss)
                 optimizer.step()
                 lossSum += Double(loss) * Double(batch.count)
                 correct += ok
@@ -269,23 +288,31 @@ public final class Trainer {
                                  train_acc: Double(correct) / Double(max(seen, 1)), test_loss: testLoss, test_acc: testAcc,
                                  images_per_s: Double(seen) / trainTime, seconds: now() - t0, phase: phase,
                                  backward_seconds: backwardTime)
-            let cost = ModelCost.measure(model, input: input)
+            let cost = ModelCost.measure(model, input: input)  // before any rebuild: what this epoch ran
             let sparseNow = pruner?.state.hardPruned ?? false
-            m.conv_compression = cost.convCompressionRatio
+            m.conv_compression = Double(denseCost.convWeights) / Double(max(cost.convNonZero, 1))
             m.inference_flops = cost.inferenceFLOPs
-            m.dense_inference_flops = cost.denseInferenceFLOPs
+            m.dense_inference_flops = denseCost.denseInferenceFLOPs
             m.train_flops = Double(seen) * cost.trainingFLOPs(sparse: sparseNow)
-            m.dense_train_flops = Double(seen) * cost.trainingFLOPs(sparse: false)
+            m.dense_train_flops = Double(seen) * denseCost.trainingFLOPs(sparse: false)
+            var gradNote = m.grad_sparsity_conv_mean.map { String(format: "  grad sparsity %.1f%%", 100 * $0) } ?? ""
             if let gp = gradientPruning {
                 m.grad_sparsity = Dictionary(uniqueKeysWithValues: gp.layerNames.map { ($0, gp.stats[$0]?.sparsity ?? 0) })
                 m.grad_sparsity_conv_mean = gp.meanSparsity(of: convLayerNames)
             }
             completedEpochs += 1
+            if let pt = prunetrain {
+                let changed = pt.reconfigure(model: model, completedEpochs: completedEpochs)
+                if !changed.isEmpty {
+                    rebuildOptimizer(keeping: changed)
+                    let after = ModelCost.measure(model, input: input)
+                    gradNote += String(format: "  rebuilt %d blocks: %.2f MFLOPs per image", changed.count, after.inferenceFLOPs / 1e6)
+                }
+            }
             try appendMetrics(m)
             try saveCheckpoint(elapsed: elapsedBefore + now() - start)
             try saveModel()
-            var gradNote = m.grad_sparsity_conv_mean.map { String(format: "  grad sparsity %.1f%%", 100 * $0) } ?? ""
-            if pruner != nil { gradNote += String(format: "  conv compression %.2fx", cost.convCompressionRatio) }
+            if pruner != nil || prunetrain != nil { gradNote += String(format: "  conv compression %.2fx", m.conv_compression ?? 1) }
             log(String(format: "epoch %3d/%d  lr %.4f  loss %.4f  acc %.2f%%  test loss %.4f  test acc %.2f%%  %.0f img/s  %.1f s  [%@]",
                        m.epoch, config.epochs, m.lr, m.train_loss, 100 * m.train_acc, m.test_loss, 100 * m.test_acc,
                        m.images_per_s, m.seconds, m.phase) + gradNote)
@@ -295,7 +322,7 @@ public final class Trainer {
             log(String(format: "done: test accuracy %.2f%% after %d epochs, %.1f s in all; model in %@",
                        100 * last.test_acc, last.epoch, elapsedBefore + now() - start, modelPath))
             let tf = all.compactMap(\.train_flops).reduce(0, +), dtf = all.compactMap(\.dense_train_flops).reduce(0, +)
-            if pruner != nil, dtf > 0, let inf = last.inference_flops, let dinf = last.dense_inference_flops {
+            if pruner != nil || prunetrain != nil, dtf > 0, let inf = last.inference_flops, let dinf = last.dense_inference_flops {
                 log(String(format: "      conv compression %.2fx, training FLOPs saved %.1f%%, inference FLOPs saved %.1f%%",
                            last.conv_compression ?? 1, 100 * (1 - tf / dtf), 100 * (1 - inf / dinf)))
             }
@@ -348,6 +375,9 @@ public final class Trainer {
             "format": "clicktrain-checkpoint-1", "epoch": String(completedEpochs), "config": try config.yaml(),
             "elapsed_seconds": String(elapsed),
         ]
+        if let pt = prunetrain {
+            meta["prunetrain"] = String(decoding: try JSONEncoder().encode(PruneTrainState(widths: pt.widths, lambda: pt.lambda)), as: UTF8.self)
+        }
         if let pr = pruner {
             meta["pruning"] = String(decoding: try JSONEncoder().encode(pr.state), as: UTF8.self)
             for (p, imp) in zip(pr.parameters, pr.importance ?? []) {
@@ -371,10 +401,41 @@ public final class Trainer {
     }
 
     func modelMetadata() -> [String: String] {
-        ["format": "pt", "model": ModelZoo.canonicalName(config.model), "dataset": config.datasetKind.rawValue,
+        var m = ["format": "pt", "model": ModelZoo.canonicalName(config.model), "dataset": config.datasetKind.rawValue,
          "input": "\(input.channels)x\(input.size)x\(input.size)", "classes": String(input.classes),
          "epochs": String(completedEpochs)]
+        if let pt = prunetrain {
+            m["inner_widths"] = String(decoding: try! JSONEncoder().encode(pt.widths), as: UTF8.self)
+        }
+        return m
     }
+
+    /// A new optimizer over the model's current parameters (after a PruneTrain rebuild),
+    /// carrying momentum over by name; for shrunk blocks the kept channels' momentum.
+    func rebuildOptimizer(keeping changed: [String: [Int]]) {
+        var old: [String: Tensor] = [:]
+        for (p, b) in zip(optimizer.parameters, optimizer.momentumBuffers) { old[p.name] = b }
+        let o = optimizer
+        let fresh = SGD(parameters: model.parameters(), learningRate: o.learningRate, momentum: o.momentum,
+                        nesterov: o.nesterov, weightDecay: o.weightDecay, decayBiasAndNorm: o.decayBiasAndNorm)
+        for (p, b) in zip(fresh.parameters, fresh.momentumBuffers) {
+            guard var m = old[p.name] else { continue }
+            if m.shape != b.shape, let (block, keep) = changed.first(where: { p.name.hasPrefix($0.key + ".") }) {
+                let local = String(p.name.dropFirst(block.count + 1))
+                m = m.keeping(axis: local.hasPrefix("conv2") ? 1 : 0, indices: keep)
+            }
+            if m.shape == b.shape { b.copy(from: m) }
+        }
+        optimizer = fresh
+        gradientPruning?.install(on: model, exemptFirst: config.grad_prune_exempt_first,
+                                 exemptLast: config.grad_prune_exempt_last)
+    }
+}
+
+/// What a PruneTrain checkpoint needs besides the weights.
+struct PruneTrainState: Codable {
+    var widths: [String: Int]
+    var lambda: Float?
 }
 
 func jsonLine<T: Encodable>(_ v: T) -> String {

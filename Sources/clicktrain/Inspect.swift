@@ -61,14 +61,18 @@ struct Inspect: ParsableCommand {
                 }
                 rows.append(r)
             }
-            let allWeights = saved.model.parameters().reduce(0) { $0 + $1.value.count }
-            let zeros = cost.convWeights - cost.convNonZero
+            // Against the unpruned architecture (PruneTrain models are smaller networks).
+            let ref = saved.denseReference
+            let allNow = saved.model.parameters().reduce(0) { $0 + $1.value.count }
+            let allDense = try ModelZoo.make(saved.name, input: saved.input, seed: 0).parameters()
+                .reduce(0) { $0 + $1.value.count }
+            let remaining = allNow - (cost.convWeights - cost.convNonZero)  // parameters not zeroed by masks
             let rep = Report(model: saved.name, input: "\(saved.input.channels)x\(saved.input.size)x\(saved.input.size)",
-                             conv_compression_ratio: cost.convCompressionRatio,
-                             model_compression_ratio: Double(allWeights) / Double(allWeights - zeros),
-                             inference_flops: cost.inferenceFLOPs, dense_inference_flops: cost.denseInferenceFLOPs,
+                             conv_compression_ratio: Double(ref.convWeights) / Double(max(cost.convNonZero, 1)),
+                             model_compression_ratio: Double(allDense) / Double(max(remaining, 1)),
+                             inference_flops: cost.inferenceFLOPs, dense_inference_flops: ref.denseInferenceFLOPs,
                              training_flops_pruned: cost.trainingFLOPs(sparse: true),
-                             training_flops_dense: cost.trainingFLOPs(sparse: false), layers: rows)
+                             training_flops_dense: ref.trainingFLOPs(sparse: false), layers: rows)
             if json {
                 let enc = JSONEncoder()
                 enc.outputFormatting = [.sortedKeys]

@@ -43,7 +43,7 @@ struct Train: ParsableCommand {
     @Option(help: "Threshold rule: calibrated (zeros = rate) or paper (rate of the fit below τ). [default: calibrated]")
     var gradPruneRule: String?
     @Option(help: "Layers exempt from gradient pruning: first, last or first,last.") var gradPruneExempt: String?
-    @Option(help: "Pruning method: dense, clicktrain (patterns during training) or pat (prune after training). [default: dense]")
+    @Option(help: "Pruning method: dense, clicktrain (patterns during training), pat (prune after training) or prunetrain (channel pruning). [default: dense]")
     var method: String?
     @Option(help: "Target conv compression ratio for clicktrain/pat, from which per-layer ratios are derived. [default: 8]")
     var compression: Double?
@@ -56,6 +56,7 @@ struct Train: ParsableCommand {
     @Option(help: "Epochs before hard pruning (PAT: before magnitude pruning). [default: 141/190 of the run]")
     var hardPruneEpoch: Int?
     @Option(help: "Group-lasso coefficient λ. [default: 2.5e-4]") var groupLasso: Float?
+    @Option(help: "PruneTrain: epochs between channel removals. [default: a fifth of the run]") var prunetrainInterval: Int?
     @Option(help: "Run folder to write. [default: runs/<model>-<dataset>-<date>]") var out: String?
     @Option(help: "YAML configuration file (keys as in config.yaml).") var config: String?
     @Option(help: "Continue the run in this folder from its last checkpoint (other options are ignored).")
@@ -107,6 +108,7 @@ struct Train: ParsableCommand {
             if let v = chooseEpoch { cfg.epoch_choose_p_k = v }
             if let v = hardPruneEpoch { cfg.epoch_hard_prune_p_k = v }
             if let v = groupLasso { cfg.grp_lasso_coeff = v }
+            if let v = prunetrainInterval { cfg.prunetrain_interval = v }
             if let v = gradPruneDist { cfg.grad_prune_dist = v }
             if let v = gradPruneRule { cfg.grad_prune_rule = v }
             if let v = gradPruneExempt {

@@ -160,3 +160,52 @@ struct PatternPrunerTests {
         _ = model
     }
 }
+
+@Suite("PruneTrain channel pruning")
+struct PruneTrainTests {
+    @Test func removingDeadInnerChannelsKeepsTheFunctionAndShrinksTheModel() throws {
+        let model = try ModelZoo.make("resnet20", input: ModelInput(channels: 1, size: 8, classes: 4), seed: 2)
+        let pt = try PruneTrain(model: model, interval: 1)
+        let block = try #require(model.namedModules().first { $0.0 == "layer2.1" }?.1 as? BasicBlock)
+        // Channels 3 and 7 of the block's inner width are dead: conv2 no longer reads them
+        // (and conv1 no longer writes them), so removing them changes nothing.
+        for j in [3, 7] {
+            let w1 = block.conv1.weight.value, w2 = block.conv2.weight.value
+            let c1 = w1.count / 32
+            for i in 0..<c1 { w1[j * c1 + i] = 0 }
+            for f in 0..<32 { for t in 0..<9 { w2[(f * 32 + j) * 9 + t] = 0 } }
+        }
+        model.train(false)
+        let x = Reference.random([2, 1, 8, 8], seed: 4)
+        let before = model.forward(x).array
+        let costBefore = ModelCost.measure(model, input: ModelInput(channels: 1, size: 8, classes: 4))
+        let changed = pt.reconfigure(model: model, completedEpochs: 1)
+        #expect(changed.keys.sorted() == ["layer2.1"])
+        #expect(changed["layer2.1"] == (0..<32).filter { $0 != 3 && $0 != 7 })
+        #expect(block.innerWidth == 30 && block.conv2.inChannels == 30 && block.bn1.channels == 30)
+        #expect(pt.widths["layer2.1"] == 30)
+        let after = model.forward(x).array
+        for i in 0..<before.count { #expect(abs(before[i] - after[i]) < 1e-5) }
+        let costAfter = ModelCost.measure(model, input: ModelInput(channels: 1, size: 8, classes: 4))
+        // The architecture really is smaller; the zeroed weights already cost nothing before.
+        #expect(costAfter.denseInferenceFLOPs < costBefore.denseInferenceFLOPs)
+        #expect(costAfter.inferenceFLOPs == costBefore.inferenceFLOPs)
+        #expect(model.parameters().contains { $0.name == "layer2.1.conv1.weight" && $0.shape == [30, 32, 3, 3] })
+    }
+
+    @Test func groupLassoGradientMatchesFiniteDifferences() throws {
+        let model = try ModelZoo.make("resnet20", input: ModelInput(channels: 1, size: 8, classes: 4), seed: 3)
+        let pt = try PruneTrain(model: model, interval: 1)
+        for p in model.parameters() { p.grad.zero() }
+        pt.addGradient(model: model, loss: 1)
+        let lam = Double(try #require(pt.lambda))
+        // λ makes the penalty a fifth of penalty + loss at the first step.
+        let gl = PruneTrain.groupLasso(model)
+        #expect(abs(lam * gl / (lam * gl + 1) - 0.2) < 1e-6)
+        let w = model.parameters().first { $0.name == "layer1.0.conv2.weight" }!
+        for i in [0, 100, 2303] {
+            let num = Reference.numericGradient(w.value, i, h: 1e-3) { lam * PruneTrain.groupLasso(model) }
+            #expect(abs(num - Double(w.grad[i])) < 1e-4 + 1e-2 * abs(num), "\(i): \(w.grad[i]) vs \(num)")
+        }
+    }
+}

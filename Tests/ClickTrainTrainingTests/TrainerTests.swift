@@ -132,6 +132,33 @@ struct TrainerTests {
         #expect(saved.pruning == resumed.pruner?.state)
     }
 
+    /// PruneTrain's rebuild through the trainer: a threshold that kills every channel makes
+    /// each block keep one inner channel after epoch 1; resume rebuilds the same shapes
+    /// and ends like the uninterrupted run; the saved model loads with its smaller shapes.
+    @Test func pruneTrainRebuildsAndResumes() throws {
+        var (cfg, dirA) = tinyRun(epochs: 3, model: "resnet20")
+        cfg.method = "prunetrain"
+        cfg.max_steps_per_epoch = 3
+        cfg.batch_size = 16
+        cfg.prunetrain_interval = 1
+        cfg.prunetrain_threshold = 1e9
+        let full = quiet(try Trainer(config: cfg, runDir: dirA))
+        let m = try full.run()
+        #expect(full.prunetrain?.widths.values.allSatisfy { $0 == 1 } == true)
+        #expect(m[0].inference_flops! == m[0].dense_inference_flops!)
+        #expect(m[1].inference_flops! < m[0].inference_flops! * 0.7)
+        #expect(m.last!.conv_compression! > 1.5)
+
+        let dirB = SyntheticData.temporaryDirectory("run")
+        try quiet(Trainer(config: cfg, runDir: dirB)).run(untilEpoch: 2)
+        let resumed = quiet(try Trainer.resume(runDir: dirB))
+        let mRes = try resumed.run()
+        #expect(comparable(mRes) == comparable(m))
+        #expect(weights(resumed) == weights(full))
+        let saved = try SavedModel(path: dirB + "/model.safetensors")
+        #expect(saved.model.parameters().first { $0.name == "layer1.0.conv1.weight" }?.shape == [1, 16, 3, 3])
+    }
+
     @Test func nonFiniteLossStopsAndKeepsTheLastCheckpoint() throws {
         let (cfg, dir) = tinyRun(epochs: 3)
         let t = quiet(try Trainer(config: cfg, runDir: dir))
