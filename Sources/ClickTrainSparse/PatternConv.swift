@@ -88,13 +88,17 @@ public struct PatternWeights: Sendable {
 
 /// Forward convolution with pattern-sparse 3x3 weights (padding 1, stride 1 or 2): the
 /// work is proportional to the kept taps. Each image is zero-padded once into a
-/// per-thread buffer, then every output row of a filter accumulates `w · (input row
-/// shifted by the tap)` over the filter's kept kernels and taps, SIMD over the row.
+/// per-thread buffer — for stride 2 split into its four (row, column) parity planes, so
+/// that stride 2 reads contiguous rows too — and each filter's output is accumulated
+/// over the whole plane at once (its pad columns computed and dropped), four taps of a
+/// kernel per pass, SIMD over the plane.
 public final class PatternConvKernel {
     public let geometry: ConvGeometry
     private let chunks: Int
     private let padded: [Tensor]
     private let accumulators: [Tensor]
+    /// Source plane layout: rows × pitch per (parity) plane, planes per channel.
+    private let rows: Int, pitch: Int, phases: Int
 
     public static func supports(_ g: ConvGeometry) -> Bool {
         g.kernelSize == 3 && g.padding == 1 && (g.stride == 1 || g.stride == 2)
@@ -104,8 +108,14 @@ public final class PatternConvKernel {
         precondition(PatternConvKernel.supports(g), "pattern conv needs 3x3, padding 1, stride 1 or 2: \(g)")
         geometry = g
         chunks = max(1, min(Threads.count, g.batch))
-        padded = (0..<chunks).map { _ in Tensor(shape: [g.inChannels, g.height + 2, g.width + 2]) }
-        accumulators = (0..<chunks).map { _ in Tensor(shape: [g.height * (g.width + 2)]) }
+        if g.stride == 1 {
+            (rows, pitch, phases) = (g.height + 2, g.width + 2, 1)
+        } else {
+            (rows, pitch, phases) = ((g.height + 3) / 2, (g.width + 3) / 2, 4)
+        }
+        let planeSize = rows * pitch * phases, accSize = g.outHeight * pitch
+        padded = (0..<chunks).map { _ in Tensor(shape: [g.inChannels, planeSize]) }
+        accumulators = (0..<chunks).map { _ in Tensor(shape: [accSize]) }
     }
 
     /// `output = conv(input, weights) + bias`; input [N, C, H, W], output [N, K, OH, OW].
@@ -114,67 +124,65 @@ public final class PatternConvKernel {
         precondition(input.shape == g.inputShape && output.shape == g.outputShape, "pattern conv forward: shapes")
         precondition(pw.outChannels == g.outChannels && pw.inChannels == g.inChannels, "pattern conv: weight shape")
         let n = g.batch, c = g.inChannels, k = g.outChannels, h = g.height, w = g.width
-        let oh = g.outHeight, ow = g.outWidth, s = g.stride
-        let pw2 = w + 2, plane = (h + 2) * pw2
+        let oh = g.outHeight, ow = g.outWidth
+        let (rows, pitch, phases) = (self.rows, self.pitch, self.phases)
+        let phasePlane = rows * pitch, plane = phasePlane * phases
         let xin = input.data, yout = output.data, bufs = padded.map(\.data), accs = accumulators.map(\.data)
         let chunkCount = chunks
+        // Where tap t = (ky, kx) reads for the output at (0, 0), in the channel's planes.
+        let tapOffset: [Int] = (0..<9).map { t in
+            let ky = t / 3, kx = t % 3
+            return phases == 1 ? ky * pitch + kx : ((ky & 1) * 2 + (kx & 1)) * phasePlane + (ky >> 1) * pitch + (kx >> 1)
+        }
+        let span = (oh - 1) * pitch + ow
         pw.rowStart.withUnsafeBufferPointer { rs in
         pw.channel.withUnsafeBufferPointer { ch in
         pw.tapStart.withUnsafeBufferPointer { ts in
         pw.tap.withUnsafeBufferPointer { tp in
         pw.value.withUnsafeBufferPointer { vs in
-            // Offsets of the 9 taps in the padded image, for an output at (0, 0).
-            let tapOffset = (0..<9).map { ($0 / 3) * pw2 + $0 % 3 }
             Threads.parallelFor(chunkCount) { chunk in
-                let xp = bufs[chunk]
+                let xp = bufs[chunk], acc = accs[chunk]
                 for b in (n * chunk / chunkCount)..<(n * (chunk + 1) / chunkCount) {
-                    // Zero-padded copy of the image.
+                    // Zero-padded copy of the image (split by parity for stride 2).
+                    xp.update(repeating: 0, count: c * plane)
                     for ci in 0..<c {
-                        let dst = xp + ci * plane, src = xin + (b * c + ci) * h * w
-                        dst.update(repeating: 0, count: pw2)
-                        for y in 0..<h {
-                            let row = dst + (y + 1) * pw2
-                            row[0] = 0
-                            (row + 1).update(from: src + y * w, count: w)
-                            row[w + 1] = 0
+                        let src = xin + (b * c + ci) * h * w, dst = xp + ci * plane
+                        if phases == 1 {
+                            for y in 0..<h { (dst + (y + 1) * pitch + 1).update(from: src + y * w, count: w) }
+                        } else {
+                            for y in 0..<h {
+                                let py = y + 1
+                                for x in 0..<w {
+                                    let px = x + 1
+                                    dst[((py & 1) * 2 + (px & 1)) * phasePlane + (py >> 1) * pitch + (px >> 1)] = src[y * w + x]
+                                }
+                            }
                         }
-                        (dst + (h + 1) * pw2).update(repeating: 0, count: pw2)
                     }
-                    let acc = accs[chunk]
-                    let span = (oh - 1) * pw2 + ow  // stride 1: the output on the padded grid
                     for f in 0..<k {
                         let yf = yout + (b * k + f) * oh * ow
-                        let b0: Float = bias?[f] ?? 0
-                        if s == 1 {
-                            // One contiguous loop per tap over the padded grid (its two pad
-                            // columns per row are computed and dropped): no per-row overhead,
-                            // which matters for 16x16 and 8x8 maps.
-                            acc.update(repeating: b0, count: span)
-                            for e in Int(rs[f])..<Int(rs[f + 1]) {
-                                let xc = xp + Int(ch[e]) * plane
-                                for i in Int(ts[e])..<Int(ts[e + 1]) {
-                                    let wv = vs[i]
-                                    let src = xc + tapOffset[Int(tp[i])]
-                                    for j in 0..<span { acc[j] += wv * src[j] }
-                                }
-                            }
-                            for oy in 0..<oh { (yf + oy * ow).update(from: acc + oy * pw2, count: ow) }
-                            continue
-                        }
-                        yf.update(repeating: b0, count: oh * ow)
+                        acc.update(repeating: bias?[f] ?? 0, count: span)
                         for e in Int(rs[f])..<Int(rs[f + 1]) {
                             let xc = xp + Int(ch[e]) * plane
-                            for i in Int(ts[e])..<Int(ts[e + 1]) {
+                            var i = Int(ts[e])
+                            let end = Int(ts[e + 1])
+                            // Four taps per pass (a 4-entry pattern in one): one load and
+                            // store of the accumulator per four multiply-adds.
+                            while i + 4 <= end {
+                                let w0 = vs[i], w1 = vs[i + 1], w2 = vs[i + 2], w3 = vs[i + 3]
+                                let s0 = xc + tapOffset[Int(tp[i])], s1 = xc + tapOffset[Int(tp[i + 1])]
+                                let s2 = xc + tapOffset[Int(tp[i + 2])], s3 = xc + tapOffset[Int(tp[i + 3])]
+                                for j in 0..<span { acc[j] += w0 * s0[j] + w1 * s1[j] + w2 * s2[j] + w3 * s3[j] }
+                                i += 4
+                            }
+                            while i < end {
                                 let wv = vs[i]
-                                let base = xc + tapOffset[Int(tp[i])]
-                                do {
-                                    for oy in 0..<oh {
-                                        let src = base + oy * s * pw2, dst = yf + oy * ow
-                                        for ox in 0..<ow { dst[ox] += wv * src[ox * s] }
-                                    }
-                                }
+                                let src = xc + tapOffset[Int(tp[i])]
+                                for j in 0..<span { acc[j] += wv * src[j] }
+                                i += 1
                             }
                         }
+                        for oy in 0..<oh { (yf + oy * ow).update(from: acc + oy * pitch, count: ow) }
                     }
                 }
             }
