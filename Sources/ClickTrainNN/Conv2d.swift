@@ -15,9 +15,12 @@ public final class Conv2d: Layer {
 
     /// Activation-gradient pruning of the incoming gradient, with this layer's name.
     public var gradientPruning: (policy: GradientPruningPolicy, name: String)?
-    /// After hard pruning (a mask is set), evaluation-mode forward runs the pattern-sparse
-    /// kernel instead of oneDNN. Training keeps the dense kernels for now.
+    /// After hard pruning (a mask is set) forward and backward run the pattern-sparse
+    /// kernels instead of oneDNN (3x3, padding 1, stride 1 or 2).
     public var usePatternKernels = true
+    /// The pattern format of the last forward, when it ran on the pattern kernels.
+    private var lastPattern: PatternWeights?
+    private var patternGrad: [Float] = []
     /// Time spent in `forward`, accumulated (for per-layer benchmarks).
     public var forwardSeconds = 0.0
     private var patternPlans: [ConvGeometry: PatternConvKernel] = [:]
@@ -104,12 +107,14 @@ public final class Conv2d: Layer {
         let g = geometry(for: x.shape)
         let y = outputs.get(g.outputShape)
         input = x
-        if !isTraining && usePatternKernels && weight.mask != nil && PatternConvKernel.supports(g) {
+        lastPattern = nil
+        if usePatternKernels, let mask = weight.mask, PatternConvKernel.supports(g) {
             let k = patternPlans[g] ?? PatternConvKernel(g)
             patternPlans[g] = k
-            // The weights are masked, so their non-zeros are the patterns; converting
-            // costs one pass over the (small) weight tensor.
-            k.forward(input: x, weights: PatternWeights(weight: weight.value), bias: bias?.value, output: y)
+            // Converting costs one pass over the (small) weight tensor and its mask.
+            let pw = PatternWeights(weight: weight.value, mask: mask)
+            k.forward(input: x, weights: pw, bias: bias?.value, output: y)
+            if isTraining { lastPattern = pw }
             return y
         }
         plan(g).forward(input: x, weight: weight.value, bias: bias?.value, output: y)
@@ -122,6 +127,23 @@ public final class Conv2d: Layer {
         var gi: Tensor? = nil
         if needsInputGradient {
             gi = gradInputs.get(x.shape)
+        }
+        if let pw = lastPattern, let k = patternPlans[g] {
+            // Pattern-sparse backward: input gradient and the kept weights' gradients.
+            var dy = gradOutput
+            if let (policy, name) = gradientPruning, policy.enabled {
+                dy = prunedGrads.get(gradOutput.shape)
+                policy.prune(gradOutput, into: dy, layer: name)
+            }
+            if patternGrad.count < pw.nonZeros { patternGrad = [Float](repeating: 0, count: pw.nonZeros) }
+            patternGrad.withUnsafeMutableBufferPointer { gv in
+                k.backward(input: x, weights: pw, gradOutput: dy, gradInput: gi, gradValues: gv.baseAddress!,
+                           gradBias: bias?.grad)
+                weight.grad.zero()
+                let gw = weight.grad.data
+                for (i, p) in pw.position.enumerated() { gw[Int(p)] = gv[i] }
+            }
+            return gi ?? gradOutput
         }
         guard let (policy, name) = gradientPruning else {
             plan(g).backward(input: x, weight: weight.value, gradOutput: gradOutput, gradInput: gi,

@@ -67,6 +67,8 @@ public struct TrainingBenchmark {
         public var compression: Double?
         public var conv_compression: Double?
         public var sparse_infer_ms_per_batch: Double?
+        /// A training step after hard pruning on the pattern kernels (forward and backward).
+        public var sparse_train_ms_per_step: Double?
         public var masked_dense_infer_ms_per_batch: Double?
         public var sparse_forward_layers: [LayerForward]?
     }
@@ -166,6 +168,7 @@ public struct TrainingBenchmark {
             if i >= warmup { inf.append(now() - t0) }
         }
         var sparse: (Double, Double, Double, [LayerForward])?
+        var sparseTrain: Double?
         if let target = sparseCompression {
             let cc = try applyRandomPatternMasks(model, compression: target, seed: 3)
             let convs = model.namedModules().compactMap { m in (m.1 as? Conv2d).map { (m.0, $0) } }
@@ -183,6 +186,19 @@ public struct TrainingBenchmark {
             }
             let (denseMasked, dl) = timeInference(false)
             let (sp, sl) = timeInference(true)
+            model.train(true)
+            for (_, c) in convs { c.usePatternKernels = true }
+            var st: [Double] = []
+            for i in 0..<(warmup + runs) {
+                let t0 = now()
+                let logits = model.forward(x)
+                labels.withUnsafeBufferPointer { _ = softmaxCrossEntropy(logits: logits, labels: $0, grad: grad) }
+                _ = model.backward(grad)
+                opt.step()
+                if i >= warmup { st.append(now() - t0) }
+            }
+            sparseTrain = median(st)
+            model.train(false)
             let layers = convs.map { name, c in
                 LayerForward(layer: name, dense_ms: dl[name]! * 1e3, sparse_ms: sl[name]! * 1e3,
                              kept_weights: Double((0..<c.weight.value.count).filter { c.weight.value[$0] != 0 }.count)
@@ -202,7 +218,7 @@ public struct TrainingBenchmark {
             pruned_backward_ms: pruned.map { $0.bwd * 1e3 }, pruned_conv_backward_ms: pruned.map { $0.conv * 1e3 },
             pruned_train_ms_per_step: pruned.map { $0.step * 1e3 }, grad_sparsity: pruned?.sparsity,
             conv_backward_layers: layers, compression: sparseCompression, conv_compression: sparse?.0,
-            sparse_infer_ms_per_batch: sparse.map { $0.1 * 1e3 }, masked_dense_infer_ms_per_batch: sparse.map { $0.2 * 1e3 },
+            sparse_infer_ms_per_batch: sparse.map { $0.1 * 1e3 }, sparse_train_ms_per_step: sparseTrain.map { $0 * 1e3 }, masked_dense_infer_ms_per_batch: sparse.map { $0.2 * 1e3 },
             sparse_forward_layers: sparse?.3)
     }
 }

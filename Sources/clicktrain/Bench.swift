@@ -62,6 +62,8 @@ struct Bench: ParsableCommand {
                 print("""
                       sparse inference at \(fmt(r.conv_compression ?? 0, 2))x conv compression: \(fmt(sp)) ms \
                     (oneDNN on the same masked weights \(fmt(dm)) ms: \(fmt(dm / sp, 2))x; dense model \(fmt(r.infer_ms_per_batch)) ms: \(fmt(r.infer_ms_per_batch / sp, 2))x)
+                      sparse training step (pattern kernels forward and backward): \(fmt(r.sparse_train_ms_per_step ?? 0)) ms \
+                    (dense \(fmt(r.train_ms_per_step)) ms: \(fmt(r.train_ms_per_step / (r.sparse_train_ms_per_step ?? 1), 2))x)
                     """)
                 if perLayer {
                     print("    conv layer               dense ms  sparse ms  speed-up  kept")

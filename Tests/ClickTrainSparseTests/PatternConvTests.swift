@@ -52,3 +52,42 @@ struct PatternConvTests {
         }
     }
 }
+
+@Suite("Pattern-sparse convolution, backward")
+struct PatternConvBackwardTests {
+    @Test(arguments: [(1, 16, 8, 8, 16, 1), (5, 8, 9, 7, 12, 2), (2, 32, 6, 6, 64, 1), (3, 3, 11, 11, 5, 2)])
+    func gradientsEqualDenseOnMaskedWeights(_ a: (Int, Int, Int, Int, Int, Int)) {
+        let (n, c, h, w, k, s) = a
+        let g = ConvGeometry(batch: n, inChannels: c, height: h, width: w, outChannels: k, kernelSize: 3, stride: s,
+                             padding: 1)
+        let x = Reference.random(g.inputShape, seed: 7)
+        let wt = Reference.random(g.weightShape, seed: 8)
+        let m = patternMask(g.weightShape, removed: 0.5, seed: 9)
+        for i in 0..<wt.count { wt[i] *= m[i] }
+        let dy = Reference.random(g.outputShape, seed: 10)
+        let pw = PatternWeights(weight: wt, mask: m)
+        let dx = Tensor(shape: g.inputShape), db = Tensor(shape: [k])
+        dx.fill(3)  // must be overwritten
+        var dv = [Float](repeating: 0, count: pw.nonZeros)
+        PatternConvKernel(g).backward(input: x, weights: pw, gradOutput: dy, gradInput: dx, gradValues: &dv, gradBias: db)
+        let ref = Reference.conv2dBackward(x, wt, dy, stride: s, padding: 1)
+        #expect(Reference.maxRelativeError(dx, ref.dx) <= 1e-5, "input gradient")
+        #expect(Reference.maxRelativeError(db, ref.db) <= 1e-5, "bias gradient")
+        // The kept weights' gradients, scattered back to [K, C, 3, 3], equal the dense
+        // gradient on the mask; the pruned ones are never computed.
+        let gradAsWeight = PatternWeights(weight: wt, mask: m)
+        let dw = Tensor(shape: g.weightShape)
+        var v = 0
+        for f in 0..<k {
+            for e in Int(gradAsWeight.rowStart[f])..<Int(gradAsWeight.rowStart[f + 1]) {
+                for i in Int(gradAsWeight.tapStart[e])..<Int(gradAsWeight.tapStart[e + 1]) {
+                    dw[(f * c + Int(gradAsWeight.channel[e])) * 9 + Int(gradAsWeight.tap[i])] = dv[v]
+                    v += 1
+                }
+            }
+        }
+        let refMasked = Tensor(shape: g.weightShape)
+        for i in 0..<dw.count { refMasked[i] = ref.dw[i] * m[i] }
+        #expect(Reference.maxRelativeError(dw, refMasked) <= 1e-5, "weight gradient")
+    }
+}
