@@ -71,6 +71,37 @@ struct GradientCheckTests {
         #expect(gradientCheck(layer, input: x).filter { $0.hasPrefix("input") } == [])
     }
 
+    @Test func batchNormTrainingForwardMatchesNaive() {
+        let layer = BatchNorm2d(3)
+        for i in 0..<3 { layer.weight.value[i] = 0.5 + Float(i); layer.bias.value[i] = Float(i) * 0.1 - 0.1 }
+        let x = Reference.random([5, 3, 3, 5], seed: 12)
+        let y = layer.forward(x)
+        for c in 0..<3 {
+            var vals: [Double] = []
+            for n in 0..<5 { for i in 0..<15 { vals.append(Double(x[(n * 3 + c) * 15 + i])) } }
+            let mean = vals.reduce(0, +) / Double(vals.count)
+            let variance = vals.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(vals.count)
+            for n in 0..<5 { for i in 0..<15 {
+                let idx = (n * 3 + c) * 15 + i
+                let expected = (Double(x[idx]) - mean) / (variance + 1e-5).squareRoot() * Double(layer.weight.value[c])
+                    + Double(layer.bias.value[c])
+                #expect(abs(Double(y[idx]) - expected) < 1e-5)
+            } }
+        }
+    }
+
+    @Test func linearForwardMatchesNaive() {
+        var rng = RNG(seed: 13)
+        let layer = Linear(7, 3, rng: &rng)
+        let x = Reference.random([5, 7], seed: 14)
+        let y = layer.forward(x)
+        for n in 0..<5 { for o in 0..<3 {
+            var s = Double(layer.bias!.value[o])
+            for i in 0..<7 { s += Double(x[n * 7 + i]) * Double(layer.weight.value[o * 7 + i]) }
+            #expect(abs(Double(y[n * 3 + o]) - s) < 1e-5)
+        } }
+    }
+
     @Test func batchNormRunningStatistics() {
         let layer = BatchNorm2d(1)
         let x = Tensor(shape: [2, 1, 1, 2], values: [1, 2, 3, 6])
