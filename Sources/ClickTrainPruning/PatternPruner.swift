@@ -102,22 +102,13 @@ public final class PatternPruner {
         switch config.method {
         case .clicktrain:
             if epoch >= config.chooseEpoch && !state.chosen {
-                let maps = importance ?? parameters.map { p in  // no window seen (resumed past it): magnitude
-                    let t = Tensor(shape: p.shape)
-                    for i in 0..<t.count { t[i] = p.value[i] * p.value[i] }
-                    return t
-                }
-                choose(maps)
+                choose(importance ?? magnitudes())  // no window seen (started past it): magnitude
                 importance = nil
             }
             if epoch >= config.hardEpoch && !state.hardPruned { hardPrune() }
         case .pat:
             if epoch >= config.hardEpoch && !state.hardPruned {
-                choose(parameters.map { p in
-                    let t = Tensor(shape: p.shape)
-                    for i in 0..<t.count { t[i] = p.value[i] * p.value[i] }
-                    return t
-                })
+                choose(magnitudes())
                 hardPrune()
             }
         }
@@ -140,6 +131,15 @@ public final class PatternPruner {
         guard config.method == .clicktrain, state.chosen, !state.hardPruned else { return }
         for (p, l) in zip(parameters, state.layers) {
             GroupLasso.addGradient(weight: p.value.data, grad: p.grad.data, layer: l, lambda: config.lambda)
+        }
+    }
+
+    /// W² per prunable weight: the importance of prune-after-training.
+    func magnitudes() -> [Tensor] {
+        parameters.map { p in
+            let t = Tensor(shape: p.shape)
+            for i in 0..<t.count { t[i] = p.value[i] * p.value[i] }
+            return t
         }
     }
 
