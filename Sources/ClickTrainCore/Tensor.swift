@@ -113,7 +113,7 @@ public final class Tensor: @unchecked Sendable, CustomStringConvertible {
 }
 
 /// A layer's output or gradient buffers, one per shape seen: how layers keep their
-/// buffers across steps so that a warmed-up step allocates nothing, even when training
+/// buffers across steps so that a warmed-up step allocates no tensor, even when training
 /// batches and evaluation batches (or a last, smaller batch) alternate.
 public struct BufferCache {
     /// The buffer handed out most recently.
