@@ -21,6 +21,9 @@ public final class Conv2d: Layer {
     /// The pattern format of the last forward, when it ran on the pattern kernels.
     private var lastPattern: PatternWeights?
     private var patternGrad: [Float] = []
+    /// The pattern format built from the current mask (rebuilt only when the mask changes;
+    /// each forward refreshes its values from the weight).
+    private var patternCache: (mask: Tensor, weights: PatternWeights)?
     /// Time spent in `forward`, accumulated (for per-layer benchmarks).
     public var forwardSeconds = 0.0
     private var patternPlans: [ConvGeometry: PatternConvKernel] = [:]
@@ -28,6 +31,8 @@ public final class Conv2d: Layer {
     private var sparsePlans: [ConvGeometry: SparseErrorConvKernel] = [:]
     private var prunedGrads = BufferCache()
     private var input: Tensor?
+    /// Shape of the last input (per-layer benchmarks rebuild the layer's geometry from it).
+    public var lastInputShape: [Int]? { input?.shape }
     private var outputs = BufferCache()
     private var gradInputs = BufferCache()
 
@@ -111,8 +116,14 @@ public final class Conv2d: Layer {
         if usePatternKernels, let mask = weight.mask, PatternConvKernel.supports(g) {
             let k = patternPlans[g] ?? PatternConvKernel(g)
             patternPlans[g] = k
-            // Converting costs one pass over the (small) weight tensor and its mask.
-            let pw = PatternWeights(weight: weight.value, mask: mask)
+            // The structure is built once per mask; a step only gathers the kept values.
+            let pw: PatternWeights
+            if let c = patternCache, c.mask === mask {
+                pw = c.weights.refreshed(from: weight.value)
+            } else {
+                pw = PatternWeights(weight: weight.value, mask: mask)
+            }
+            patternCache = (mask, pw)
             k.forward(input: x, weights: pw, bias: bias?.value, output: y)
             if isTraining { lastPattern = pw }
             return y

@@ -9,6 +9,8 @@ public final class Parameter: @unchecked Sendable {
     public var name: String
     public let value: Tensor
     public let grad: Tensor
+    /// Kept positions (1) of a pruned weight. Assign a new tensor to change it: layers
+    /// cache formats built from a mask by its identity.
     public var mask: Tensor?
     /// Excluded from weight decay when the optimizer's `decayBNAndBias` is off.
     public let isBiasOrNorm: Bool

@@ -14,7 +14,7 @@ public struct PatternWeights: Sendable {
     public let tapStart: [Int32]
     /// Tap position 0…8 (row-major in the 3x3 window) and weight of every kept tap.
     public let tap: [UInt8]
-    public let value: [Float]
+    public private(set) var value: [Float]
     /// Index of each value in the dense [K, C, 3, 3] weight.
     public let position: [Int32]
 
@@ -59,6 +59,16 @@ public struct PatternWeights: Sendable {
     }
 
     public var keptKernels: Int { channel.count }
+
+    /// The same structure with the values of `weight` at the kept positions (a training
+    /// step after hard pruning changes the values, never the structure).
+    public func refreshed(from weight: Tensor) -> PatternWeights {
+        precondition(weight.shape == [outChannels, inChannels, 3, 3], "PatternWeights.refreshed: weight \(weight.shape)")
+        var copy = self
+        let w = weight.data
+        copy.value = position.map { w[Int($0)] }
+        return copy
+    }
 
     /// The same kernels indexed by input channel: for channel c, entries
     /// rowStart[c]..<rowStart[c+1] give the filter (`channel`), taps and the index of each
@@ -113,20 +123,125 @@ public struct PatternWeights: Sendable {
     }
 }
 
-/// Forward convolution with pattern-sparse 3x3 weights (padding 1, stride 1 or 2): the
-/// work is proportional to the kept taps. Each image is zero-padded once into a
-/// per-thread buffer — for stride 2 split into its four (row, column) parity planes, so
-/// that stride 2 reads contiguous rows too — and each filter's output is accumulated
-/// over the whole plane at once (its pad columns computed and dropped), four taps of a
-/// kernel per pass, SIMD over the plane.
+/// Forward convolution with pattern-sparse 3x3 weights (padding 1, stride 1 or 2) and its
+/// two backward convolutions; the work is proportional to the kept taps.
+///
+/// Each image is zero-padded once into a per-thread buffer (for stride 2 split into its
+/// four (row, column) parity planes, so that stride 2 reads contiguous rows too). Outputs
+/// are computed over the padded pitch (pad columns computed and dropped) in tiles of 64
+/// values held in eight SIMD8 registers across every kept tap of a filter: per tap one
+/// broadcast weight, eight loads and eight fused multiply-adds, no accumulator traffic; a
+/// finished tile goes from an L1 scratch straight to its rows of the output. The input
+/// gradient is the same tiled gather over the output gradient laid out on the plane grid
+/// with negated offsets (for stride 2 per parity plane, with only that plane's taps); the
+/// weight gradient keeps a tile of the output gradient in registers and streams the kept
+/// taps' shifted inputs past it.
+///
+/// The kernel caches the tap offsets of the last weight structure it saw (kept kernels and
+/// patterns); a weight with the same structure and new values (a training step after hard
+/// pruning) reuses them.
 public final class PatternConvKernel {
     public let geometry: ConvGeometry
     private let chunks: Int
+    /// Per chunk: the padded image, `inChannels` planes of `planeStride` floats.
     private let padded: [Tensor]
-    private let accumulators: [Tensor]
-    private var backwardBuffers: (grid: [Tensor], dx: [Tensor], dw: [Tensor])?
+    /// Per chunk: one tile of results before it is copied out.
+    private let scratch: [Tensor]
+    private var backwardBuffers: (grid: [Tensor], dw: [Tensor])?
     /// Source plane layout: rows × pitch per (parity) plane, planes per channel.
     private let rows: Int, pitch: Int, phases: Int
+    private let plane: Int, planeStride: Int
+    /// Output positions over the pitch: span, rounded up to whole SIMD8 vectors.
+    private let span: Int, spanR: Int
+    /// Where tap t = (ky, kx) reads for the output at (0, 0), in a channel's planes.
+    public let tapOffsets: [Int]
+    private let margin: Int
+    /// Forward tiles over the span, input-gradient tiles over the plane.
+    private let forwardTiles: Tiles, inputGradTiles: Tiles
+    /// Output-gradient grid: per filter margin + plane + margin floats.
+    private let gridStride: Int
+    private var plan: Plan?
+
+    /// Tiles of 64, 32, 16 or 8 positions of a source layout: where each starts, which list row
+    /// (parity plane) it uses, and the segments that copy its valid results out:
+    /// (offset in tile, destination index, count, destination step), four Int32 each.
+    struct Tiles {
+        var start: [Int] = [], width: [Int] = [], phase: [Int] = [], segStart: [Int] = [0]
+        var segments: [Int32] = []
+
+        /// Tiles over positions lo..<lo + count (count whole vectors) for parity plane
+        /// `phase`; `destination(p)` is where the result at position p goes, nil to drop it.
+        mutating func add(lo: Int, count: Int, phase ph: Int, destination: (Int) -> Int?) {
+            var t = 0
+            while t < count {
+                let left = count - t
+                let w = left >= 64 ? 64 : left >= 32 ? 32 : left >= 16 ? 16 : 8
+                start.append(lo + t); width.append(w); phase.append(ph)
+                var j = 0
+                while j < w {
+                    guard let d0 = destination(lo + t + j) else { j += 1; continue }
+                    var n = 1, step = 1
+                    if j + 1 < w, let d1 = destination(lo + t + j + 1), d1 > d0 {
+                        step = d1 - d0
+                        n = 2
+                        while j + n < w, let dn = destination(lo + t + j + n), dn == d0 + n * step { n += 1 }
+                    }
+                    segments += [Int32(j), Int32(d0), Int32(n), Int32(step)]
+                    j += n
+                }
+                segStart.append(segments.count / 4)
+                t += w
+            }
+        }
+    }
+
+    /// Offsets and weight order of one weight structure, all in floats from a tile's base.
+    struct Plan {
+        let rowStart: [Int32], channel: [Int32], tap: [UInt8], tapStart: [Int32]
+        /// Forward and weight gradient: filter f's taps are fTaps[f]..<fTaps[f + 1] of
+        /// `PatternWeights.value`, tap i reading the padded input at fOffset[i].
+        let fTaps: [Int32], fOffset: [Int32]
+        /// Forward with per-pattern code (every kernel keeps 4 taps): filter f's groups
+        /// fGroups[f]..<fGroups[f + 1], group g one pattern id over kernels
+        /// groupStart[g]..<groupStart[g + 1], kernel k's input plane at kernelBase[k].
+        let fourTap: Bool
+        let fGroups: [Int32], groupPattern: [UInt8], groupStart: [Int32], kernelBase: [Int32]
+        /// Input gradient, rows = (input channel, parity plane): row r's taps are
+        /// bTaps[r]..<bTaps[r + 1], reading the gradient grid at bOffset[i] with the weight
+        /// value[bValueIndex[i]].
+        let bTaps: [Int32], bOffset: [Int32], bValueIndex: [Int32]
+        /// Input gradient with per-pattern code (stride 1, 4-tap kernels): per input channel
+        /// its groups, as for the forward, kernels reading the grid at bKernelBase[k], weights
+        /// value[bGroupValueIndex[4k..<4k + 4]].
+        let bGroups: [Int32], bGroupPattern: [UInt8], bGroupStart: [Int32], bKernelBase: [Int32]
+        let bGroupValueIndex: [Int32]
+
+        func matches(_ pw: PatternWeights) -> Bool {
+            pw.rowStart == rowStart && pw.channel == channel && pw.tap == tap && pw.tapStart == tapStart
+        }
+    }
+
+    /// Runs 4-tap layers on the generated per-pattern loops (`patternGroupTile8`) rather
+    /// than the generic per-tap tiles; the results are the same. Off by default: on the
+    /// Zen 5 machine of this project the per-pattern loops measured about 20% slower on
+    /// ResNet-32 at 8x (`clicktrain bench --sparse --per-layer` prints both), since a
+    /// filter's kernels fall into groups of one or two per pattern and each group costs a
+    /// dispatch and a pass over the accumulators.
+    public var usePatternCode = false
+
+    /// Whether the last weight structure has the generated per-pattern path (4-tap kernels).
+    public var hasPatternPath: Bool { plan?.fourTap ?? false }
+
+    /// Index of a 4-tap pattern (bit t set for kept tap t) in `PatternKernelSource`'s order.
+    static let fourTapID: [UInt16: UInt8] = {
+        var ids: [UInt16: UInt8] = [:]
+        var id = 0
+        for a in 0..<9 { for b in (a + 1)..<9 { for c in (b + 1)..<9 { for d in (c + 1)..<9 {
+            ids[UInt16(1 << a | 1 << b | 1 << c | 1 << d)] = UInt8(id)
+            id += 1
+        } } } }
+        return ids
+    }()
 
     public static func supports(_ g: ConvGeometry) -> Bool {
         g.kernelSize == 3 && g.padding == 1 && (g.stride == 1 || g.stride == 2)
@@ -136,176 +251,326 @@ public final class PatternConvKernel {
         precondition(PatternConvKernel.supports(g), "pattern conv needs 3x3, padding 1, stride 1 or 2: \(g)")
         geometry = g
         chunks = max(1, min(Threads.count, g.batch))
-        if g.stride == 1 {
-            (rows, pitch, phases) = (g.height + 2, g.width + 2, 1)
-        } else {
-            (rows, pitch, phases) = ((g.height + 3) / 2, (g.width + 3) / 2, 4)
+        let (r, p, ph) = g.stride == 1 ? (g.height + 2, g.width + 2, 1) : ((g.height + 3) / 2, (g.width + 3) / 2, 4)
+        (rows, pitch, phases) = (r, p, ph)
+        plane = r * p * ph
+        let (oh, ow, h, w) = (g.outHeight, g.outWidth, g.height, g.width)
+        span = (oh - 1) * p + ow
+        spanR = (span + 7) / 8 * 8
+        // Forward and weight-gradient reads reach spanR - 1 + the largest offset < plane + 8.
+        planeStride = (plane + 8 + 15) / 16 * 16
+        tapOffsets = (0..<9).map { t in
+            let (py, px) = (t / 3, t % 3)
+            return ph == 1 ? py * p + px : ((py & 1) * 2 + (px & 1)) * r * p + (py >> 1) * p + (px >> 1)
         }
-        let planeSize = rows * pitch * phases, accSize = g.outHeight * pitch
-        padded = (0..<chunks).map { _ in Tensor(shape: [g.inChannels, planeSize]) }
-        accumulators = (0..<chunks).map { _ in Tensor(shape: [accSize]) }
+        margin = (tapOffsets.max()! + 15) / 16 * 16
+        var ft = Tiles()
+        ft.add(lo: 0, count: spanR, phase: 0) { q in
+            let (oy, ox) = (q / p, q % p)
+            return oy < oh && ox < ow ? oy * ow + ox : nil
+        }
+        forwardTiles = ft
+        var bt = Tiles()
+        var gridEnd = 0
+        if ph == 1 {
+            // Positions of padded rows 1...h.
+            let count = (h * p + 7) / 8 * 8
+            bt.add(lo: p, count: count, phase: 0) { q in
+                let (y, x) = (q / p - 1, q % p - 1)
+                return y >= 0 && y < h && x >= 0 && x < w ? y * w + x : nil
+            }
+            gridEnd = p + count
+        } else {
+            let rp = r * p, count = (rp + 7) / 8 * 8
+            for phase in 0..<4 {
+                bt.add(lo: phase * rp, count: count, phase: phase) { q in
+                    let local = q - phase * rp
+                    guard local < rp else { return nil }
+                    let y = 2 * (local / p) + (phase >> 1) - 1, x = 2 * (local % p) + (phase & 1) - 1
+                    return y >= 0 && y < h && x >= 0 && x < w ? y * w + x : nil
+                }
+            }
+            gridEnd = 3 * rp + count
+        }
+        inputGradTiles = bt
+        gridStride = margin + max(gridEnd, spanR + 64) + margin
+        let ps = planeStride, cin = g.inChannels
+        padded = (0..<chunks).map { _ in Tensor(shape: [cin * ps + 16]) }
+        scratch = (0..<chunks).map { _ in Tensor(shape: [64]) }
     }
 
-    /// Zero-padded copy of one image [C, H, W] into the plane layout (split by parity
-    /// for stride 2): position (y, x) of the padded image.
+    /// Position (y, x) of the padded image in the plane layout.
     @inline(__always)
     func planeIndex(_ py: Int, _ px: Int) -> Int {
         phases == 1 ? py * pitch + px : ((py & 1) * 2 + (px & 1)) * rows * pitch + (py >> 1) * pitch + (px >> 1)
     }
 
+    /// Parity plane a tap reads (0 for stride 1).
+    func phase(ofTap t: Int) -> Int { phases == 1 ? 0 : ((t / 3) & 1) * 2 + ((t % 3) & 1) }
+
+    /// Writes one image [C, H, W] into the interior of its padded planes; the borders were
+    /// zeroed when the buffer was made and are never written.
     func pad(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>) {
         let g = geometry, c = g.inChannels, h = g.height, w = g.width
-        let plane = rows * pitch * phases
-        dst.update(repeating: 0, count: c * plane)
         for ci in 0..<c {
-            let s = src + ci * h * w, d = dst + ci * plane
+            let s = src + ci * h * w, d = dst + ci * planeStride
             if phases == 1 {
                 for y in 0..<h { (d + (y + 1) * pitch + 1).update(from: s + y * w, count: w) }
             } else {
-                for y in 0..<h { for x in 0..<w { d[planeIndex(y + 1, x + 1)] = s[y * w + x] } }
+                let rp = rows * pitch
+                for y in 0..<h {
+                    let py = y + 1
+                    let rowBase = d + (py & 1) * 2 * rp + (py >> 1) * pitch
+                    let oddPx = rowBase + rp, evenPx = rowBase  // px = x + 1
+                    let sr = s + y * w
+                    var x = 0
+                    while x + 1 < w { oddPx[(x + 1) >> 1] = sr[x]; evenPx[(x + 2) >> 1] = sr[x + 1]; x += 2 }
+                    if x < w { oddPx[(x + 1) >> 1] = sr[x] }
+                }
             }
         }
     }
 
-    /// Where tap t = (ky, kx) reads for the output at (0, 0), in a channel's planes.
-    var tapOffsets: [Int] { (0..<9).map { planeIndex($0 / 3, $0 % 3) } }
+    func makePlan(_ pw: PatternWeights) -> Plan {
+        let g = geometry
+        precondition(pw.outChannels == g.outChannels && pw.inChannels == g.inChannels, "pattern conv: weight shape")
+        let ps = Int32(planeStride), gs = Int32(gridStride)
+        var fTaps: [Int32] = [0], fOffset = [Int32]()
+        fOffset.reserveCapacity(pw.tap.count)
+        var bitsOf = [UInt16](repeating: 0, count: pw.channel.count)
+        for f in 0..<g.outChannels {
+            for e in Int(pw.rowStart[f])..<Int(pw.rowStart[f + 1]) {
+                for i in Int(pw.tapStart[e])..<Int(pw.tapStart[e + 1]) {
+                    fOffset.append(pw.channel[e] * ps + Int32(tapOffsets[Int(pw.tap[i])]))
+                    bitsOf[e] |= 1 << UInt16(pw.tap[i])
+                }
+            }
+            fTaps.append(pw.tapStart[Int(pw.rowStart[f + 1])])
+        }
+        let fourTap = bitsOf.allSatisfy { $0.nonzeroBitCount == 4 }
+        // Groups of consecutive kernels with one pattern (PatternWeights sorts each filter's
+        // kernels by pattern).
+        var fGroups: [Int32] = [0], gPat: [UInt8] = [], gStart: [Int32] = [], kBase: [Int32] = []
+        if fourTap {
+            for f in 0..<g.outChannels {
+                var last: UInt16 = 0
+                for e in Int(pw.rowStart[f])..<Int(pw.rowStart[f + 1]) {
+                    if bitsOf[e] != last || e == Int(pw.rowStart[f]) {
+                        gPat.append(PatternConvKernel.fourTapID[bitsOf[e]]!)
+                        gStart.append(Int32(e))
+                        last = bitsOf[e]
+                    }
+                    kBase.append(pw.channel[e] * ps)
+                }
+                fGroups.append(Int32(gPat.count))
+            }
+            gStart.append(Int32(pw.channel.count))
+        }
+        // Input-gradient lists: per input channel and parity plane, the taps in that plane.
+        let byC = pw.byInputChannel()
+        var bTaps: [Int32] = [0], bOffset: [Int32] = [], vi: [Int32] = []
+        for c in 0..<g.inChannels {
+            for ph in 0..<phases {
+                for e in Int(byC.rowStart[c])..<Int(byC.rowStart[c + 1]) {
+                    for i in Int(byC.tapStart[e])..<Int(byC.tapStart[e + 1]) where phase(ofTap: Int(byC.tap[i])) == ph {
+                        bOffset.append(byC.filter[e] * gs - Int32(tapOffsets[Int(byC.tap[i])]))
+                        vi.append(byC.valueIndex[i])
+                    }
+                }
+                bTaps.append(Int32(bOffset.count))
+            }
+        }
+        // Per-pattern input-gradient groups (stride 1): each channel's kernels sorted by
+        // pattern; weights in `bValueIndex` order, 4 per kernel.
+        var bGroups: [Int32] = [0], bgPat: [UInt8] = [], bgStart: [Int32] = [], bkBase: [Int32] = []
+        var bvi: [Int32] = []
+        if fourTap && phases == 1 {
+            bvi = []
+            var k = 0
+            for c in 0..<g.inChannels {
+                var entries = Array(Int(byC.rowStart[c])..<Int(byC.rowStart[c + 1]))
+                let bits = entries.map { e in
+                    (Int(byC.tapStart[e])..<Int(byC.tapStart[e + 1])).reduce(UInt16(0)) { $0 | 1 << UInt16(byC.tap[$1]) }
+                }
+                let order = entries.indices.sorted { bits[$0] != bits[$1] ? bits[$0] < bits[$1] : $0 < $1 }
+                entries = order.map { entries[$0] }
+                var last: UInt16 = 0
+                for (j, oi) in order.enumerated() {
+                    let e = entries[j]
+                    if j == 0 || bits[oi] != last {
+                        bgPat.append(PatternConvKernel.fourTapID[bits[oi]]!)
+                        bgStart.append(Int32(k))
+                        last = bits[oi]
+                    }
+                    bkBase.append(byC.filter[e] * gs)
+                    for i in Int(byC.tapStart[e])..<Int(byC.tapStart[e + 1]) { bvi.append(byC.valueIndex[i]) }
+                    k += 1
+                }
+                bGroups.append(Int32(bgPat.count))
+            }
+            bgStart.append(Int32(k))
+        }
+        return Plan(rowStart: pw.rowStart, channel: pw.channel, tap: pw.tap, tapStart: pw.tapStart,
+                    fTaps: fTaps, fOffset: fOffset, fourTap: fourTap, fGroups: fGroups, groupPattern: gPat,
+                    groupStart: gStart, kernelBase: kBase, bTaps: bTaps, bOffset: bOffset,
+                    bValueIndex: vi, bGroups: bGroups, bGroupPattern: bgPat, bGroupStart: bgStart,
+                    bKernelBase: bkBase, bGroupValueIndex: bvi)
+    }
+
+    func planFor(_ pw: PatternWeights) -> Plan {
+        if let p = plan, p.matches(pw) { return p }
+        let p = makePlan(pw)
+        plan = p
+        return p
+    }
 
     /// `output = conv(input, weights) + bias`; input [N, C, H, W], output [N, K, OH, OW].
     public func forward(input: Tensor, weights pw: PatternWeights, bias: Tensor?, output: Tensor) {
         let g = geometry
         precondition(input.shape == g.inputShape && output.shape == g.outputShape, "pattern conv forward: shapes")
         precondition(pw.outChannels == g.outChannels && pw.inChannels == g.inChannels, "pattern conv: weight shape")
+        let p = planFor(pw)
         let n = g.batch, c = g.inChannels, k = g.outChannels, h = g.height, w = g.width
-        let oh = g.outHeight, ow = g.outWidth
-        let plane = rows * pitch * phases, pitch = self.pitch
-        let xin = input.data, yout = output.data, bufs = padded.map(\.data), accs = accumulators.map(\.data)
+        let outSize = g.outHeight * g.outWidth
+        let xin = input.data, yout = output.data, bufs = padded.map(\.data), scr = scratch.map(\.data)
         let chunkCount = chunks
-        let tapOffset = tapOffsets
-        let span = (oh - 1) * pitch + ow
-        pw.rowStart.withUnsafeBufferPointer { rs in
-        pw.channel.withUnsafeBufferPointer { ch in
-        pw.tapStart.withUnsafeBufferPointer { ts in
-        pw.tap.withUnsafeBufferPointer { tp in
+        let tiles = forwardTiles
+        let biasValues = (0..<k).map { bias?[$0] ?? 0 }
+        let usePatterns = usePatternCode && p.fourTap
+        let tapBytes = tapOffsets.map { $0 * 4 }
+        p.fTaps.withUnsafeBufferPointer { ft in
+        p.fOffset.withUnsafeBufferPointer { off in
+        p.fGroups.withUnsafeBufferPointer { fg in
+        p.groupPattern.withUnsafeBufferPointer { gp in
+        p.groupStart.withUnsafeBufferPointer { gs in
+        p.kernelBase.withUnsafeBufferPointer { kb in
+        tapBytes.withUnsafeBufferPointer { tb in
         pw.value.withUnsafeBufferPointer { vs in
+        tiles.segments.withUnsafeBufferPointer { segs in
+            let ft = ft.baseAddress!, off = off.baseAddress!, fg = fg.baseAddress!, gp = gp.baseAddress!
+            let gs = gs.baseAddress!, kb = kb.baseAddress!, tb = tb.baseAddress!
+            let vs = vs.baseAddress!, segs = segs.baseAddress!
             Threads.parallelFor(chunkCount) { chunk in
-                let xp = bufs[chunk], acc = accs[chunk]
+                let xp = UnsafePointer(bufs[chunk]), tile = scr[chunk]
                 for b in (n * chunk / chunkCount)..<(n * (chunk + 1) / chunkCount) {
-                    self.pad(xin + b * c * h * w, into: xp)
-                    for f in 0..<k {
-                        let yf = yout + (b * k + f) * oh * ow
-                        acc.update(repeating: bias?[f] ?? 0, count: span)
-                        for e in Int(rs[f])..<Int(rs[f + 1]) {
-                            let xc = xp + Int(ch[e]) * plane
-                            var i = Int(ts[e])
-                            let end = Int(ts[e + 1])
-                            // Four taps per pass (a 4-entry pattern in one): one load and
-                            // store of the accumulator per four multiply-adds.
-                            while i + 4 <= end {
-                                let w0 = vs[i], w1 = vs[i + 1], w2 = vs[i + 2], w3 = vs[i + 3]
-                                let s0 = xc + tapOffset[Int(tp[i])], s1 = xc + tapOffset[Int(tp[i + 1])]
-                                let s2 = xc + tapOffset[Int(tp[i + 2])], s3 = xc + tapOffset[Int(tp[i + 3])]
-                                for j in 0..<span { acc[j] += w0 * s0[j] + w1 * s1[j] + w2 * s2[j] + w3 * s3[j] }
-                                i += 4
+                    self.pad(xin + b * c * h * w, into: bufs[chunk])
+                    let yb = yout + b * k * outSize
+                    for ti in 0..<tiles.start.count {
+                        let t = tiles.start[ti], width = tiles.width[ti]
+                        let s0 = tiles.segStart[ti], s1 = tiles.segStart[ti + 1]
+                        for f in 0..<k {
+                            if usePatterns && width == 64 {
+                                patternGroupTile8(tile, biasValues[f], xp + t, Int(fg[f]), Int(fg[f + 1]), gp, gs, kb, vs, tb)
+                            } else {
+                                gatherTile(width, tile, biasValues[f], xp + t, Int(ft[f]), Int(ft[f + 1]), off, vs)
                             }
-                            while i < end {
-                                let wv = vs[i]
-                                let src = xc + tapOffset[Int(tp[i])]
-                                for j in 0..<span { acc[j] += wv * src[j] }
-                                i += 1
-                            }
+                            copySegments(tile, yb + f * outSize, segs, s0, s1)
                         }
-                        for oy in 0..<oh { (yf + oy * ow).update(from: acc + oy * pitch, count: ow) }
                     }
                 }
             }
-        } } } } }
+        } } } } } } } } }
     }
 
     /// Input gradient and the gradient of the kept weights only (`gradValues`, aligned
-    /// with `weights.value`), from `gradOutput`; `gradInput` nil skips the input gradient.
-    /// Both as gathers over the plane layout: dx_plane[q] = Σ_t w_t·dy[q − off_t] and
-    /// dw_t = Σ_j dy[j]·x_plane[off_t + j].
+    /// with `weights.value`), from `gradOutput`; `gradInput` nil skips the input gradient,
+    /// `gradValues` nil the weight gradient.
+    /// On the plane layout: dx_plane[q] = Σ_t w_t·dy[q − off_t] and dw_t = Σ_j dy[j]·x_plane[off_t + j].
     public func backward(input: Tensor, weights pw: PatternWeights, gradOutput: Tensor, gradInput: Tensor?,
-                         gradValues: UnsafeMutablePointer<Float>, gradBias: Tensor?) {
+                         gradValues: UnsafeMutablePointer<Float>?, gradBias: Tensor?) {
         let g = geometry
         precondition(input.shape == g.inputShape && gradOutput.shape == g.outputShape, "pattern conv backward: shapes")
+        let p = planFor(pw)
         let n = g.batch, c = g.inChannels, k = g.outChannels, h = g.height, w = g.width
         let oh = g.outHeight, ow = g.outWidth
-        let pitch = self.pitch, plane = rows * pitch * phases, span = (oh - 1) * pitch + ow
-        let offs = tapOffsets
-        let margin = offs.max()!
+        let pitch = self.pitch, spanR = self.spanR, margin = self.margin
         let nv = pw.value.count
         let chunkCount = chunks
-        let byC = pw.byInputChannel()
-        // Per chunk: the image's padded input, its output gradients on the plane grid
-        // (with `margin` zeros before and after), the input-gradient plane, dw partials.
-        // Buffers live in the kernel (kept alive by self, reused by every call).
-        if backwardBuffers == nil || backwardBuffers!.dw[0].count < max(nv, 1) {
-            backwardBuffers = ((0..<chunkCount).map { _ in Tensor(shape: [k, margin + plane + margin]) },
-                               (0..<chunkCount).map { _ in Tensor(shape: [plane]) },
-                               (0..<chunkCount).map { _ in Tensor(shape: [max(nv, 1)]) })
+        let gstride = gridStride
+        // Per chunk: the output gradients of one image on the plane grid (zero margins and
+        // pad columns, never written), per-tap SIMD8 partial weight gradients.
+        if backwardBuffers == nil || backwardBuffers!.dw[0].count < max(nv, 1) * 8 {
+            backwardBuffers = ((0..<chunkCount).map { _ in Tensor(shape: [k * gstride + 16]) },
+                               (0..<chunkCount).map { _ in Tensor(shape: [max(nv, 1) * 8]) })
         }
         let bufs = backwardBuffers!
-        let xbuf = padded.map(\.data)
-        let grids = bufs.grid.map(\.data), dxps = bufs.dx.map(\.data), dwps = bufs.dw.map(\.data)
+        let xbuf = padded.map(\.data), scr = scratch.map(\.data)
+        let grids = bufs.grid.map(\.data), dwps = bufs.dw.map(\.data)
         let xin = input.data, dy = gradOutput.data, dx = gradInput?.data
-        let gstride = margin + plane + margin
-        pw.rowStart.withUnsafeBufferPointer { rs in
-        pw.tapStart.withUnsafeBufferPointer { ts in
-        pw.tap.withUnsafeBufferPointer { tp in
-        pw.channel.withUnsafeBufferPointer { ch in
-        pw.value.withUnsafeBufferPointer { vs in
+        // Weights in the input gradient's orders.
+        let usePatterns = usePatternCode && p.fourTap && phases == 1
+        var bWeight = [Float](repeating: 0, count: p.bValueIndex.count)
+        var gWeight = [Float](repeating: 0, count: usePatterns ? p.bGroupValueIndex.count : 0)
+        pw.value.withUnsafeBufferPointer { v in
+            for i in 0..<bWeight.count { bWeight[i] = v[Int(p.bValueIndex[i])] }
+            for i in 0..<gWeight.count { gWeight[i] = v[Int(p.bGroupValueIndex[i])] }
+        }
+        let negTapBytes = tapOffsets.map { -$0 * 4 }
+        let wantWeights = gradValues != nil
+        let ftiles = forwardTiles, tiles = inputGradTiles, phases = self.phases
+        p.fTaps.withUnsafeBufferPointer { ft in
+        p.fOffset.withUnsafeBufferPointer { foff in
+        p.bTaps.withUnsafeBufferPointer { bt in
+        p.bOffset.withUnsafeBufferPointer { boff in
+        p.bGroups.withUnsafeBufferPointer { bg in
+        p.bGroupPattern.withUnsafeBufferPointer { bgp in
+        p.bGroupStart.withUnsafeBufferPointer { bgs in
+        p.bKernelBase.withUnsafeBufferPointer { bkb in
+        negTapBytes.withUnsafeBufferPointer { ntb in
+        bWeight.withUnsafeBufferPointer { bw in
+        gWeight.withUnsafeBufferPointer { gw in
+        tiles.segments.withUnsafeBufferPointer { segs in
+            let ft = ft.baseAddress!, foff = foff.baseAddress!, bt = bt.baseAddress!, boff = boff.baseAddress!
+            let bg = bg.baseAddress!, bgp = bgp.baseAddress!, bgs = bgs.baseAddress!, bkb = bkb.baseAddress!
+            let ntb = ntb.baseAddress!, bw = bw.baseAddress!, gw = gw.baseAddress, segs = segs.baseAddress!
             Threads.parallelFor(chunkCount) { chunk in
-                let xp = xbuf[chunk], gr = grids[chunk], acc = dxps[chunk], dwv = dwps[chunk]
-                dwv.update(repeating: 0, count: max(nv, 1))
-                gr.update(repeating: 0, count: k * gstride)
+                let xp = UnsafePointer(xbuf[chunk]), gr = grids[chunk], dwv = dwps[chunk], tile = scr[chunk]
+                dwv.update(repeating: 0, count: max(nv, 1) * 8)
                 for b in (n * chunk / chunkCount)..<(n * (chunk + 1) / chunkCount) {
-                    self.pad(xin + b * c * h * w, into: xp)
+                    if wantWeights { self.pad(xin + b * c * h * w, into: xbuf[chunk]) }
                     for f in 0..<k {
                         let d = gr + f * gstride + margin, s = dy + (b * k + f) * oh * ow
                         for oy in 0..<oh { (d + oy * pitch).update(from: s + oy * ow, count: ow) }
                     }
-                    // Weight gradient of the kept taps: dot products over the grid.
-                    for f in 0..<k {
-                        let d = UnsafePointer(gr + f * gstride + margin)
-                        for e in Int(rs[f])..<Int(rs[f + 1]) {
-                            let xc = UnsafePointer(xp + Int(ch[e]) * plane)
-                            for i in Int(ts[e])..<Int(ts[e + 1]) {
-                                dwv[i] += vectorDot(d, xc + offs[Int(tp[i])], span)
+                    // Weight gradient of the kept taps, tile by tile over the span.
+                    if wantWeights {
+                        for f in 0..<k {
+                            let d = UnsafePointer(gr + f * gstride + margin)
+                            let i0 = Int(ft[f]), i1 = Int(ft[f + 1])
+                            if i0 == i1 { continue }
+                            for ti in 0..<ftiles.start.count {
+                                let t = ftiles.start[ti]
+                                weightTile(ftiles.width[ti], dwv, d + t, xp + t, i0, i1, foff)
                             }
                         }
                     }
                     guard let dx else { continue }
-                    // Input gradient: gather per input channel over its plane, four taps a pass.
-                    for ci in 0..<c {
-                        acc.update(repeating: 0, count: plane)
-                        for e in Int(byC.rowStart[ci])..<Int(byC.rowStart[ci + 1]) {
-                            let d = gr + Int(byC.filter[e]) * gstride + margin
-                            var i = Int(byC.tapStart[e])
-                            let end = Int(byC.tapStart[e + 1])
-                            while i + 4 <= end {
-                                let w0 = vs[Int(byC.valueIndex[i])], w1 = vs[Int(byC.valueIndex[i + 1])]
-                                let w2 = vs[Int(byC.valueIndex[i + 2])], w3 = vs[Int(byC.valueIndex[i + 3])]
-                                let s0 = d - offs[Int(byC.tap[i])], s1 = d - offs[Int(byC.tap[i + 1])]
-                                let s2 = d - offs[Int(byC.tap[i + 2])], s3 = d - offs[Int(byC.tap[i + 3])]
-                                for q in 0..<plane { acc[q] += w0 * s0[q] + w1 * s1[q] + w2 * s2[q] + w3 * s3[q] }
-                                i += 4
+                    // Input gradient: tiles over each input channel's plane(s).
+                    let gbase = UnsafePointer(gr + margin), dxb = dx + b * c * h * w
+                    for ti in 0..<tiles.start.count {
+                        let t = tiles.start[ti], width = tiles.width[ti]
+                        let s0 = tiles.segStart[ti], s1 = tiles.segStart[ti + 1], ph = tiles.phase[ti]
+                        for ci in 0..<c {
+                            if usePatterns && width == 64 {
+                                patternGroupTile8(tile, 0, gbase + t, Int(bg[ci]), Int(bg[ci + 1]), bgp, bgs, bkb, gw!, ntb)
+                            } else {
+                                let row = ci * phases + ph
+                                gatherTile(width, tile, 0, gbase + t, Int(bt[row]), Int(bt[row + 1]), boff, bw)
                             }
-                            while i < end {
-                                let wv = vs[Int(byC.valueIndex[i])], s0 = d - offs[Int(byC.tap[i])]
-                                for q in 0..<plane { acc[q] += wv * s0[q] }
-                                i += 1
-                            }
+                            copySegments(tile, dxb + ci * h * w, segs, s0, s1)
                         }
-                        let out = dx + (b * c + ci) * h * w
-                        for y in 0..<h { for x in 0..<w { out[y * w + x] = acc[self.planeIndex(y + 1, x + 1)] } }
                     }
                 }
             }
-        } } } } }
-        // Sum the per-thread weight gradients in a fixed order.
-        gradValues.update(repeating: 0, count: nv)
-        for t in 0..<chunkCount { for i in 0..<nv { gradValues[i] += dwps[t][i] } }
+        } } } } } } } } } } } }
+        // Sum the per-thread weight gradients (lanes, then threads) in a fixed order.
+        if let gradValues { for i in 0..<nv {
+            var s: Float = 0
+            for t in 0..<chunkCount {
+                s += UnsafeRawPointer(dwps[t] + i * 8).loadUnaligned(as: SIMD8<Float>.self).sum()
+            }
+            gradValues[i] = s
+        } }
         if let db = gradBias {
             for f in 0..<k {
                 var sum: Float = 0
@@ -315,6 +580,47 @@ public final class PatternConvKernel {
         }
     }
 }
+
+/// `gatherTile8/4/2/1` by tile width in floats.
+@inline(__always)
+func gatherTile(_ width: Int, _ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>,
+                _ i0: Int, _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>) {
+    switch width {
+    case 64: gatherTile8(dst, initial, base, i0, i1, off, w)
+    case 32: gatherTile4(dst, initial, base, i0, i1, off, w)
+    case 16: gatherTile2(dst, initial, base, i0, i1, off, w)
+    default: gatherTile1(dst, initial, base, i0, i1, off, w)
+    }
+}
+
+/// `weightTile8/4/2/1` by tile width in floats.
+@inline(__always)
+func weightTile(_ width: Int, _ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
+                _ i0: Int, _ i1: Int, _ off: UnsafePointer<Int32>) {
+    switch width {
+    case 64: weightTile8(dw, dy, x, i0, i1, off)
+    case 32: weightTile4(dw, dy, x, i0, i1, off)
+    case 16: weightTile2(dw, dy, x, i0, i1, off)
+    default: weightTile1(dw, dy, x, i0, i1, off)
+    }
+}
+
+/// Copies a finished tile's valid results out: segments s0..<s1 of (offset in tile,
+/// destination index, count, destination step).
+@inline(__always)
+func copySegments(_ tile: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ segs: UnsafePointer<Int32>,
+                  _ s0: Int, _ s1: Int) {
+    for s in s0..<s1 {
+        let from = Int(segs[4 * s]), to = Int(segs[4 * s + 1]), count = Int(segs[4 * s + 2]), step = Int(segs[4 * s + 3])
+        if step == 1 {
+            (dst + to).update(from: tile + from, count: count)
+        } else {
+            for j in 0..<count { dst[to + j * step] = tile[from + j] }
+        }
+    }
+}
+
+typealias V8 = SIMD8<Float>
 
 /// Σ a[i]·b[i], eight partial sums.
 @inline(__always)

@@ -71,6 +71,29 @@ public struct TrainingBenchmark {
         public var sparse_train_ms_per_step: Double?
         public var masked_dense_infer_ms_per_batch: Double?
         public var sparse_forward_layers: [LayerForward]?
+        /// Per pruned 3x3 conv: the three convolutions of training timed alone, oneDNN on
+        /// the masked weight against the pattern kernels.
+        public var sparse_kernel_layers: [LayerKernels]?
+    }
+
+    public struct LayerKernels: Codable {
+        public var layer: String
+        public var geometry: String
+        public var kept_weights: Double
+        public var dense_forward_ms: Double
+        public var sparse_forward_ms: Double
+        public var dense_input_grad_ms: Double
+        public var sparse_input_grad_ms: Double
+        public var dense_weight_grad_ms: Double
+        public var sparse_weight_grad_ms: Double
+        /// The same pattern kernels on the generated per-pattern loops instead of the
+        /// generic per-tap tiles (nil where the layer has no per-pattern path).
+        public var pattern_code_forward_ms: Double?
+        public var pattern_code_input_grad_ms: Double?
+        /// Building the pattern format from weight and mask (one pass), and refreshing its
+        /// values for a new step (a gather).
+        public var format_build_ms: Double
+        public var format_refresh_ms: Double
     }
 
     public struct LayerForward: Codable {
@@ -169,6 +192,7 @@ public struct TrainingBenchmark {
         }
         var sparse: (Double, Double, Double, [LayerForward])?
         var sparseTrain: Double?
+        var kernelLayers: [LayerKernels]?
         if let target = sparseCompression {
             let cc = try applyRandomPatternMasks(model, compression: target, seed: 3)
             let convs = model.namedModules().compactMap { m in (m.1 as? Conv2d).map { (m.0, $0) } }
@@ -205,6 +229,7 @@ public struct TrainingBenchmark {
                                  / Double(c.weight.value.count))
             }
             sparse = (cc, sp, denseMasked, layers)
+            kernelLayers = timeKernels(convs)
         }
         let train = median(step), infer = median(inf)
         return Result(
@@ -219,7 +244,66 @@ public struct TrainingBenchmark {
             pruned_train_ms_per_step: pruned.map { $0.step * 1e3 }, grad_sparsity: pruned?.sparsity,
             conv_backward_layers: layers, compression: sparseCompression, conv_compression: sparse?.0,
             sparse_infer_ms_per_batch: sparse.map { $0.1 * 1e3 }, sparse_train_ms_per_step: sparseTrain.map { $0 * 1e3 }, masked_dense_infer_ms_per_batch: sparse.map { $0.2 * 1e3 },
-            sparse_forward_layers: sparse?.3)
+            sparse_forward_layers: sparse?.3, sparse_kernel_layers: kernelLayers)
+    }
+
+    /// Times forward, input gradient and weight gradient of every masked conv alone, on
+    /// random data of its input shape: oneDNN (DenseConv2dKernel) on the masked weight
+    /// against PatternConvKernel. oneDNN computes the input gradient in its own primitive;
+    /// its time is that of a backward with both gradients less one with the weight
+    /// gradient only.
+    func timeKernels(_ convs: [(String, Conv2d)]) -> [LayerKernels] {
+        var out: [LayerKernels] = []
+        for (name, conv) in convs {
+            guard let mask = conv.weight.mask, let shape = conv.lastInputShape else { continue }
+            let g = conv.geometry(for: shape)
+            guard PatternConvKernel.supports(g) else { continue }
+            let x = Tensor(shape: g.inputShape), dy = Tensor(shape: g.outputShape)
+            var rng = RNG(seed: 5)
+            for i in 0..<x.count { x[i] = rng.normal() }
+            for i in 0..<dy.count { dy[i] = rng.normal() }
+            let y = Tensor(shape: g.outputShape), dx = Tensor(shape: g.inputShape), dw = Tensor(shape: g.weightShape)
+            let w = conv.weight.value
+            func timed(_ body: () -> Void) -> Double {
+                for _ in 0..<warmup { body() }
+                var ts: [Double] = []
+                for _ in 0..<runs {
+                    let t0 = now()
+                    body()
+                    ts.append(now() - t0)
+                }
+                return median(ts) * 1e3
+            }
+            let dense = DenseConv2dKernel(g, bias: false)
+            let dFwd = timed { dense.forward(input: x, weight: w, bias: nil, output: y) }
+            let dBoth = timed { dense.backward(input: x, weight: w, gradOutput: dy, gradInput: dx, gradWeight: dw, gradBias: nil) }
+            let dW = timed { dense.backward(input: x, weight: w, gradOutput: dy, gradInput: nil, gradWeight: dw, gradBias: nil) }
+            let t0 = now()
+            let pw = PatternWeights(weight: w, mask: mask)
+            let build = (now() - t0) * 1e3
+            let refresh = timed { _ = pw.refreshed(from: w) }
+            let sparse = PatternConvKernel(g)
+            var gv = [Float](repeating: 0, count: pw.nonZeros)
+            let sFwd = timed { sparse.forward(input: x, weights: pw, bias: nil, output: y) }
+            let sX = timed { sparse.backward(input: x, weights: pw, gradOutput: dy, gradInput: dx, gradValues: nil, gradBias: nil) }
+            let sW = gv.withUnsafeMutableBufferPointer { v in
+                timed { sparse.backward(input: x, weights: pw, gradOutput: dy, gradInput: nil, gradValues: v.baseAddress!, gradBias: nil) }
+            }
+            sparse.usePatternCode = true
+            let gFwd = timed { sparse.forward(input: x, weights: pw, bias: nil, output: y) }
+            let gX = timed { sparse.backward(input: x, weights: pw, gradOutput: dy, gradInput: dx, gradValues: nil, gradBias: nil) }
+            let hasPatternPath = sparse.hasPatternPath
+            out.append(LayerKernels(
+                layer: name, geometry: "\(g.inChannels)->\(g.outChannels) \(g.height)x\(g.width) s\(g.stride)",
+                kept_weights: Double(pw.nonZeros) / Double(w.count),
+                dense_forward_ms: dFwd, sparse_forward_ms: sFwd,
+                dense_input_grad_ms: max(dBoth - dW, 0), sparse_input_grad_ms: sX,
+                dense_weight_grad_ms: dW, sparse_weight_grad_ms: sW,
+                pattern_code_forward_ms: hasPatternPath ? gFwd : nil,
+                pattern_code_input_grad_ms: hasPatternPath ? gX : nil,
+                format_build_ms: build, format_refresh_ms: refresh))
+        }
+        return out
     }
 }
 

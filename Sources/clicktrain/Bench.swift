@@ -65,7 +65,36 @@ struct Bench: ParsableCommand {
                       sparse training step (pattern kernels forward and backward): \(fmt(r.sparse_train_ms_per_step ?? 0)) ms \
                     (dense \(fmt(r.train_ms_per_step)) ms: \(fmt(r.train_ms_per_step / (r.sparse_train_ms_per_step ?? 1), 2))x)
                     """)
+                if perLayer, let kl = r.sparse_kernel_layers, !kl.isEmpty {
+                    print("    each convolution alone, oneDNN on the masked weight / pattern kernels, ms (speed-up):")
+                    print("    conv layer          shape                kept   forward              input gradient       weight gradient")
+                    func cell(_ d: Double, _ s: Double) -> String {
+                        String(format: "%5.2f/%5.2f (%4.2fx)", d, s, d / max(s, 1e-9))
+                    }
+                    var sum = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+                    for l in kl {
+                        print("    " + l.layer.padding(toLength: 19, withPad: " ", startingAt: 0) + " "
+                              + l.geometry.padding(toLength: 20, withPad: " ", startingAt: 0)
+                              + String(format: " %4.1f%%  ", 100 * l.kept_weights)
+                              + cell(l.dense_forward_ms, l.sparse_forward_ms) + "  "
+                              + cell(l.dense_input_grad_ms, l.sparse_input_grad_ms) + "  "
+                              + cell(l.dense_weight_grad_ms, l.sparse_weight_grad_ms))
+                        sum.0 += l.dense_forward_ms; sum.1 += l.sparse_forward_ms
+                        sum.2 += l.dense_input_grad_ms; sum.3 += l.sparse_input_grad_ms
+                        sum.4 += l.dense_weight_grad_ms; sum.5 += l.sparse_weight_grad_ms
+                    }
+                    print("    " + "all pruned convs".padding(toLength: 48, withPad: " ", startingAt: 0)
+                          + cell(sum.0, sum.1) + "  " + cell(sum.2, sum.3) + "  " + cell(sum.4, sum.5))
+                    let gf = kl.compactMap(\.pattern_code_forward_ms).reduce(0, +)
+                    let gx = kl.compactMap(\.pattern_code_input_grad_ms).reduce(0, +)
+                    if gf > 0 {
+                        print(String(format: "    on the generated per-pattern loops (usePatternCode) instead: forward %.2f ms, input gradient %.2f ms", gf, gx))
+                    }
+                    let fb = kl.map(\.format_build_ms).reduce(0, +), fr = kl.map(\.format_refresh_ms).reduce(0, +)
+                    print(String(format: "    pattern format: built from weight + mask in %.2f ms for all layers (once per mask), values refreshed in %.3f ms per step", fb, fr))
+                }
                 if perLayer {
+                    print("    in the model's forward pass:")
                     print("    conv layer               dense ms  sparse ms  speed-up  kept")
                     for l in r.sparse_forward_layers ?? [] {
                         print("    " + l.layer.padding(toLength: 24, withPad: " ", startingAt: 0)

@@ -1,41 +1,106 @@
 import ClickTrainCore
 import ClickTrainSparse
 import ClickTrainTestSupport
+import ClickTrainCodegen
+import Foundation
 import Testing
 
-/// A ClickTrain-shaped mask: each kernel keeps one of the four 2x2 corner patterns, a
-/// `removed` fraction of kernels is dropped, and filter 0 loses every kernel.
-func patternMask(_ shape: [Int], removed: Double, seed: UInt64) -> Tensor {
+enum MaskKind: CaseIterable, Sendable {
+    /// The four 2x2 corner patterns (ClickTrain's generic pool).
+    case corners
+    /// Any of the 126 patterns keeping 4 of 9 taps (every per-pattern loop).
+    case anyFourTaps
+    /// Kernels keeping 1 to 9 taps (the generic per-tap tiles).
+    case mixed
+}
+
+/// A ClickTrain-shaped mask: each kept kernel has a pattern of `kind`, a `removed`
+/// fraction of kernels is dropped, and filter 0 loses every kernel.
+func patternMask(_ shape: [Int], removed: Double, seed: UInt64, kind: MaskKind = .corners) -> Tensor {
     let corners: [[Int]] = [[0, 1, 3, 4], [1, 2, 4, 5], [3, 4, 6, 7], [4, 5, 7, 8]]
     var rng = RNG(seed: seed)
     let m = Tensor(shape: shape)
     for k in 0..<(shape[0] * shape[1]) {
         if k < shape[1] || Double(rng.uniform()) < removed { continue }
-        for t in corners[Int(rng.next() % 4)] { m[k * 9 + t] = 1 }
+        switch kind {
+        case .corners:
+            for t in corners[Int(rng.next() % 4)] { m[k * 9 + t] = 1 }
+        case .anyFourTaps, .mixed:
+            var taps = Array(0..<9)
+            taps.shuffle(using: &rng)
+            let keep = kind == .mixed ? 1 + Int(rng.next() % 9) : 4
+            for t in taps.prefix(keep) { m[k * 9 + t] = 1 }
+        }
     }
     return m
 }
 
+let patternShapes = [(1, 16, 8, 8, 16, 1), (5, 8, 9, 7, 12, 2), (2, 32, 6, 6, 64, 1), (3, 3, 11, 11, 5, 2),
+                     (2, 8, 20, 18, 16, 2), (2, 16, 32, 32, 16, 1), (1, 4, 28, 28, 8, 2), (2, 6, 14, 14, 8, 1)]
+
 @Suite("Pattern-sparse convolution")
 struct PatternConvTests {
-    @Test(arguments: [(1, 16, 8, 8, 16, 1), (5, 8, 9, 7, 12, 2), (2, 32, 6, 6, 64, 1), (3, 3, 11, 11, 5, 2)])
-    func forwardEqualsDenseOnMaskedWeights(_ a: (Int, Int, Int, Int, Int, Int)) {
+    @Test(arguments: patternShapes, MaskKind.allCases)
+    func forwardEqualsDenseOnMaskedWeights(_ a: (Int, Int, Int, Int, Int, Int), _ kind: MaskKind) {
         let (n, c, h, w, k, s) = a
         let g = ConvGeometry(batch: n, inChannels: c, height: h, width: w, outChannels: k, kernelSize: 3, stride: s,
                              padding: 1)
         let x = Reference.random(g.inputShape, seed: 1)
         let wt = Reference.random(g.weightShape, seed: 2)
-        let m = patternMask(g.weightShape, removed: 0.6, seed: 3)
+        let m = patternMask(g.weightShape, removed: 0.6, seed: 3, kind: kind)
         for i in 0..<wt.count { wt[i] *= m[i] }
         let bias = Reference.random([k], seed: 4)
         let pw = PatternWeights(weight: wt)
         #expect(pw.dense().array == wt.array)
         #expect(pw.nonZeros == (0..<wt.count).filter { wt[$0] != 0 }.count)
         #expect(pw.rowStart[1] == 0)  // filter 0 lost every kernel
-        let y = Tensor(shape: g.outputShape)
-        PatternConvKernel(g).forward(input: x, weights: pw, bias: bias, output: y)
         let ref = Reference.conv2d(x, wt, bias: bias, stride: s, padding: 1)
-        #expect(Reference.maxRelativeError(y, ref) <= 1e-5)
+        for patternCode in [true, false] {
+            let y = Tensor(shape: g.outputShape)
+            y.fill(7)  // must be overwritten
+            let kernel = PatternConvKernel(g)
+            kernel.usePatternCode = patternCode
+            kernel.forward(input: x, weights: pw, bias: bias, output: y)
+            #expect(Reference.maxRelativeError(y, ref) <= 1e-5, "per-pattern code \(patternCode)")
+        }
+    }
+
+    @Test func sameStructureNewValuesReusesThePlanCorrectly() {
+        let g = ConvGeometry(batch: 2, inChannels: 16, height: 10, width: 10, outChannels: 8, kernelSize: 3, stride: 1,
+                             padding: 1)
+        let x = Reference.random(g.inputShape, seed: 11)
+        let m = patternMask(g.weightShape, removed: 0.4, seed: 12, kind: .anyFourTaps)
+        let kernel = PatternConvKernel(g)
+        var pw = PatternWeights(weight: Reference.random(g.weightShape, seed: 13), mask: m)
+        for step in 0..<3 {
+            // A new weight with the same mask: the cached offsets, new values.
+            let wt = Reference.random(g.weightShape, seed: 20 + UInt64(step))
+            for i in 0..<wt.count { wt[i] *= m[i] }
+            pw = pw.refreshed(from: wt)
+            #expect(pw.dense().array == wt.array)
+            let y = Tensor(shape: g.outputShape)
+            kernel.forward(input: x, weights: pw, bias: nil, output: y)
+            #expect(Reference.maxRelativeError(y, Reference.conv2d(x, wt, bias: nil, stride: 1, padding: 1)) <= 1e-5)
+        }
+        // A different structure through the same kernel gets a new plan.
+        let m2 = patternMask(g.weightShape, removed: 0.7, seed: 14, kind: .mixed)
+        let w2 = Reference.random(g.weightShape, seed: 15)
+        for i in 0..<w2.count { w2[i] *= m2[i] }
+        let y = Tensor(shape: g.outputShape)
+        kernel.forward(input: x, weights: PatternWeights(weight: w2, mask: m2), bias: nil, output: y)
+        #expect(Reference.maxRelativeError(y, Reference.conv2d(x, w2, bias: nil, stride: 1, padding: 1)) <= 1e-5)
+    }
+
+    @Test func generatedSourceIsUpToDate() throws {
+        // Regenerating the per-pattern kernels must change nothing (run `swift run
+        // generate-kernels` after editing the generator).
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let path = root.appendingPathComponent("Sources/ClickTrainSparse/Generated/PatternTiles.swift")
+        let committed = try String(contentsOf: path, encoding: .utf8)
+        #expect(committed == PatternKernelSource.source(), "Generated/PatternTiles.swift is stale: run `swift run generate-kernels`")
+        #expect(PatternKernelSource.fourTapPatterns.count == 126)
+        #expect(Set(PatternKernelSource.fourTapPatterns.map { $0 }).count == 126)
     }
 
     @Test func csrViewMatchesTheIm2colMatrix() {
@@ -55,24 +120,35 @@ struct PatternConvTests {
 
 @Suite("Pattern-sparse convolution, backward")
 struct PatternConvBackwardTests {
-    @Test(arguments: [(1, 16, 8, 8, 16, 1), (5, 8, 9, 7, 12, 2), (2, 32, 6, 6, 64, 1), (3, 3, 11, 11, 5, 2)])
-    func gradientsEqualDenseOnMaskedWeights(_ a: (Int, Int, Int, Int, Int, Int)) {
+    @Test(arguments: patternShapes, MaskKind.allCases)
+    func gradientsEqualDenseOnMaskedWeights(_ a: (Int, Int, Int, Int, Int, Int), _ kind: MaskKind) {
         let (n, c, h, w, k, s) = a
         let g = ConvGeometry(batch: n, inChannels: c, height: h, width: w, outChannels: k, kernelSize: 3, stride: s,
                              padding: 1)
         let x = Reference.random(g.inputShape, seed: 7)
         let wt = Reference.random(g.weightShape, seed: 8)
-        let m = patternMask(g.weightShape, removed: 0.5, seed: 9)
+        let m = patternMask(g.weightShape, removed: 0.5, seed: 9, kind: kind)
         for i in 0..<wt.count { wt[i] *= m[i] }
         let dy = Reference.random(g.outputShape, seed: 10)
         let pw = PatternWeights(weight: wt, mask: m)
-        let dx = Tensor(shape: g.inputShape), db = Tensor(shape: [k])
-        dx.fill(3)  // must be overwritten
-        var dv = [Float](repeating: 0, count: pw.nonZeros)
-        PatternConvKernel(g).backward(input: x, weights: pw, gradOutput: dy, gradInput: dx, gradValues: &dv, gradBias: db)
         let ref = Reference.conv2dBackward(x, wt, dy, stride: s, padding: 1)
-        #expect(Reference.maxRelativeError(dx, ref.dx) <= 1e-5, "input gradient")
-        #expect(Reference.maxRelativeError(db, ref.db) <= 1e-5, "bias gradient")
+        var dv = [Float](repeating: 0, count: pw.nonZeros)
+        for patternCode in [true, false] {
+            let kernel = PatternConvKernel(g)
+            kernel.usePatternCode = patternCode
+            let dx = Tensor(shape: g.inputShape), db = Tensor(shape: [k])
+            dx.fill(3)  // must be overwritten
+            kernel.backward(input: x, weights: pw, gradOutput: dy, gradInput: dx, gradValues: &dv, gradBias: db)
+            #expect(Reference.maxRelativeError(dx, ref.dx) <= 1e-5, "input gradient, per-pattern code \(patternCode)")
+            #expect(Reference.maxRelativeError(db, ref.db) <= 1e-5, "bias gradient")
+            // Input gradient alone, then weight gradient alone: the same results.
+            let dx2 = Tensor(shape: g.inputShape)
+            kernel.backward(input: x, weights: pw, gradOutput: dy, gradInput: dx2, gradValues: nil, gradBias: nil)
+            #expect(dx2.array == dx.array)
+            var dv2 = [Float](repeating: 0, count: pw.nonZeros)
+            kernel.backward(input: x, weights: pw, gradOutput: dy, gradInput: nil, gradValues: &dv2, gradBias: nil)
+            #expect(dv2 == dv)
+        }
         // The kept weights' gradients, scattered back to [K, C, 3, 3], equal the dense
         // gradient on the mask; the pruned ones are never computed.
         let gradAsWeight = PatternWeights(weight: wt, mask: m)
