@@ -195,6 +195,18 @@ public struct RunConfig: Codable, Equatable, Sendable {
 
     public func yaml() throws -> String { try YAMLEncoder().encode(self) }
 
+    /// Top-level keys of a YAML config that clicktrain does not read (official ClickTrain
+    /// configs carry keys for their own tooling; a misspelt key lands here too).
+    public static func unusedKeys(yaml text: String) -> [String] {
+        guard let node = try? Yams.compose(yaml: text), let map = node.mapping else { return [] }
+        var known = Set(["crop_padding", "horizontal_flip", "threads", "epoch_choose_p_k", "epoch_hard_prune_p_k",
+                         "prune_ratios", "prunetrain_interval"])
+        if let text = try? RunConfig().yaml(), let d = try? Yams.compose(yaml: text)?.mapping {
+            for k in d.keys { if let s = k.string { known.insert(s) } }
+        }
+        return map.keys.compactMap(\.string).filter { !known.contains($0) }.sorted()
+    }
+
     static func describe(_ e: DecodingError) -> String {
         switch e {
         case .typeMismatch(let t, let ctx), .valueNotFound(let t, let ctx):

@@ -69,6 +69,16 @@ struct Train: ParsableCommand {
                 return
             }
             var cfg = try config.map { try RunConfig.load(yamlFile: $0) } ?? RunConfig()
+            if let path = config, let text = try? String(contentsOfFile: path, encoding: .utf8) {
+                let unused = RunConfig.unusedKeys(yaml: text)
+                if !unused.isEmpty {
+                    FileHandle.standardError.write(Data("""
+                        warning: \(path): ignoring keys clicktrain does not use: \(unused.joined(separator: ", ")) \
+                        (see `clicktrain train --help` and the config.yaml of any run for the keys it reads)
+
+                        """.utf8))
+                }
+            }
             if let v = model { cfg.model = v }
             if let v = dataset { cfg.dataset = v }
             if let v = data { cfg.data = v }

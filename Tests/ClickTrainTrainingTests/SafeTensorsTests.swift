@@ -76,6 +76,14 @@ struct RunConfigTests {
         #expect(c.lrScheduleValue == .step(milestones: [55, 130], gamma: 0.1))
         let again = try RunConfig.decode(yaml: try c.yaml(), source: "round trip")
         #expect(again == c)
+        #expect(RunConfig.unusedKeys(yaml: yaml).isEmpty)
+        #expect(RunConfig.unusedKeys(yaml: try c.yaml()).isEmpty)
+    }
+
+    @Test func unusedKeysAreListed() {
+        // Keys of other tools, and misspellings, are reported (the CLI warns about them).
+        let yaml = "model: resnet20\nchoose_epoch: 3\narch: resnet\nepochs: 2\n"
+        #expect(RunConfig.unusedKeys(yaml: yaml) == ["arch", "choose_epoch"])
     }
 
     @Test func badValuesNameTheFileAndField() {
