@@ -324,6 +324,15 @@ public final class PatternConvKernel {
                     let oddPx = rowBase + rp, evenPx = rowBase  // px = x + 1
                     let sr = s + y * w
                     var x = 0
+                    // Even x go to the odd-px plane at x/2, odd x to the even-px plane at x/2 + 1.
+                    let srcRaw = UnsafeRawPointer(sr), oddRaw = UnsafeMutableRawPointer(oddPx)
+                    let evenRaw = UnsafeMutableRawPointer(evenPx + 1)
+                    while x + 16 <= w {
+                        let v = srcRaw.loadUnaligned(fromByteOffset: x * 4, as: SIMD16<Float>.self)
+                        oddRaw.storeBytes(of: v.evenHalf, toByteOffset: x * 2, as: SIMD8<Float>.self)
+                        evenRaw.storeBytes(of: v.oddHalf, toByteOffset: x * 2, as: SIMD8<Float>.self)
+                        x += 16
+                    }
                     while x + 1 < w { oddPx[(x + 1) >> 1] = sr[x]; evenPx[(x + 2) >> 1] = sr[x + 1]; x += 2 }
                     if x < w { oddPx[(x + 1) >> 1] = sr[x] }
                 }
