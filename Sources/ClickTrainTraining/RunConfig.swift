@@ -72,6 +72,9 @@ public struct RunConfig: Codable, Equatable, Sendable {
     public var prunetrain_interval: Int?
     /// PruneTrain: a channel whose weights all stay below this is removed.
     public var prunetrain_threshold: Float = 1e-4
+    /// PruneTrain: share of the group-lasso penalty in the first step's loss, which sets λ
+    /// (SPEC §3: 0.2).
+    public var prunetrain_penalty_share: Float = 0.2
 
     public init() {}
 
@@ -104,6 +107,9 @@ public struct RunConfig: Codable, Equatable, Sendable {
             throw bad("method must be dense, clicktrain, pat or prunetrain, got '\(method)'")
         }
         if let i = prunetrain_interval, i < 1 { throw bad("prunetrain_interval must be at least 1, got \(i)") }
+        guard prunetrain_penalty_share > 0 && prunetrain_penalty_share < 1 else {
+            throw bad("prunetrain_penalty_share must be in (0, 1), got \(prunetrain_penalty_share)")
+        }
         guard ["dynamic", "generic"].contains(pattern_pool) else { throw bad("pattern_pool must be dynamic or generic") }
         guard ["layer", "network"].contains(pool_scope) else { throw bad("pool_scope must be layer or network") }
         if let c = epoch_choose_p_k, c < 0 || c > epochs { throw bad("epoch_choose_p_k must be in 0…epochs, got \(c)") }
@@ -167,6 +173,8 @@ public struct RunConfig: Codable, Equatable, Sendable {
         importance_window = try c.decodeIfPresent(Int.self, forKey: .importance_window) ?? d.importance_window
         prunetrain_interval = try c.decodeIfPresent(Int.self, forKey: .prunetrain_interval)
         prunetrain_threshold = try c.decodeIfPresent(Float.self, forKey: .prunetrain_threshold) ?? d.prunetrain_threshold
+        prunetrain_penalty_share = try c.decodeIfPresent(Float.self, forKey: .prunetrain_penalty_share)
+            ?? d.prunetrain_penalty_share
     }
 
     static let defaults = RunConfig()

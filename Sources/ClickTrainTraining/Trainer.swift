@@ -127,7 +127,7 @@ public final class Trainer {
         pruner = config.method == "prunetrain" ? nil : try Trainer.makePruner(config, model: model)
         prunetrain = config.method == "prunetrain"
             ? try PruneTrain(model: model, interval: config.prunetrain_interval ?? max(1, config.epochs / 5),
-                             threshold: config.prunetrain_threshold) : nil
+                             threshold: config.prunetrain_threshold, penaltyShare: config.prunetrain_penalty_share) : nil
     }
 
     static func makePruner(_ config: RunConfig, model: Sequential) throws -> PatternPruner? {

@@ -57,6 +57,8 @@ struct Train: ParsableCommand {
     var hardPruneEpoch: Int?
     @Option(help: "Group-lasso coefficient λ. [default: 2.5e-4]") var groupLasso: Float?
     @Option(help: "PruneTrain: epochs between channel removals. [default: a fifth of the run]") var prunetrainInterval: Int?
+    @Option(help: "PruneTrain: share of the group-lasso penalty in the first step's loss, which sets λ. [default: 0.2]")
+    var prunetrainShare: Float?
     @Option(help: "Run folder to write. [default: runs/<model>-<dataset>-<date>]") var out: String?
     @Option(help: "YAML configuration file (keys as in config.yaml).") var config: String?
     @Option(help: "Continue the run in this folder from its last checkpoint (other options are ignored).")
@@ -119,6 +121,7 @@ struct Train: ParsableCommand {
             if let v = hardPruneEpoch { cfg.epoch_hard_prune_p_k = v }
             if let v = groupLasso { cfg.grp_lasso_coeff = v }
             if let v = prunetrainInterval { cfg.prunetrain_interval = v }
+            if let v = prunetrainShare { cfg.prunetrain_penalty_share = v }
             if let v = gradPruneDist { cfg.grad_prune_dist = v }
             if let v = gradPruneRule { cfg.grad_prune_rule = v }
             if let v = gradPruneExempt {
