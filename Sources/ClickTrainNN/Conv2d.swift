@@ -132,6 +132,46 @@ public final class Conv2d: Layer {
         return y
     }
 
+    /// At inference, on the pattern kernels: `bn(conv(x))`, then ReLU when `relu`, in one
+    /// pass, the batch norm folded into the pattern weights (scale per filter) and the bias
+    /// (shift), ReLU applied as tiles are written. nil when it does not apply (training, no
+    /// mask, or the layer runs on oneDNN); the caller then runs the layers one by one.
+    public func forwardFolding(_ x: Tensor, _ bn: BatchNorm2d, relu: Bool) -> Tensor? {
+        guard !isTraining, !bn.isTraining, foldBatchNormAtInference, usePatternKernels, let mask = weight.mask,
+              bn.channels == outChannels else { return nil }
+        let g = geometry(for: x.shape)
+        guard PatternConvKernel.supports(g) else { return nil }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        defer { forwardSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 }
+        let k = patternPlans[g] ?? PatternConvKernel(g)
+        patternPlans[g] = k
+        let pw: PatternWeights
+        if let c = patternCache, c.mask === mask {
+            pw = c.weights.refreshed(from: weight.value)
+        } else {
+            pw = PatternWeights(weight: weight.value, mask: mask)
+        }
+        patternCache = (mask, pw)
+        var scale = [Float](repeating: 0, count: outChannels)
+        let shift = foldedShift.get([outChannels])
+        for f in 0..<outChannels {
+            scale[f] = bn.weight.value[f] / (bn.runningVar[f] + bn.eps).squareRoot()
+            shift[f] = bn.bias.value[f] + ((bias?.value[f] ?? 0) - bn.runningMean[f]) * scale[f]
+        }
+        let y = outputs.get(g.outputShape)
+        input = x
+        lastPattern = nil
+        k.forward(input: x, weights: pw.scaledPerFilter(scale), bias: shift, output: y, relu: relu)
+        foldedForwards += 1
+        return y
+    }
+
+    /// Whether `forwardFolding` may fold batch norms at inference (tests compare both ways).
+    public var foldBatchNormAtInference = true
+    /// Forward passes that ran with a folded batch norm.
+    public private(set) var foldedForwards = 0
+    private var foldedShift = BufferCache()
+
     public func backward(_ gradOutput: Tensor) -> Tensor {
         guard let x = input else { preconditionFailure("Conv2d.backward before forward") }
         let g = geometry(for: x.shape)

@@ -76,7 +76,20 @@ public final class Sequential: Layer {
 
     public func forward(_ x: Tensor) -> Tensor {
         var h = x
-        for (_, l) in layers { h = l.forward(h) }
+        var i = 0
+        while i < layers.count {
+            // At inference a pruned conv followed by batch norm (and ReLU) runs as one pass.
+            if let conv = layers[i].1 as? Conv2d, i + 1 < layers.count, let bn = layers[i + 1].1 as? BatchNorm2d {
+                let relu = i + 2 < layers.count && layers[i + 2].1 is ReLU
+                if let y = conv.forwardFolding(h, bn, relu: relu) {
+                    h = y
+                    i += relu ? 3 : 2
+                    continue
+                }
+            }
+            h = layers[i].1.forward(h)
+            i += 1
+        }
         return h
     }
 

@@ -80,7 +80,9 @@ public final class BasicBlock: Layer {
     public func outputShape(for input: [Int]) -> [Int] { conv2.outputShape(for: conv1.outputShape(for: input)) }
 
     public func forward(_ x: Tensor) -> Tensor {
-        let main = bn2(conv2(relu(bn1(conv1(x)))))
+        // At inference pruned convs fold their batch norm (and ReLU) into one pass.
+        let inner = conv1.forwardFolding(x, bn1, relu: true) ?? relu(bn1(conv1(x)))
+        let main = conv2.forwardFolding(inner, bn2, relu: false) ?? bn2(conv2(inner))
         return join.forward(main, shortcut?.forward(x) ?? x)
     }
 
@@ -134,7 +136,8 @@ public final class Bottleneck: Layer {
     }
 
     public func forward(_ x: Tensor) -> Tensor {
-        let main = bn3(conv3(relu2(bn2(conv2(relu1(bn1(conv1(x))))))))
+        let mid = relu1(bn1(conv1(x)))
+        let main = bn3(conv3(conv2.forwardFolding(mid, bn2, relu: true) ?? relu2(bn2(conv2(mid)))))
         return join.forward(main, downsample?.forward(x) ?? x)
     }
 

@@ -91,6 +91,18 @@ public struct PatternWeights: Sendable {
     }
     public var nonZeros: Int { value.count }
 
+    /// The same weights with filter f's values multiplied by scale[f] (a batch norm folded
+    /// into the convolution at inference).
+    public func scaledPerFilter(_ scale: [Float]) -> PatternWeights {
+        precondition(scale.count == outChannels, "PatternWeights.scaledPerFilter: \(scale.count) scales for \(outChannels) filters")
+        var copy = self
+        for f in 0..<outChannels {
+            let s = scale[f]
+            for i in Int(tapStart[Int(rowStart[f])])..<Int(tapStart[Int(rowStart[f + 1])]) { copy.value[i] *= s }
+        }
+        return copy
+    }
+
     /// The same weights as CSR over the im2col weight matrix [K, C·9]: row pointers,
     /// column indices (c·9 + tap), values.
     public func csr() -> (rowPtr: [Int32], column: [Int32], value: [Float]) {
@@ -433,8 +445,9 @@ public final class PatternConvKernel {
         return p
     }
 
-    /// `output = conv(input, weights) + bias`; input [N, C, H, W], output [N, K, OH, OW].
-    public func forward(input: Tensor, weights pw: PatternWeights, bias: Tensor?, output: Tensor) {
+    /// `output = conv(input, weights) + bias`, then max(0, ·) when `relu` (fused into the
+    /// copy-out); input [N, C, H, W], output [N, K, OH, OW].
+    public func forward(input: Tensor, weights pw: PatternWeights, bias: Tensor?, output: Tensor, relu: Bool = false) {
         let g = geometry
         precondition(input.shape == g.inputShape && output.shape == g.outputShape, "pattern conv forward: shapes")
         precondition(pw.outChannels == g.outChannels && pw.inChannels == g.inChannels, "pattern conv: weight shape")
@@ -473,6 +486,7 @@ public final class PatternConvKernel {
                             } else {
                                 gatherTile(width, tile, biasValues[f], xp + t, Int(ft[f]), Int(ft[f + 1]), off, vs)
                             }
+                            if relu { reluTile(tile, width) }
                             copySegments(tile, yb + f * outSize, segs, s0, s1)
                         }
                     }
@@ -611,6 +625,17 @@ func weightTile(_ width: Int, _ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePoi
     case 32: weightTile4(dw, dy, x, i0, i1, off)
     case 16: weightTile2(dw, dy, x, i0, i1, off)
     default: weightTile1(dw, dy, x, i0, i1, off)
+    }
+}
+
+/// max(0, ·) over a tile of `width` floats (a multiple of 8).
+@inline(__always)
+func reluTile(_ tile: UnsafeMutablePointer<Float>, _ width: Int) {
+    let t = UnsafeMutableRawPointer(tile), zero = V8(repeating: 0)
+    var o = 0
+    while o < width * 4 {
+        t.storeBytes(of: pointwiseMax(t.loadUnaligned(fromByteOffset: o, as: V8.self), zero), toByteOffset: o, as: V8.self)
+        o += 32
     }
 }
 

@@ -30,6 +30,51 @@ struct ModelTests {
         for i in 0..<6 { #expect(abs(Double(grad[i]) - expectedGrad[i]) < 1e-6) }
     }
 
+    /// Pruned models at inference: convs with batch norm (and ReLU) folded into one pattern
+    /// pass give what the layers give one by one (ResNet blocks and VGG's Sequential).
+    @Test(arguments: ["resnet20", "vgg11"])
+    func foldedBatchNormMatchesLayerByLayer(_ name: String) throws {
+        let input = ModelInput(channels: 3, size: 32, classes: 10)
+        let model = try ModelZoo.make(name, input: input, seed: 3)
+        var rng = RNG(seed: 4)
+        let corners: [[Int]] = [[0, 1, 3, 4], [1, 2, 4, 5], [3, 4, 6, 7], [4, 5, 7, 8]]
+        var folded = 0
+        for (_, m) in model.namedModules() {
+            if let bn = m as? BatchNorm2d {
+                // Non-trivial statistics, so that folding has something to get wrong.
+                for c in 0..<bn.channels {
+                    bn.runningMean[c] = rng.normal() * 0.3
+                    bn.runningVar[c] = 0.5 + rng.uniform()
+                    bn.weight.value[c] = 0.5 + rng.uniform()
+                    bn.bias.value[c] = rng.normal() * 0.2
+                }
+            }
+            guard let conv = m as? Conv2d, conv.kernelSize == 3 else { continue }
+            let w = conv.weight
+            let mask = Tensor(shape: w.shape)
+            for k in 0..<(w.shape[0] * w.shape[1]) where rng.uniform() > 0.6 {
+                for t in corners[Int(rng.next() % 4)] { mask[k * 9 + t] = 1 }
+            }
+            w.mask = mask
+            w.applyMask()
+            folded += 1
+        }
+        #expect(folded > 5)
+        model.train(false)
+        let x = Tensor(shape: [2, 3, 32, 32])
+        for i in 0..<x.count { x[i] = rng.normal() }
+        let fused = model.forward(x).clone()
+        let convs = model.namedModules().compactMap { $0.1 as? Conv2d }
+        #expect(convs.filter { $0.foldedForwards > 0 }.count == folded, "every pruned conv ran folded")
+        for (_, m) in model.namedModules() { (m as? Conv2d)?.foldBatchNormAtInference = false }
+        let separate = model.forward(x).clone()
+        #expect(Reference.maxRelativeError(fused, separate) <= 1e-4)
+        // The unfused path is the pattern kernels layer by layer; oneDNN on the masked
+        // weights gives the same again.
+        for (_, m) in model.namedModules() { (m as? Conv2d)?.usePatternKernels = false }
+        #expect(Reference.maxRelativeError(model.forward(x), separate) <= 1e-4)
+    }
+
     @Test func stateDictNamesFollowPyTorch() throws {
         let m = try ModelZoo.make("resnet20", input: .cifar10, seed: 1)
         let names = m.stateDict().map(\.0)
