@@ -16,7 +16,8 @@ public final class Conv2d: Layer {
     /// Activation-gradient pruning of the incoming gradient, with this layer's name.
     public var gradientPruning: (policy: GradientPruningPolicy, name: String)?
     /// After hard pruning (a mask is set) forward and backward run the pattern-sparse
-    /// kernels instead of oneDNN (3x3, padding 1, stride 1 or 2).
+    /// kernels instead of oneDNN (3x3 with padding 1, or 1x1 with padding 0 under
+    /// connectivity pruning; stride 1 or 2).
     public var usePatternKernels = true
     /// The pattern format of the last forward, when it ran on the pattern kernels.
     private var lastPattern: PatternWeights?
@@ -24,6 +25,9 @@ public final class Conv2d: Layer {
     /// The pattern format built from the current mask (rebuilt only when the mask changes;
     /// each forward refreshes its values from the weight).
     private var patternCache: (mask: Tensor, weights: PatternWeights)?
+    /// Whether the last forward ran on the pattern kernels.
+    public var lastForwardUsedPatternKernels: Bool { patternCache != nil && lastForwardPattern }
+    private var lastForwardPattern = false
     /// Time spent in `forward`, accumulated (for per-layer benchmarks).
     public var forwardSeconds = 0.0
     private var patternPlans: [ConvGeometry: PatternConvKernel] = [:]
@@ -113,17 +117,19 @@ public final class Conv2d: Layer {
         let y = outputs.get(g.outputShape)
         input = x
         lastPattern = nil
-        if usePatternKernels, let mask = weight.mask, PatternConvKernel.supports(g) {
-            let k = patternPlans[g] ?? PatternConvKernel(g)
+        lastForwardPattern = false
+        if usePatternKernels, let mask = weight.mask, let pg = PatternConvKernel.embeddedGeometry(g) {
+            let k = patternPlans[g] ?? PatternConvKernel(pg)
             patternPlans[g] = k
             // The structure is built once per mask; a step only gathers the kept values.
             let pw: PatternWeights
             if let c = patternCache, c.mask === mask {
                 pw = c.weights.refreshed(from: weight.value)
             } else {
-                pw = PatternWeights(weight: weight.value, mask: mask)
+                pw = patternWeights(mask)
             }
             patternCache = (mask, pw)
+            lastForwardPattern = true
             k.forward(input: x, weights: pw, bias: bias?.value, output: y)
             if isTraining { lastPattern = pw }
             return y
@@ -140,16 +146,16 @@ public final class Conv2d: Layer {
         guard !isTraining, !bn.isTraining, foldBatchNormAtInference, usePatternKernels, let mask = weight.mask,
               bn.channels == outChannels else { return nil }
         let g = geometry(for: x.shape)
-        guard PatternConvKernel.supports(g) else { return nil }
+        guard let pg = PatternConvKernel.embeddedGeometry(g) else { return nil }
         let t0 = DispatchTime.now().uptimeNanoseconds
         defer { forwardSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 }
-        let k = patternPlans[g] ?? PatternConvKernel(g)
+        let k = patternPlans[g] ?? PatternConvKernel(pg)
         patternPlans[g] = k
         let pw: PatternWeights
         if let c = patternCache, c.mask === mask {
             pw = c.weights.refreshed(from: weight.value)
         } else {
-            pw = PatternWeights(weight: weight.value, mask: mask)
+            pw = patternWeights(mask)
         }
         patternCache = (mask, pw)
         var scale = [Float](repeating: 0, count: outChannels)
@@ -163,7 +169,13 @@ public final class Conv2d: Layer {
         lastPattern = nil
         k.forward(input: x, weights: pw.scaledPerFilter(scale), bias: shift, output: y, relu: relu)
         foldedForwards += 1
+        lastForwardPattern = true
         return y
+    }
+
+    /// The pattern format of the weight under `mask` (1x1 kernels as centre taps).
+    private func patternWeights(_ mask: Tensor) -> PatternWeights {
+        kernelSize == 1 ? PatternWeights(pointwise: weight.value, mask: mask) : PatternWeights(weight: weight.value, mask: mask)
     }
 
     /// Whether `forwardFolding` may fold batch norms at inference (tests compare both ways).

@@ -58,12 +58,41 @@ public struct PatternWeights: Sendable {
         position = pos
     }
 
+    /// A 1x1 convolution's weight [K, C, 1, 1] under connectivity pruning, as a 3x3
+    /// pattern format whose kernels keep only the centre tap: a 1x1 conv with padding 0
+    /// equals a 3x3 conv with padding 1 and only the centre weight, at strides 1 and 2
+    /// (see `PatternConvKernel.embeddedGeometry`). `position` indexes the 1x1 weight.
+    public init(pointwise weight: Tensor, mask: Tensor? = nil) {
+        precondition(weight.rank == 4 && weight.shape[2] == 1 && weight.shape[3] == 1,
+                     "PatternWeights(pointwise:): weight \(weight.shape), expected [K, C, 1, 1]")
+        outChannels = weight.shape[0]
+        inChannels = weight.shape[1]
+        var rs: [Int32] = [0], ch: [Int32] = [], ts: [Int32] = [0], vs: [Float] = [], pos: [Int32] = []
+        let keep = mask ?? weight
+        for f in 0..<outChannels {
+            for c in 0..<inChannels where keep[f * inChannels + c] != 0 {
+                ch.append(Int32(c))
+                vs.append(weight[f * inChannels + c])
+                pos.append(Int32(f * inChannels + c))
+                ts.append(Int32(vs.count))
+            }
+            rs.append(Int32(ch.count))
+        }
+        rowStart = rs
+        channel = ch
+        tapStart = ts
+        tap = [UInt8](repeating: 4, count: vs.count)
+        value = vs
+        position = pos
+    }
+
     public var keptKernels: Int { channel.count }
 
     /// The same structure with the values of `weight` at the kept positions (a training
     /// step after hard pruning changes the values, never the structure).
     public func refreshed(from weight: Tensor) -> PatternWeights {
-        precondition(weight.shape == [outChannels, inChannels, 3, 3], "PatternWeights.refreshed: weight \(weight.shape)")
+        precondition(weight.count == outChannels * inChannels * 9 || (weight.count == outChannels * inChannels && tap.allSatisfy { $0 == 4 }),
+                     "PatternWeights.refreshed: weight \(weight.shape) for \(outChannels)x\(inChannels) kernels")
         var copy = self
         let w = weight.data
         copy.value = position.map { w[Int($0)] }
@@ -257,6 +286,17 @@ public final class PatternConvKernel {
 
     public static func supports(_ g: ConvGeometry) -> Bool {
         g.kernelSize == 3 && g.padding == 1 && (g.stride == 1 || g.stride == 2)
+    }
+
+    /// The geometry these kernels run a convolution as: itself for 3x3 with padding 1, the
+    /// equivalent 3x3 (padding 1, centre tap only) for 1x1 with padding 0; nil otherwise.
+    /// Strides 1 and 2.
+    public static func embeddedGeometry(_ g: ConvGeometry) -> ConvGeometry? {
+        if supports(g) { return g }
+        guard g.kernelSize == 1 && g.padding == 0 && (g.stride == 1 || g.stride == 2) else { return nil }
+        let e = ConvGeometry(batch: g.batch, inChannels: g.inChannels, height: g.height, width: g.width,
+                             outChannels: g.outChannels, kernelSize: 3, stride: g.stride, padding: 1)
+        return e.outputShape == g.outputShape ? e : nil
     }
 
     public init(_ g: ConvGeometry) {

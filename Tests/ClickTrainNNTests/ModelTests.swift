@@ -75,6 +75,33 @@ struct ModelTests {
         #expect(Reference.maxRelativeError(model.forward(x), separate) <= 1e-4)
     }
 
+    /// A 1x1 conv under connectivity pruning trains on the pattern kernels (its kernels as
+    /// centre taps of a 3x3): forward and both gradients equal oneDNN on the masked weight.
+    @Test(arguments: [1, 2])
+    func pointwiseConvWithConnectivityMask(_ stride: Int) {
+        var rng = RNG(seed: 9)
+        let a = Conv2d(12, 20, kernelSize: 1, stride: stride, padding: 0, bias: true, rng: &rng)
+        let mask = Tensor(shape: a.weight.shape)
+        for i in 12..<mask.count where rng.uniform() < 0.5 { mask[i] = 1 }  // filter 0 loses every kernel
+        a.weight.mask = mask
+        a.weight.applyMask()
+        let b = Conv2d(weight: a.weight.value.clone(), bias: a.bias!.value.clone(), stride: stride, padding: 0)
+        let x = Tensor(shape: [3, 12, 9, 9])
+        for i in 0..<x.count { x[i] = rng.normal() }
+        let ya = a.forward(x).clone(), yb = b.forward(x)
+        #expect(a.lastForwardUsedPatternKernels && !b.lastForwardUsedPatternKernels)
+        #expect(ya.shape == yb.shape)
+        #expect(Reference.maxRelativeError(ya, yb) <= 1e-5)
+        let dy = Tensor(shape: ya.shape)
+        for i in 0..<dy.count { dy[i] = rng.normal() }
+        let dxa = a.backward(dy).clone(), dxb = b.backward(dy)
+        #expect(Reference.maxRelativeError(dxa, dxb) <= 1e-5, "input gradient")
+        let masked = Tensor(shape: b.weight.shape)
+        for i in 0..<masked.count { masked[i] = b.weight.grad[i] * mask[i] }
+        #expect(Reference.maxRelativeError(a.weight.grad, masked) <= 1e-5, "weight gradient of the kept kernels")
+        #expect(Reference.maxRelativeError(a.bias!.grad, b.bias!.grad) <= 1e-5, "bias gradient")
+    }
+
     @Test func stateDictNamesFollowPyTorch() throws {
         let m = try ModelZoo.make("resnet20", input: .cifar10, seed: 1)
         let names = m.stateDict().map(\.0)
