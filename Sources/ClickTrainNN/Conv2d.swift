@@ -119,16 +119,7 @@ public final class Conv2d: Layer {
         lastPattern = nil
         lastForwardPattern = false
         if usePatternKernels, let mask = weight.mask, let pg = PatternConvKernel.embeddedGeometry(g) {
-            let k = patternPlans[g] ?? PatternConvKernel(pg)
-            patternPlans[g] = k
-            // The structure is built once per mask; a step only gathers the kept values.
-            let pw: PatternWeights
-            if let c = patternCache, c.mask === mask {
-                pw = c.weights.refreshed(from: weight.value)
-            } else {
-                pw = patternWeights(mask)
-            }
-            patternCache = (mask, pw)
+            let (k, pw) = patternKernel(g, pg, mask)
             lastForwardPattern = true
             k.forward(input: x, weights: pw, bias: bias?.value, output: y)
             if isTraining { lastPattern = pw }
@@ -149,15 +140,7 @@ public final class Conv2d: Layer {
         guard let pg = PatternConvKernel.embeddedGeometry(g) else { return nil }
         let t0 = DispatchTime.now().uptimeNanoseconds
         defer { forwardSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 }
-        let k = patternPlans[g] ?? PatternConvKernel(pg)
-        patternPlans[g] = k
-        let pw: PatternWeights
-        if let c = patternCache, c.mask === mask {
-            pw = c.weights.refreshed(from: weight.value)
-        } else {
-            pw = patternWeights(mask)
-        }
-        patternCache = (mask, pw)
+        let (k, pw) = patternKernel(g, pg, mask)
         var scale = [Float](repeating: 0, count: outChannels)
         let shift = foldedShift.get([outChannels])
         for f in 0..<outChannels {
@@ -173,9 +156,22 @@ public final class Conv2d: Layer {
         return y
     }
 
-    /// The pattern format of the weight under `mask` (1x1 kernels as centre taps).
-    private func patternWeights(_ mask: Tensor) -> PatternWeights {
-        kernelSize == 1 ? PatternWeights(pointwise: weight.value, mask: mask) : PatternWeights(weight: weight.value, mask: mask)
+    /// The pattern kernel for geometry `g` (run as `pg`) and the weight's pattern format
+    /// under `mask` (1x1 kernels as centre taps). The structure is built once per mask; a
+    /// step only gathers the kept values.
+    private func patternKernel(_ g: ConvGeometry, _ pg: ConvGeometry, _ mask: Tensor) -> (PatternConvKernel, PatternWeights) {
+        let k = patternPlans[g] ?? PatternConvKernel(pg)
+        patternPlans[g] = k
+        let pw: PatternWeights
+        if let c = patternCache, c.mask === mask {
+            pw = c.weights.refreshed(from: weight.value)
+        } else if kernelSize == 1 {
+            pw = PatternWeights(pointwise: weight.value, mask: mask)
+        } else {
+            pw = PatternWeights(weight: weight.value, mask: mask)
+        }
+        patternCache = (mask, pw)
+        return (k, pw)
     }
 
     /// Whether `forwardFolding` may fold batch norms at inference (tests compare both ways).
