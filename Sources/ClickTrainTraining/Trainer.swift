@@ -295,11 +295,11 @@ public final class Trainer {
             m.dense_inference_flops = denseCost.denseInferenceFLOPs
             m.train_flops = Double(seen) * cost.trainingFLOPs(sparse: sparseNow)
             m.dense_train_flops = Double(seen) * denseCost.trainingFLOPs(sparse: false)
-            var gradNote = m.grad_sparsity_conv_mean.map { String(format: "  grad sparsity %.1f%%", 100 * $0) } ?? ""
             if let gp = gradientPruning {
                 m.grad_sparsity = Dictionary(uniqueKeysWithValues: gp.layerNames.map { ($0, gp.stats[$0]?.sparsity ?? 0) })
                 m.grad_sparsity_conv_mean = gp.meanSparsity(of: convLayerNames)
             }
+            var gradNote = m.grad_sparsity_conv_mean.map { String(format: "  grad sparsity %.1f%%", 100 * $0) } ?? ""
             completedEpochs += 1
             if let pt = prunetrain {
                 let changed = pt.reconfigure(model: model, completedEpochs: completedEpochs)
