@@ -170,7 +170,8 @@ public struct PatternWeights: Sendable {
 /// Each image is zero-padded once into a per-thread buffer (for stride 2 split into its
 /// four (row, column) parity planes, so that stride 2 reads contiguous rows too). Outputs
 /// are computed over the padded pitch (pad columns computed and dropped) in tiles of 64
-/// values held in eight SIMD8 registers across every kept tap of a filter: per tap one
+/// values (32, 16, 8 at the end of a span; `Generated/PatternTiles.swift`) held in
+/// eight SIMD8 registers across every kept tap of a filter: per tap one
 /// broadcast weight, eight loads and eight fused multiply-adds, no accumulator traffic; a
 /// finished tile goes from an L1 scratch straight to its rows of the output. The input
 /// gradient is the same tiled gather over the output gradient laid out on the plane grid
@@ -180,7 +181,7 @@ public struct PatternWeights: Sendable {
 ///
 /// The kernel caches the tap offsets of the last weight structure it saw (kept kernels and
 /// patterns); a weight with the same structure and new values (a training step after hard
-/// pruning) reuses them.
+/// pruning) reuses them. A 1x1 convolution runs here as the 3x3 of `embeddedGeometry`.
 public final class PatternConvKernel {
     public let geometry: ConvGeometry
     private let chunks: Int
