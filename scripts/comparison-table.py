@@ -38,7 +38,11 @@ def main():
         saved_train = f"{100 * (1 - tf / dtf):.1f}%" if dtf else "0%"
         saved_inf = f"{100 * (1 - inf / dinf):.1f}%" if dinf else "0%"
         minutes = sum(e["seconds"] for e in m) / 60
-        print(f"| {cfg.get('method', 'dense')} | {last['epoch']} | {100 * last['test_acc']:.2f}% "
+        label = cfg.get("method", "dense")
+        share = cfg.get("prunetrain_penalty_share")
+        if label == "prunetrain" and share and abs(float(share) - 0.2) > 1e-6:
+            label += f" (λ share {float(share):g})"
+        print(f"| {label} | {last['epoch']} | {100 * last['test_acc']:.2f}% "
               f"| {100 * (last['test_acc'] - base_acc):+.2f} | {last.get('conv_compression', 1):.2f}x "
               f"| {saved_train} | {saved_inf} | {minutes:.1f} min |")
 
