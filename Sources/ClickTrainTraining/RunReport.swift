@@ -32,6 +32,7 @@ public enum RunReport {
             ("test", "#d62728", Array(zip(ep, metrics.map(\.test_loss)))),
         ], yLabel: "loss")
         body += "<p>Phases: " + metrics.map { "\($0.epoch): \(esc($0.phase))" }.joined(separator: ", ") + "</p>"
+        body += "<p>Time per phase: " + esc(Trainer.phaseTimes(metrics)) + "</p>"
         let convs = cost.layers.filter { $0.kind == "conv" }
         body += "<h2>Weight sparsity per conv layer</h2>" + barChart(convs.map {
             ($0.name, 100 * (1 - Double($0.nonZeroWeights) / Double($0.weights)))

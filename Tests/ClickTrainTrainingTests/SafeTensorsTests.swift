@@ -80,6 +80,17 @@ struct RunConfigTests {
         #expect(RunConfig.unusedKeys(yaml: try c.yaml()).isEmpty)
     }
 
+    @Test func timePerPhaseSumsEpochsInOrder() throws {
+        let lines = [("warm-up", 10.0), ("warm-up", 12.5), ("regularised", 20.0), ("pruned", 7.25), ("pruned", 7.0)]
+        let metrics = try lines.enumerated().map { i, l in
+            try JSONDecoder().decode(EpochMetrics.self, from: Data("""
+                {"epoch": \(i + 1), "lr": 0.1, "train_loss": 1, "train_acc": 0.5, "test_loss": 1, "test_acc": 0.5,
+                 "images_per_s": 100, "seconds": \(l.1), "phase": "\(l.0)"}
+                """.utf8))
+        }
+        #expect(Trainer.phaseTimes(metrics) == "warm-up 2 epochs 22.5 s, regularised 1 epoch 20.0 s, pruned 2 epochs 14.2 s")
+    }
+
     @Test func unusedKeysAreListed() {
         // Keys of other tools, and misspellings, are reported (the CLI warns about them).
         let yaml = "model: resnet20\nchoose_epoch: 3\narch: resnet\nepochs: 2\n"
