@@ -193,8 +193,8 @@ public final class PatternConvKernel {
     /// Source plane layout: rows × pitch per (parity) plane, planes per channel.
     private let rows: Int, pitch: Int, phases: Int
     private let plane: Int, planeStride: Int
-    /// Output positions over the pitch: span, rounded up to whole SIMD8 vectors.
-    private let span: Int, spanR: Int
+    /// Output positions over the pitch (the span), rounded up to whole SIMD8 vectors.
+    private let spanR: Int
     /// Where tap t = (ky, kx) reads for the output at (0, 0), in a channel's planes.
     public let tapOffsets: [Int]
     private let margin: Int
@@ -308,8 +308,7 @@ public final class PatternConvKernel {
         (rows, pitch, phases) = (r, p, ph)
         plane = r * p * ph
         let (oh, ow, h, w) = (g.outHeight, g.outWidth, g.height, g.width)
-        span = (oh - 1) * p + ow
-        spanR = (span + 7) / 8 * 8
+        spanR = ((oh - 1) * p + ow + 7) / 8 * 8
         // Forward and weight-gradient reads reach spanR - 1 + the largest offset < plane + 8.
         planeStride = (plane + 8 + 15) / 16 * 16
         tapOffsets = (0..<9).map { t in
@@ -696,19 +695,3 @@ func copySegments(_ tile: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Floa
 }
 
 typealias V8 = SIMD8<Float>
-
-/// Σ a[i]·b[i], eight partial sums.
-@inline(__always)
-func vectorDot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
-    var acc = SIMD8<Float>(repeating: 0)
-    let ar = UnsafeRawPointer(a), br = UnsafeRawPointer(b)
-    var i = 0
-    while i + 8 <= n {
-        acc.addProduct(ar.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self),
-                       br.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self))
-        i += 8
-    }
-    var s = acc.sum()
-    while i < n { s += a[i] * b[i]; i += 1 }
-    return s
-}
