@@ -129,11 +129,11 @@ public final class Conv2d: Layer {
         return y
     }
 
-    /// At inference, on the pattern kernels: `bn(conv(x))`, then ReLU when `relu`, in one
-    /// pass, the batch norm folded into the pattern weights (scale per filter) and the bias
-    /// (shift), ReLU applied as tiles are written. nil when it does not apply (training, no
+    /// At inference, on the pattern kernels: `bn(conv(x))`, plus `residual` when given,
+    /// then ReLU when `relu`, in one pass, the batch norm folded into the pattern weights
+    /// (scale per filter) and the bias (shift), residual and ReLU applied as tiles are written. nil when it does not apply (training, no
     /// mask, or the layer runs on oneDNN); the caller then runs the layers one by one.
-    public func forwardFolding(_ x: Tensor, _ bn: BatchNorm2d, relu: Bool) -> Tensor? {
+    public func forwardFolding(_ x: Tensor, _ bn: BatchNorm2d, relu: Bool, residual: Tensor? = nil) -> Tensor? {
         guard !isTraining, !bn.isTraining, foldBatchNormAtInference, usePatternKernels, let mask = weight.mask,
               bn.channels == outChannels else { return nil }
         let g = geometry(for: x.shape)
@@ -150,7 +150,7 @@ public final class Conv2d: Layer {
         let y = outputs.get(g.outputShape)
         input = x
         lastPattern = nil
-        k.forward(input: x, weights: pw.scaledPerFilter(scale), bias: shift, output: y, relu: relu)
+        k.forward(input: x, weights: pw.scaledPerFilter(scale), bias: shift, output: y, relu: relu, residual: residual)
         foldedForwards += 1
         lastForwardPattern = true
         return y

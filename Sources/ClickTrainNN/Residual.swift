@@ -82,6 +82,12 @@ public final class BasicBlock: Layer {
     public func forward(_ x: Tensor) -> Tensor {
         // At inference pruned convs fold their batch norm (and ReLU) into one pass.
         let inner = conv1.forwardFolding(x, bn1, relu: true) ?? relu(bn1(conv1(x)))
+        if !conv2.isTraining {
+            // Inference on pattern kernels: the residual add and ReLU ride on conv2's copy-out.
+            let short = shortcut?.forward(x) ?? x
+            if let y = conv2.forwardFolding(inner, bn2, relu: true, residual: short) { return y }
+            return join.forward(bn2(conv2(inner)), short)
+        }
         let main = conv2.forwardFolding(inner, bn2, relu: false) ?? bn2(conv2(inner))
         return join.forward(main, shortcut?.forward(x) ?? x)
     }

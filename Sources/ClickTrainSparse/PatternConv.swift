@@ -485,11 +485,15 @@ public final class PatternConvKernel {
         return p
     }
 
-    /// `output = conv(input, weights) + bias`, then max(0, ·) when `relu` (fused into the
-    /// copy-out); input [N, C, H, W], output [N, K, OH, OW].
-    public func forward(input: Tensor, weights pw: PatternWeights, bias: Tensor?, output: Tensor, relu: Bool = false) {
+    /// `output = conv(input, weights) + bias`, plus `residual` when given (a ResNet block's
+    /// shortcut, same shape as the output), then max(0, ·) when `relu` — both fused into
+    /// the copy-out; input [N, C, H, W], output [N, K, OH, OW].
+    public func forward(input: Tensor, weights pw: PatternWeights, bias: Tensor?, output: Tensor, relu: Bool = false,
+                        residual: Tensor? = nil) {
         let g = geometry
         precondition(input.shape == g.inputShape && output.shape == g.outputShape, "pattern conv forward: shapes")
+        precondition(residual == nil || residual!.shape == g.outputShape, "pattern conv forward: residual shape")
+        let res = residual?.data
         precondition(pw.outChannels == g.outChannels && pw.inChannels == g.inChannels, "pattern conv: weight shape")
         let p = planFor(pw)
         let n = g.batch, c = g.inChannels, k = g.outChannels, h = g.height, w = g.width
@@ -526,8 +530,13 @@ public final class PatternConvKernel {
                             } else {
                                 gatherTile(width, tile, biasValues[f], xp + t, Int(ft[f]), Int(ft[f + 1]), off, vs)
                             }
-                            if relu { reluTile(tile, width) }
-                            copySegments(tile, yb + f * outSize, segs, s0, s1)
+                            if let res {
+                                let at = (b * k + f) * outSize
+                                copySegmentsAdding(tile, yout + at, res + at, relu: relu, segs, s0, s1)
+                            } else {
+                                if relu { reluTile(tile, width) }
+                                copySegments(tile, yb + f * outSize, segs, s0, s1)
+                            }
                         }
                     }
                 }
@@ -690,6 +699,30 @@ func copySegments(_ tile: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Floa
             (dst + to).update(from: tile + from, count: count)
         } else {
             for j in 0..<count { dst[to + j * step] = tile[from + j] }
+        }
+    }
+}
+
+/// `copySegments` writing `tile + residual` (then max(0, ·) when `relu`).
+@inline(__always)
+func copySegmentsAdding(_ tile: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ res: UnsafePointer<Float>,
+                        relu: Bool, _ segs: UnsafePointer<Int32>, _ s0: Int, _ s1: Int) {
+    let zero = V8(repeating: 0)
+    for s in s0..<s1 {
+        let from = Int(segs[4 * s]), to = Int(segs[4 * s + 1]), count = Int(segs[4 * s + 2]), step = Int(segs[4 * s + 3])
+        var j = 0
+        if step == 1 {
+            let t = UnsafeRawPointer(tile + from), r = UnsafeRawPointer(res + to), d = UnsafeMutableRawPointer(dst + to)
+            while j + 8 <= count {
+                let v = t.loadUnaligned(fromByteOffset: j * 4, as: V8.self) + r.loadUnaligned(fromByteOffset: j * 4, as: V8.self)
+                d.storeBytes(of: relu ? pointwiseMax(v, zero) : v, toByteOffset: j * 4, as: V8.self)
+                j += 8
+            }
+        }
+        while j < count {
+            let v = tile[from + j] + res[to + j * step]
+            dst[to + j * step] = relu ? max(v, 0) : v
+            j += 1
         }
     }
 }
