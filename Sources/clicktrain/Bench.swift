@@ -65,6 +65,14 @@ struct Bench: ParsableCommand {
                       sparse training step (pattern kernels forward and backward): \(fmt(r.sparse_train_ms_per_step ?? 0)) ms \
                     (dense \(fmt(r.train_ms_per_step)) ms: \(fmt(r.train_ms_per_step / (r.sparse_train_ms_per_step ?? 1), 2))x)
                     """)
+                if let fl = r.sparse_forward_layers, !fl.isEmpty {
+                    // Where sparse inference spends its time: convolutions vs the rest.
+                    let pruned = fl.filter { $0.kept_weights < 1 }
+                    let convMs = fl.map(\.sparse_ms).reduce(0, +), prunedMs = pruned.map(\.sparse_ms).reduce(0, +)
+                    print("      of the sparse inference: convolutions \(fmt(convMs)) ms (\(pruned.count) pruned on pattern "
+                          + "kernels \(fmt(prunedMs)) ms, \(fl.count - pruned.count) unpruned on oneDNN \(fmt(convMs - prunedMs)) ms), "
+                          + "everything else \(fmt(sp - convMs)) ms")
+                }
                 if perLayer, let kl = r.sparse_kernel_layers, !kl.isEmpty {
                     print("    each convolution alone, oneDNN on the masked weight / pattern kernels, ms (speed-up):")
                     print("    conv layer          shape                kept   forward              input gradient       weight gradient")
