@@ -27,6 +27,8 @@ public final class Conv2d: Layer {
     private var patternCache: (mask: Tensor, weights: PatternWeights)?
     /// Whether the last forward ran on the pattern kernels.
     public var lastForwardUsedPatternKernels: Bool { patternCache != nil && lastForwardPattern }
+    /// Whether the last backward ran the sparse error-map kernels (activation-gradient pruning).
+    public private(set) var lastBackwardUsedSparseErrorKernels = false
     private var lastForwardPattern = false
     /// Time spent in `forward`, accumulated (for per-layer benchmarks).
     public var forwardSeconds = 0.0
@@ -183,6 +185,7 @@ public final class Conv2d: Layer {
     public func backward(_ gradOutput: Tensor) -> Tensor {
         guard let x = input else { preconditionFailure("Conv2d.backward before forward") }
         let g = geometry(for: x.shape)
+        lastBackwardUsedSparseErrorKernels = false
         var gi: Tensor? = nil
         if needsInputGradient {
             gi = gradInputs.get(x.shape)
@@ -210,9 +213,9 @@ public final class Conv2d: Layer {
             return gi ?? gradOutput
         }
         let t0 = DispatchTime.now().uptimeNanoseconds
-        if policy.prefersSparseKernels && SparseErrorConvKernel.supports(g)
+        lastBackwardUsedSparseErrorKernels = policy.prefersSparseKernels(layer: name) && SparseErrorConvKernel.supports(g)
             && g.inChannels >= policy.sparseKernelMinChannels
-        {
+        if lastBackwardUsedSparseErrorKernels {
             // Pruning fused into the kernels that skip the zeros.
             let k = sparsePlans[g] ?? SparseErrorConvKernel(g)
             sparsePlans[g] = k
