@@ -135,7 +135,10 @@ public final class Conv2d: Layer {
     /// then ReLU when `relu`, in one pass, the batch norm folded into the pattern weights
     /// (scale per filter) and the bias (shift), residual and ReLU applied as tiles are written. nil when it does not apply (training, no
     /// mask, or the layer runs on oneDNN); the caller then runs the layers one by one.
-    public func forwardFolding(_ x: Tensor, _ bn: BatchNorm2d, relu: Bool, residual: Tensor? = nil) -> Tensor? {
+    /// `output`, when given, receives the result (shared inference buffers, see
+    /// `Sequential.forward`); otherwise the layer's own buffer does.
+    public func forwardFolding(_ x: Tensor, _ bn: BatchNorm2d, relu: Bool, residual: Tensor? = nil,
+                               into output: Tensor? = nil) -> Tensor? {
         guard !isTraining, !bn.isTraining, foldBatchNormAtInference, usePatternKernels, let mask = weight.mask,
               bn.channels == outChannels else { return nil }
         let g = geometry(for: x.shape)
@@ -149,7 +152,8 @@ public final class Conv2d: Layer {
             scale[f] = bn.weight.value[f] / (bn.runningVar[f] + bn.eps).squareRoot()
             shift[f] = bn.bias.value[f] + ((bias?.value[f] ?? 0) - bn.runningMean[f]) * scale[f]
         }
-        let y = outputs.get(g.outputShape)
+        precondition(output == nil || output!.shape == g.outputShape, "forwardFolding: output buffer shape")
+        let y = output ?? outputs.get(g.outputShape)
         input = x
         lastPattern = nil
         k.forward(input: x, weights: pw.scaledPerFilter(scale), bias: shift, output: y, relu: relu, residual: residual)

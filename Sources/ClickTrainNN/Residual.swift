@@ -79,13 +79,18 @@ public final class BasicBlock: Layer {
 
     public func outputShape(for input: [Int]) -> [Int] { conv2.outputShape(for: conv1.outputShape(for: input)) }
 
-    public func forward(_ x: Tensor) -> Tensor {
+    public func forward(_ x: Tensor) -> Tensor { forward(x, output: nil, inner: nil) }
+
+    /// `forward`, with the results of pruned convs at inference written to `output` (the
+    /// block's output) and `inner` (between the convs) when given: buffers a chain of
+    /// blocks shares, so that a stage's activations stay in the cache (see `Sequential`).
+    func forward(_ x: Tensor, output: Tensor?, inner innerBuffer: Tensor?) -> Tensor {
         // At inference pruned convs fold their batch norm (and ReLU) into one pass.
-        let inner = conv1.forwardFolding(x, bn1, relu: true) ?? relu(bn1(conv1(x)))
+        let inner = conv1.forwardFolding(x, bn1, relu: true, into: innerBuffer) ?? relu(bn1(conv1(x)))
         if !conv2.isTraining {
             // Inference on pattern kernels: the residual add and ReLU ride on conv2's copy-out.
             let short = shortcut?.forward(x) ?? x
-            if let y = conv2.forwardFolding(inner, bn2, relu: true, residual: short) { return y }
+            if let y = conv2.forwardFolding(inner, bn2, relu: true, residual: short, into: output) { return y }
             return join.forward(bn2(conv2(inner)), short)
         }
         let main = conv2.forwardFolding(inner, bn2, relu: false) ?? bn2(conv2(inner))
