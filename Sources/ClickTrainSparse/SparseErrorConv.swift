@@ -10,12 +10,11 @@ import ClickTrainCore
 ///    `GradientPruner`, same random stream) and compacted into a per-filter list of
 ///    (position, value) without data-dependent branches: the non-zero mask of eight
 ///    entries picks their lane numbers from a 256-entry table;
-/// 3. weight gradient, filter by filter: for eight input channels at a time the nine taps
-///    are nine SIMD8 accumulators in registers, each non-zero adds `v · x[patch]`; the
-///    accumulators are stored once per filter, not once per non-zero;
-/// 4. input gradient, filter by filter: the filter's nine taps (eight channels) stay in
-///    registers while each non-zero adds `v · W[k, tap]` to the channels-last input
-///    gradient; then the image goes back to [C, H, W].
+/// 3. filter by filter, eight input channels at a time: for the weight gradient the nine
+///    taps are nine SIMD8 accumulators in registers, each non-zero adds `v · x[patch]`,
+///    stored once per filter, not once per non-zero; for the input gradient the filter's
+///    nine weight taps stay in registers while each non-zero adds `v · W[k, tap]` to the
+///    channels-last input gradient, which then goes back to [C, H, W].
 /// Measured alternatives (ResNet-20 shapes, 90% zeros): re-sorting the non-zeros by
 /// position and summing all filters before one read-modify-write per tap was 2x slower
 /// for the input gradient (a mispredicted branch per position); gathering per input
@@ -96,7 +95,6 @@ public final class SparseErrorConvKernel {
         let g = geometry
         precondition(gradOutput.shape == g.outputShape && input.shape == g.inputShape, "sparse conv backward: shapes")
         let n = g.batch, c = g.inChannels, k = g.outChannels, taps = g.kernelSize * g.kernelSize
-        let plane = g.outHeight * g.outWidth
         let wantDx = gradInput != nil
         if wantDx { transposeToChannelsLast(weight.data, wT.data, c: c, hw: taps, count: k) }
         var zerosPerChunk = [Int](repeating: 0, count: chunks)
@@ -131,7 +129,6 @@ public final class SparseErrorConvKernel {
                 db[f] = sum
             }
         }
-        _ = plane
         return zerosPerChunk.reduce(0, +)
     }
 
@@ -202,27 +199,39 @@ public final class SparseErrorConvKernel {
             if let gi = gradInput { (gi.data + b * c * hw).update(repeating: 0, count: c * hw) }
             return zeros
         }
-        // 3. Weight gradient, filter by filter, accumulators in registers.
+        // 3. Filter by filter, eight input channels at a time: the weight gradient with its
+        // nine taps in accumulators, the input gradient with the filter's nine taps in
+        // registers (both over the filter's non-zeros).
+        let dxp = gradInput == nil ? nil : s.dx.data
+        dxp?.update(repeating: 0, count: padH * pw * c)
         patchBase.withUnsafeBufferPointer { pbBuf in
             tapOffset.withUnsafeBufferPointer { toBuf in
                 s.nzPos.withUnsafeBufferPointer { posBuf in
                     s.nzVal.withUnsafeBufferPointer { valBuf in
                         let base = pbBuf.baseAddress!, off = toBuf.baseAddress!
                         let nzPos = posBuf.baseAddress!, nzVal = valBuf.baseAddress!
-                        let dw = s.dw.data
+                        let dw = s.dw.data, wt = wT.data
                         for f in 0..<k {
                             let lo = s.filterStart[f], hi = s.filterStart[f + 1]
                             if lo == hi { continue }
-                            let dwf = dw + f * taps * c
+                            let dwf = dw + f * taps * c, wf = wt + f * taps * c
                             var cc = 0
                             while cc < c {
                                 if taps == 9 {
                                     gatherNine(xp + cc, base: base, pos: nzPos, val: nzVal, lo: lo, hi: hi, off: off,
                                                into: dwf + cc, stride: c)
+                                    if let dxp {
+                                        scatterNine(wf + cc, tapStride: c, base: base, pos: nzPos, val: nzVal, lo: lo,
+                                                    hi: hi, off: off, into: dxp + cc)
+                                    }
                                 } else {
                                     for t in 0..<taps {
                                         gatherOne(xp + cc + off[t], base: base, pos: nzPos, val: nzVal, lo: lo, hi: hi,
                                                   into: dwf + t * c + cc)
+                                        if let dxp {
+                                            scatterOne(load8(wf + t * c + cc), base: base, pos: nzPos, val: nzVal, lo: lo,
+                                                       hi: hi, into: dxp + off[t] + cc)
+                                        }
                                     }
                                 }
                                 cc += 8
@@ -232,39 +241,7 @@ public final class SparseErrorConvKernel {
                 }
             }
         }
-        guard let gi = gradInput else { return zeros }
-        // 4. Input gradient, position by position.
-        let dxp = s.dx.data
-        dxp.update(repeating: 0, count: padH * pw * c)
-        patchBase.withUnsafeBufferPointer { pbBuf in
-            tapOffset.withUnsafeBufferPointer { toBuf in
-                s.nzPos.withUnsafeBufferPointer { posBuf in
-                    s.nzVal.withUnsafeBufferPointer { valBuf in
-                        let base = pbBuf.baseAddress!, off = toBuf.baseAddress!
-                        let nzPos = posBuf.baseAddress!, nzVal = valBuf.baseAddress!
-                        let wt = wT.data
-                        for f in 0..<k {
-                            let lo = s.filterStart[f], hi = s.filterStart[f + 1]
-                            if lo == hi { continue }
-                            let wf = wt + f * taps * c
-                            var cc = 0
-                            while cc < c {
-                                if taps == 9 {
-                                    scatterNine(wf + cc, tapStride: c, base: base, pos: nzPos, val: nzVal, lo: lo, hi: hi,
-                                                off: off, into: dxp + cc)
-                                } else {
-                                    for t in 0..<taps {
-                                        scatterOne(load8(wf + t * c + cc), base: base, pos: nzPos, val: nzVal, lo: lo,
-                                                   hi: hi, into: dxp + off[t] + cc)
-                                    }
-                                }
-                                cc += 8
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        guard let gi = gradInput, let dxp else { return zeros }
         // Back to [C, H, W] without the border.
         let dst = gi.data + b * c * hw
         for y in 0..<h {
