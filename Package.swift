@@ -1,12 +1,27 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+import Foundation
+
 // Our own SIMD/scalar loops need a target CPU with AVX2+FMA, or every FMA becomes a
-// library call (DESIGN.md §5). haswell (AVX2 + FMA) runs on every x86 server of the last decade,
-// including the GPU machine; unsafeFlags work because this is the root package.
+// library call (DESIGN.md §5). The build targets AVX-512 (skylake-avx512: AVX-512 F/CD/BW/DQ/VL, with the AVX512
+// condition that turns on the 512-bit pattern-conv tiles) when the building machine has
+// it, else haswell (AVX2 + FMA), which runs on every x86 server of the last decade.
+// CLICKTRAIN_TARGET_CPU overrides the choice (`haswell` for a binary that must also run on
+// machines without AVX-512, e.g. the GPU machine); change it with `--manifest-cache none`,
+// since SwiftPM caches the evaluated manifest. unsafeFlags work because this is the root package.
+let avx512CPUs: Set<String> = ["skylake-avx512", "cascadelake", "icelake-server", "sapphirerapids",
+                               "znver4", "znver5"]
+let targetCPU: String = {
+    if let cpu = ProcessInfo.processInfo.environment["CLICKTRAIN_TARGET_CPU"], !cpu.isEmpty { return cpu }
+    guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+          let flagsLine = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return "haswell" }
+    let flags = Set(flagsLine.split(separator: " ").map(String.init))
+    return ["avx512f", "avx512vl", "avx512bw", "avx512dq", "avx512cd"].allSatisfy(flags.contains) ? "skylake-avx512" : "haswell"
+}()
 let cpuFlags: [SwiftSetting] = [
-    .unsafeFlags(["-target-cpu", "haswell"], .when(platforms: [.linux])),
-]
+    .unsafeFlags(["-target-cpu", targetCPU], .when(platforms: [.linux])),
+] + (avx512CPUs.contains(targetCPU) ? [.define("AVX512", .when(platforms: [.linux]))] : [])
 
 let package = Package(
     name: "ClickTrain",
