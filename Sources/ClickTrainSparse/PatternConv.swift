@@ -171,8 +171,9 @@ public struct PatternWeights: Sendable {
 /// four (row, column) parity planes, so that stride 2 reads contiguous rows too). Outputs
 /// are computed over the padded pitch (pad columns computed and dropped) in tiles of 64
 /// values (32, 16, 8 at the end of a span; `Generated/PatternTiles.swift`) held in
-/// eight SIMD8 registers across every kept tap of a filter: per tap one
-/// broadcast weight, eight loads and eight fused multiply-adds, no accumulator traffic; a
+/// eight SIMD8 registers (four SIMD16 in an AVX-512 build) across every kept tap of a
+/// filter: per tap one broadcast weight, eight loads and eight fused multiply-adds, no
+/// accumulator traffic; a
 /// finished tile goes from an L1 scratch straight to its rows of the output. The input
 /// gradient is the same tiled gather over the output gradient laid out on the plane grid
 /// with negated offsets (for stride 2 per parity plane, with only that plane's taps); the
@@ -674,21 +675,12 @@ public final class PatternConvKernel {
 @inline(__always)
 func gatherTile(_ width: Int, _ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>,
                 _ i0: Int, _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>) {
-    #if AVX512
-    switch width {
-    case 64: gatherTile64x16(dst, initial, base, i0, i1, off, w)
-    case 32: gatherTile32x16(dst, initial, base, i0, i1, off, w)
-    case 16: gatherTile16x16(dst, initial, base, i0, i1, off, w)
-    default: gatherTile1(dst, initial, base, i0, i1, off, w)
-    }
-    #else
     switch width {
     case 64: gatherTile8(dst, initial, base, i0, i1, off, w)
     case 32: gatherTile4(dst, initial, base, i0, i1, off, w)
     case 16: gatherTile2(dst, initial, base, i0, i1, off, w)
     default: gatherTile1(dst, initial, base, i0, i1, off, w)
     }
-    #endif
 }
 
 /// `weightTile8/4/2/1` by tile width in floats.

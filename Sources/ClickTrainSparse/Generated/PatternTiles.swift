@@ -2,6 +2,127 @@
 // Register tiles for PatternConvKernel: gather tiles (forward and input gradient),
 // weight-gradient tiles, and per-pattern tiles for 4-tap patterns.
 
+#if AVX512
+typealias V16 = SIMD16<Float>
+
+/// dst[0..<64] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<64],
+/// held in 8 SIMD16 registers (2 sets of 4, taps dealt round-robin).
+@inline(__always)
+func gatherTile8(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
+                    _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>) {
+    let b = UnsafeRawPointer(base)
+    var a0_0 = V16(repeating: initial), a0_1 = V16(repeating: initial), a0_2 = V16(repeating: initial), a0_3 = V16(repeating: initial)
+    var a1_0 = V16(repeating: 0), a1_1 = V16(repeating: 0), a1_2 = V16(repeating: 0), a1_3 = V16(repeating: 0)
+    var i = i0
+    while i + 2 <= i1 {
+        let w0 = V16(repeating: w[i + 0]), s0 = b + Int(off[i + 0]) &* 4
+        let w1 = V16(repeating: w[i + 1]), s1 = b + Int(off[i + 1]) &* 4
+        a0_0.addProduct(w0, s0.loadUnaligned(fromByteOffset: 0, as: V16.self))
+        a1_0.addProduct(w1, s1.loadUnaligned(fromByteOffset: 0, as: V16.self))
+        a0_1.addProduct(w0, s0.loadUnaligned(fromByteOffset: 64, as: V16.self))
+        a1_1.addProduct(w1, s1.loadUnaligned(fromByteOffset: 64, as: V16.self))
+        a0_2.addProduct(w0, s0.loadUnaligned(fromByteOffset: 128, as: V16.self))
+        a1_2.addProduct(w1, s1.loadUnaligned(fromByteOffset: 128, as: V16.self))
+        a0_3.addProduct(w0, s0.loadUnaligned(fromByteOffset: 192, as: V16.self))
+        a1_3.addProduct(w1, s1.loadUnaligned(fromByteOffset: 192, as: V16.self))
+        i += 2
+    }
+    while i < i1 {
+        let w0 = V16(repeating: w[i]), s0 = b + Int(off[i]) &* 4
+        a0_0.addProduct(w0, s0.loadUnaligned(fromByteOffset: 0, as: V16.self))
+        a0_1.addProduct(w0, s0.loadUnaligned(fromByteOffset: 64, as: V16.self))
+        a0_2.addProduct(w0, s0.loadUnaligned(fromByteOffset: 128, as: V16.self))
+        a0_3.addProduct(w0, s0.loadUnaligned(fromByteOffset: 192, as: V16.self))
+        i += 1
+    }
+    let d = UnsafeMutableRawPointer(dst)
+    d.storeBytes(of: a0_0 + a1_0, toByteOffset: 0, as: V16.self)
+    d.storeBytes(of: a0_1 + a1_1, toByteOffset: 64, as: V16.self)
+    d.storeBytes(of: a0_2 + a1_2, toByteOffset: 128, as: V16.self)
+    d.storeBytes(of: a0_3 + a1_3, toByteOffset: 192, as: V16.self)
+}
+
+/// dst[0..<32] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<32],
+/// held in 8 SIMD16 registers (4 sets of 2, taps dealt round-robin).
+@inline(__always)
+func gatherTile4(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
+                    _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>) {
+    let b = UnsafeRawPointer(base)
+    var a0_0 = V16(repeating: initial), a0_1 = V16(repeating: initial)
+    var a1_0 = V16(repeating: 0), a1_1 = V16(repeating: 0)
+    var a2_0 = V16(repeating: 0), a2_1 = V16(repeating: 0)
+    var a3_0 = V16(repeating: 0), a3_1 = V16(repeating: 0)
+    var i = i0
+    while i + 4 <= i1 {
+        let w0 = V16(repeating: w[i + 0]), s0 = b + Int(off[i + 0]) &* 4
+        let w1 = V16(repeating: w[i + 1]), s1 = b + Int(off[i + 1]) &* 4
+        let w2 = V16(repeating: w[i + 2]), s2 = b + Int(off[i + 2]) &* 4
+        let w3 = V16(repeating: w[i + 3]), s3 = b + Int(off[i + 3]) &* 4
+        a0_0.addProduct(w0, s0.loadUnaligned(fromByteOffset: 0, as: V16.self))
+        a1_0.addProduct(w1, s1.loadUnaligned(fromByteOffset: 0, as: V16.self))
+        a2_0.addProduct(w2, s2.loadUnaligned(fromByteOffset: 0, as: V16.self))
+        a3_0.addProduct(w3, s3.loadUnaligned(fromByteOffset: 0, as: V16.self))
+        a0_1.addProduct(w0, s0.loadUnaligned(fromByteOffset: 64, as: V16.self))
+        a1_1.addProduct(w1, s1.loadUnaligned(fromByteOffset: 64, as: V16.self))
+        a2_1.addProduct(w2, s2.loadUnaligned(fromByteOffset: 64, as: V16.self))
+        a3_1.addProduct(w3, s3.loadUnaligned(fromByteOffset: 64, as: V16.self))
+        i += 4
+    }
+    while i < i1 {
+        let w0 = V16(repeating: w[i]), s0 = b + Int(off[i]) &* 4
+        a0_0.addProduct(w0, s0.loadUnaligned(fromByteOffset: 0, as: V16.self))
+        a0_1.addProduct(w0, s0.loadUnaligned(fromByteOffset: 64, as: V16.self))
+        i += 1
+    }
+    let d = UnsafeMutableRawPointer(dst)
+    d.storeBytes(of: a0_0 + a1_0 + a2_0 + a3_0, toByteOffset: 0, as: V16.self)
+    d.storeBytes(of: a0_1 + a1_1 + a2_1 + a3_1, toByteOffset: 64, as: V16.self)
+}
+
+/// dst[0..<16] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<16],
+/// held in 8 SIMD16 registers (8 sets of 1, taps dealt round-robin).
+@inline(__always)
+func gatherTile2(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
+                    _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>) {
+    let b = UnsafeRawPointer(base)
+    var a0_0 = V16(repeating: initial)
+    var a1_0 = V16(repeating: 0)
+    var a2_0 = V16(repeating: 0)
+    var a3_0 = V16(repeating: 0)
+    var a4_0 = V16(repeating: 0)
+    var a5_0 = V16(repeating: 0)
+    var a6_0 = V16(repeating: 0)
+    var a7_0 = V16(repeating: 0)
+    var i = i0
+    while i + 8 <= i1 {
+        let w0 = V16(repeating: w[i + 0]), s0 = b + Int(off[i + 0]) &* 4
+        let w1 = V16(repeating: w[i + 1]), s1 = b + Int(off[i + 1]) &* 4
+        let w2 = V16(repeating: w[i + 2]), s2 = b + Int(off[i + 2]) &* 4
+        let w3 = V16(repeating: w[i + 3]), s3 = b + Int(off[i + 3]) &* 4
+        let w4 = V16(repeating: w[i + 4]), s4 = b + Int(off[i + 4]) &* 4
+        let w5 = V16(repeating: w[i + 5]), s5 = b + Int(off[i + 5]) &* 4
+        let w6 = V16(repeating: w[i + 6]), s6 = b + Int(off[i + 6]) &* 4
+        let w7 = V16(repeating: w[i + 7]), s7 = b + Int(off[i + 7]) &* 4
+        a0_0.addProduct(w0, s0.loadUnaligned(fromByteOffset: 0, as: V16.self))
+        a1_0.addProduct(w1, s1.loadUnaligned(fromByteOffset: 0, as: V16.self))
+        a2_0.addProduct(w2, s2.loadUnaligned(fromByteOffset: 0, as: V16.self))
+        a3_0.addProduct(w3, s3.loadUnaligned(fromByteOffset: 0, as: V16.self))
+        a4_0.addProduct(w4, s4.loadUnaligned(fromByteOffset: 0, as: V16.self))
+        a5_0.addProduct(w5, s5.loadUnaligned(fromByteOffset: 0, as: V16.self))
+        a6_0.addProduct(w6, s6.loadUnaligned(fromByteOffset: 0, as: V16.self))
+        a7_0.addProduct(w7, s7.loadUnaligned(fromByteOffset: 0, as: V16.self))
+        i += 8
+    }
+    while i < i1 {
+        let w0 = V16(repeating: w[i]), s0 = b + Int(off[i]) &* 4
+        a0_0.addProduct(w0, s0.loadUnaligned(fromByteOffset: 0, as: V16.self))
+        i += 1
+    }
+    let d = UnsafeMutableRawPointer(dst)
+    d.storeBytes(of: a0_0 + a1_0 + a2_0 + a3_0 + a4_0 + a5_0 + a6_0 + a7_0, toByteOffset: 0, as: V16.self)
+}
+#else
+
 /// dst[0..<64] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<64],
 /// held in 8 SIMD8 registers (1 set of 8, taps dealt round-robin).
 @inline(__always)
@@ -106,6 +227,7 @@ func gatherTile2(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: U
     d.storeBytes(of: a0_0 + a1_0 + a2_0 + a3_0, toByteOffset: 0, as: V8.self)
     d.storeBytes(of: a0_1 + a1_1 + a2_1 + a3_1, toByteOffset: 32, as: V8.self)
 }
+#endif
 
 /// dst[0..<8] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<8],
 /// held in 8 SIMD8 registers (8 sets of 1, taps dealt round-robin).
