@@ -204,6 +204,117 @@ public final class PatternConvKernel {
     /// Output-gradient grid: per filter margin + plane + margin floats.
     private let gridStride: Int
     private var plan: Plan?
+    /// The forward pass's input layout (`Shifted`) and its per-chunk buffers, made at the
+    /// first forward.
+    let shifted: Shifted
+    private var shiftedBuffers: [Tensor] = []
+
+    /// The forward pass reads each input channel as 3·stride shifted copies laid out on the
+    /// output grid: copy (kx, py) row r holds x[stride·r + py − 1][stride·ox + kx − 1] at
+    /// column ox (zero outside the image). Tap (ky, kx) for the output at q = oy·OW + ox
+    /// then reads copy (kx, ky mod stride) at q + (ky / stride)·OW: one contiguous run over
+    /// the whole output plane, so tiles cover OH·OW positions with no pad columns, write
+    /// straight into the output (no scratch, no copy-out segments), and when OW is a
+    /// multiple of 16 every load is 64-byte aligned.
+    struct Shifted {
+        let stride: Int, rows: Int, width: Int, positions: Int
+        /// Floats per copy and per input channel (3·stride copies).
+        let copyStride: Int, channelStride: Int
+        /// Where tap t reads for the output at q = 0, from its channel's first copy.
+        let tapOffsets: [Int]
+        /// Tiles over 0..<positions: start, width (64, 32, 16 or 8); the last may pass the
+        /// end (`positions` not a multiple of 8) and then goes through the scratch tile.
+        let tileStart: [Int], tileWidth: [Int]
+
+        init(_ g: ConvGeometry) {
+            let s = g.stride, oh = g.outHeight, ow = g.outWidth
+            stride = s
+            width = ow
+            rows = oh + 2 / s
+            positions = oh * ow
+            // Reads reach (2 / s)·OW + positions rounded up to 8, past the rows by < 8.
+            let cs = ((oh + 2 / s) * ow + 8 + 15) / 16 * 16
+            copyStride = cs
+            channelStride = 3 * s * cs
+            tapOffsets = (0..<9).map { t in
+                let (ky, kx) = (t / 3, t % 3)
+                return (kx * s + ky % s) * cs + (ky / s) * ow
+            }
+            var ts: [Int] = [], tw: [Int] = []
+            var q = 0
+            while q < positions {
+                let left = positions - q
+                let w = left >= 64 ? 64 : left >= 32 ? 32 : left >= 16 ? 16 : 8
+                ts.append(q); tw.append(w)
+                q += w
+            }
+            tileStart = ts
+            tileWidth = tw
+        }
+
+        /// Copy index (kx·stride + py) of tap t.
+        func copy(ofTap t: Int) -> Int { (t % 3) * stride + (t / 3) % stride }
+
+        /// Fills the copies in `used` (bit per copy) for one image [C, H, W]; entries outside
+        /// the image are zero from the buffer's creation and never written.
+        func fill(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, geometry g: ConvGeometry, used: Int) {
+            let h = g.height, w = g.width, s = stride, ow = width
+            for c in 0..<g.inChannels {
+                let sc = src + c * h * w, dc = dst + c * channelStride
+                for y in 0..<h {
+                    // Input row y is row r of the copies with parity py (y = s·r + py − 1).
+                    let py = (y + 1) % s, r = (y + 1) / s, sr = sc + y * w
+                    let d0 = dc + py * copyStride + r * ow, d1 = d0 + s * copyStride, d2 = d1 + s * copyStride
+                    let use0 = used & (1 << py) != 0, use1 = used & (1 << (s + py)) != 0
+                    let use2 = used & (1 << (2 * s + py)) != 0
+                    if s == 1 && ow % 8 == 0 {
+                        // Columns x = ox + kx − 1: each input vector stored three times,
+                        // shifted. The shifted stores spill one float into the next row of
+                        // copy 0 (its column 0) and the previous row of copy 2 (its last
+                        // column); both are zero columns, restored right after (rows are
+                        // written in order and those columns never hold data).
+                        let raw = UnsafeRawPointer(sr)
+                        var j = 0
+                        while j < ow {
+                            let v = raw.loadUnaligned(fromByteOffset: 4 * j, as: SIMD8<Float>.self)
+                            if use0 { UnsafeMutableRawPointer(d0 + j + 1).storeBytes(of: v, as: SIMD8<Float>.self) }
+                            if use1 { UnsafeMutableRawPointer(d1 + j).storeBytes(of: v, as: SIMD8<Float>.self) }
+                            if use2 { UnsafeMutableRawPointer(d2 + j - 1).storeBytes(of: v, as: SIMD8<Float>.self) }
+                            j += 8
+                        }
+                        if use0 { d0[ow] = 0 }
+                        if use2 { d2[-1] = 0 }
+                    } else if s == 1 {
+                        if use0 { copyFloats(sr, d0 + 1, ow - 1) }
+                        if use1 { copyFloats(sr, d1, ow) }
+                        if use2 { copyFloats(sr + 1, d2, ow - 1) }
+                    } else {
+                        // kx = 1 reads the even columns 2·ox, kx = 2 the odd ones 2·ox + 1, kx = 0
+                        // the odd ones shifted by one (2·ox − 1).
+                        let raw = UnsafeRawPointer(sr)
+                        var ox = 0
+                        while 2 * ox + 16 <= w {
+                            let v = raw.loadUnaligned(fromByteOffset: 8 * ox, as: SIMD16<Float>.self)
+                            if use1 { UnsafeMutableRawPointer(d1 + ox).storeBytes(of: v.evenHalf, as: SIMD8<Float>.self) }
+                            if use2 { UnsafeMutableRawPointer(d2 + ox).storeBytes(of: v.oddHalf, as: SIMD8<Float>.self) }
+                            // Shifted by one: may spill into column 0 of the next row, restored below.
+                            if use0 { UnsafeMutableRawPointer(d0 + ox + 1).storeBytes(of: v.oddHalf, as: SIMD8<Float>.self) }
+                            ox += 8
+                        }
+                        while 2 * ox < w {
+                            if use1 { d1[ox] = sr[2 * ox] }
+                            if 2 * ox + 1 < w {
+                                if use2 { d2[ox] = sr[2 * ox + 1] }
+                                if use0 && ox + 1 < ow { d0[ox + 1] = sr[2 * ox + 1] }
+                            }
+                            ox += 1
+                        }
+                        if use0 { d0[ow] = 0 }
+                    }
+                }
+            }
+        }
+    }
 
     /// Tiles of 64, 32, 16 or 8 positions of a source layout: where each starts, which list row
     /// (parity plane) it uses, and the segments that copy its valid results out:
@@ -254,6 +365,9 @@ public final class PatternConvKernel {
         /// Forward and weight gradient: filter f's taps are fTaps[f]..<fTaps[f + 1] of
         /// `PatternWeights.value`, tap i reading the padded input at fOffset[i].
         let fTaps: [Int32], fOffset: [Int32]
+        /// The same taps' offsets in the forward's shifted layout, and which of its copies
+        /// they read (bit per copy).
+        let sOffset: [Int32], usedCopies: Int
         /// Forward with per-pattern code (every kernel keeps 4 taps): filter f's groups
         /// fGroups[f]..<fGroups[f + 1], group g one pattern id over kernels
         /// groupStart[g]..<groupStart[g + 1], kernel k's input plane at kernelBase[k].
@@ -356,6 +470,7 @@ public final class PatternConvKernel {
             gridEnd = 3 * rp + count
         }
         inputGradTiles = bt
+        shifted = Shifted(g)
         gridStride = margin + max(gridEnd, spanR + 64) + margin
         let ps = planeStride, cin = g.inChannels
         padded = (0..<chunks).map { _ in Tensor(shape: [cin * ps + 16]) }
@@ -407,13 +522,18 @@ public final class PatternConvKernel {
         let g = geometry
         precondition(pw.outChannels == g.outChannels && pw.inChannels == g.inChannels, "pattern conv: weight shape")
         let ps = Int32(planeStride), gs = Int32(gridStride)
-        var fTaps: [Int32] = [0], fOffset = [Int32]()
+        var fTaps: [Int32] = [0], fOffset = [Int32](), sOffset = [Int32]()
         fOffset.reserveCapacity(pw.tap.count)
+        sOffset.reserveCapacity(pw.tap.count)
+        var usedCopies = 0
+        let cs = Int32(shifted.channelStride)
         var bitsOf = [UInt16](repeating: 0, count: pw.channel.count)
         for f in 0..<g.outChannels {
             for e in Int(pw.rowStart[f])..<Int(pw.rowStart[f + 1]) {
                 for i in Int(pw.tapStart[e])..<Int(pw.tapStart[e + 1]) {
                     fOffset.append(pw.channel[e] * ps + Int32(tapOffsets[Int(pw.tap[i])]))
+                    sOffset.append(pw.channel[e] * cs + Int32(shifted.tapOffsets[Int(pw.tap[i])]))
+                    usedCopies |= 1 << shifted.copy(ofTap: Int(pw.tap[i]))
                     bitsOf[e] |= 1 << UInt16(pw.tap[i])
                 }
             }
@@ -432,7 +552,7 @@ public final class PatternConvKernel {
                         gStart.append(Int32(e))
                         last = bitsOf[e]
                     }
-                    kBase.append(pw.channel[e] * ps)
+                    kBase.append(pw.channel[e] * cs)
                 }
                 fGroups.append(Int32(gPat.count))
             }
@@ -483,7 +603,7 @@ public final class PatternConvKernel {
             bgStart.append(Int32(k))
         }
         return Plan(rowStart: pw.rowStart, channel: pw.channel, tap: pw.tap, tapStart: pw.tapStart,
-                    fTaps: fTaps, fOffset: fOffset, fourTap: fourTap, fGroups: fGroups, groupPattern: gPat,
+                    fTaps: fTaps, fOffset: fOffset, sOffset: sOffset, usedCopies: usedCopies, fourTap: fourTap, fGroups: fGroups, groupPattern: gPat,
                     groupStart: gStart, kernelBase: kBase, bTaps: bTaps, bOffset: bOffset,
                     bValueIndex: vi, bGroups: bGroups, bGroupPattern: bgPat, bGroupStart: bgStart,
                     bKernelBase: bkBase, bGroupValueIndex: bvi)
@@ -508,47 +628,54 @@ public final class PatternConvKernel {
         precondition(pw.outChannels == g.outChannels && pw.inChannels == g.inChannels, "pattern conv: weight shape")
         let p = planFor(pw)
         let n = g.batch, c = g.inChannels, k = g.outChannels, h = g.height, w = g.width
-        let outSize = g.outHeight * g.outWidth
-        let xin = input.data, yout = output.data, bufs = padded.map(\.data), scr = scratch.map(\.data)
-        let chunkCount = chunks
-        let tiles = forwardTiles, tilePacked = forwardTiles.packed, tileCount = forwardTiles.start.count
+        let sh = shifted, outSize = sh.positions
+        if shiftedBuffers.isEmpty {
+            shiftedBuffers = (0..<chunks).map { _ in Tensor(shape: [c * sh.channelStride + 16]) }
+        }
+        let xin = input.data, yout = output.data, bufs = shiftedBuffers.map(\.data), scr = scratch.map(\.data)
+        let chunkCount = chunks, used = p.usedCopies
+        let tileStart = sh.tileStart, tileWidth = sh.tileWidth, tileCount = sh.tileStart.count
         let biasValues = (0..<k).map { bias?[$0] ?? 0 }
         let usePatterns = usePatternCode && p.fourTap
-        let tapBytes = tapOffsets.map { $0 * 4 }
+        let tapBytes = sh.tapOffsets.map { $0 * 4 }
         p.fTaps.withUnsafeBufferPointer { ft in
-        p.fOffset.withUnsafeBufferPointer { off in
+        p.sOffset.withUnsafeBufferPointer { off in
         p.fGroups.withUnsafeBufferPointer { fg in
         p.groupPattern.withUnsafeBufferPointer { gp in
         p.groupStart.withUnsafeBufferPointer { gs in
         p.kernelBase.withUnsafeBufferPointer { kb in
         tapBytes.withUnsafeBufferPointer { tb in
         pw.value.withUnsafeBufferPointer { vs in
-        tiles.segments.withUnsafeBufferPointer { segs in
-        tilePacked.withUnsafeBufferPointer { tinfo in
+        tileStart.withUnsafeBufferPointer { tstart in
+        tileWidth.withUnsafeBufferPointer { twidth in
         biasValues.withUnsafeBufferPointer { bv in
             let ft = ft.baseAddress!, off = off.baseAddress!, fg = fg.baseAddress!, gp = gp.baseAddress!
             let gs = gs.baseAddress!, kb = kb.baseAddress!, tb = tb.baseAddress!
-            let vs = vs.baseAddress!, segs = segs.baseAddress!, tinfo = tinfo.baseAddress!, bv = bv.baseAddress!
+            let vs = vs.baseAddress!, tstart = tstart.baseAddress!, twidth = twidth.baseAddress!, bv = bv.baseAddress!
             Threads.parallelFor(chunkCount) { chunk in
                 let xp = UnsafePointer(bufs[chunk]), tile = scr[chunk]
                 for b in (n * chunk / chunkCount)..<(n * (chunk + 1) / chunkCount) {
-                    self.pad(xin + b * c * h * w, into: bufs[chunk])
+                    sh.fill(xin + b * c * h * w, into: bufs[chunk], geometry: g, used: used)
                     let yb = yout + b * k * outSize
+                    let rb = res.map { $0 + b * k * outSize }
                     for ti in 0..<tileCount {
-                        let e = tinfo + 5 * ti
-                        let t = e[0], width = e[1], s0 = e[3], s1 = e[4]
+                        let q = tstart[ti], width = twidth[ti]
+                        // A tile that passes the plane's end goes through the scratch tile.
+                        let count = min(width, outSize - q), direct = count == width
                         for f in 0..<k {
+                            let y = yb + f * outSize + q
+                            let dst = direct ? y : tile
                             if usePatterns && width == 64 {
-                                patternGroupTile8(tile, bv[f], xp + t, Int(fg[f]), Int(fg[f + 1]), gp, gs, kb, vs, tb)
+                                patternGroupTile8(dst, bv[f], xp + q, Int(fg[f]), Int(fg[f + 1]), gp, gs, kb, vs, tb)
                             } else {
-                                gatherTile(width, tile, bv[f], xp + t, Int(ft[f]), Int(ft[f + 1]), off, vs)
+                                gatherTile(width, dst, bv[f], xp + q, Int(ft[f]), Int(ft[f + 1]), off, vs)
                             }
-                            if let res {
-                                let at = (b * k + f) * outSize
-                                copySegmentsAdding(tile, yout + at, res + at, relu: relu, segs, s0, s1)
-                            } else {
-                                if relu { reluTile(tile, width) }
-                                copySegments(tile, yb + f * outSize, segs, s0, s1)
+                            if let rb {
+                                addResidual(dst, UnsafePointer(rb + f * outSize + q), into: y, count, relu: relu)
+                            } else if relu {
+                                reluInto(dst, y, count)
+                            } else if !direct {
+                                copyFloats(dst, y, count)
                             }
                         }
                     }
@@ -697,15 +824,47 @@ func weightTile(_ width: Int, _ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePoi
     }
 }
 
-/// max(0, ·) over a tile of `width` floats (a multiple of 8).
+/// dst[0..<count] = max(0, src[0..<count]) (src and dst may be the same).
 @inline(__always)
-func reluTile(_ tile: UnsafeMutablePointer<Float>, _ width: Int) {
-    let t = UnsafeMutableRawPointer(tile)
-    var o = 0
-    while o < width * 4 {
-        t.storeBytes(of: relu8(t.loadUnaligned(fromByteOffset: o, as: V8.self)), toByteOffset: o, as: V8.self)
-        o += 32
+func reluInto(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ count: Int) {
+    let t = UnsafeRawPointer(src), d = UnsafeMutableRawPointer(dst)
+    var j = 0
+    while j + 8 <= count {
+        d.storeBytes(of: relu8(t.loadUnaligned(fromByteOffset: j * 4, as: V8.self)), toByteOffset: j * 4, as: V8.self)
+        j += 8
     }
+    while j < count { dst[j] = max(src[j], 0); j += 1 }
+}
+
+/// dst[0..<count] = src + residual, then max(0, ·) when `relu` (src and dst may be the same).
+@inline(__always)
+func addResidual(_ src: UnsafePointer<Float>, _ res: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>,
+                 _ count: Int, relu: Bool) {
+    let t = UnsafeRawPointer(src), r = UnsafeRawPointer(res), d = UnsafeMutableRawPointer(dst)
+    var j = 0
+    while j + 8 <= count {
+        let v = t.loadUnaligned(fromByteOffset: j * 4, as: V8.self) + r.loadUnaligned(fromByteOffset: j * 4, as: V8.self)
+        d.storeBytes(of: relu ? relu8(v) : v, toByteOffset: j * 4, as: V8.self)
+        j += 8
+    }
+    while j < count {
+        let v = src[j] + res[j]
+        dst[j] = relu ? max(v, 0) : v
+        j += 1
+    }
+}
+
+/// dst[0..<count] = src[0..<count] for short runs (8-64 floats): an inline vector copy,
+/// not a memmove call.
+@inline(__always)
+func copyFloats(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ count: Int) {
+    let t = UnsafeRawPointer(src), d = UnsafeMutableRawPointer(dst)
+    var j = 0
+    while j + 8 <= count {
+        d.storeBytes(of: t.loadUnaligned(fromByteOffset: j * 4, as: V8.self), toByteOffset: j * 4, as: V8.self)
+        j += 8
+    }
+    while j < count { dst[j] = src[j]; j += 1 }
 }
 
 /// Copies a finished tile's valid results out: segments s0..<s1 of (offset in tile,
@@ -716,39 +875,9 @@ func copySegments(_ tile: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Floa
     for s in s0..<s1 {
         let from = Int(segs[4 * s]), to = Int(segs[4 * s + 1]), count = Int(segs[4 * s + 2]), step = Int(segs[4 * s + 3])
         if step == 1 {
-            // Rows are short (8-32 floats): an inline vector copy, not a memmove call per row.
-            let t = UnsafeRawPointer(tile + from), d = UnsafeMutableRawPointer(dst + to)
-            var j = 0
-            while j + 8 <= count {
-                d.storeBytes(of: t.loadUnaligned(fromByteOffset: j * 4, as: V8.self), toByteOffset: j * 4, as: V8.self)
-                j += 8
-            }
-            while j < count { dst[to + j] = tile[from + j]; j += 1 }
+            copyFloats(tile + from, dst + to, count)
         } else {
             for j in 0..<count { dst[to + j * step] = tile[from + j] }
-        }
-    }
-}
-
-/// `copySegments` writing `tile + residual` (then max(0, ·) when `relu`).
-@inline(__always)
-func copySegmentsAdding(_ tile: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ res: UnsafePointer<Float>,
-                        relu: Bool, _ segs: UnsafePointer<Int32>, _ s0: Int, _ s1: Int) {
-    for s in s0..<s1 {
-        let from = Int(segs[4 * s]), to = Int(segs[4 * s + 1]), count = Int(segs[4 * s + 2]), step = Int(segs[4 * s + 3])
-        var j = 0
-        if step == 1 {
-            let t = UnsafeRawPointer(tile + from), r = UnsafeRawPointer(res + to), d = UnsafeMutableRawPointer(dst + to)
-            while j + 8 <= count {
-                let v = t.loadUnaligned(fromByteOffset: j * 4, as: V8.self) + r.loadUnaligned(fromByteOffset: j * 4, as: V8.self)
-                d.storeBytes(of: relu ? relu8(v) : v, toByteOffset: j * 4, as: V8.self)
-                j += 8
-            }
-        }
-        while j < count {
-            let v = tile[from + j] + res[to + j * step]
-            dst[to + j * step] = relu ? max(v, 0) : v
-            j += 1
         }
     }
 }
