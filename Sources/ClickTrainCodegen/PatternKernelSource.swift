@@ -25,9 +25,24 @@ public enum PatternKernelSource {
             """
         // Tiles of 16 or more positions in SIMD16 registers when the build targets AVX-512
         // (Package.swift defines AVX512): per tap half the loads and multiply-adds.
+        // With 32 vector registers a 128-position tile (eight SIMD16 accumulators) fits too;
+        // the SIMD8 build (16 registers) runs it as two 64-position tiles.
         s += "\n#if AVX512\ntypealias V16 = SIMD16<Float>\n"
-        for r in widths where r > 1 { s += gatherTile(r, lanes: 16) }
+        s += "\n/// The widest gather tile, in positions.\nlet gatherTileMax = 128\n"
+        for r in [16] + widths where r > 1 { s += gatherTile(r, lanes: 16) }
         s += "#else\n"
+        s += "\n/// The widest gather tile, in positions.\nlet gatherTileMax = 64\n"
+        s += """
+
+            /// gatherTile8 on positions 0..<64 and 64..<128.
+            @inline(__always)
+            func gatherTile16(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
+                                _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>) {
+                gatherTile8(dst, initial, base, i0, i1, off, w)
+                gatherTile8(dst + 64, initial, base + 64, i0, i1, off, w)
+            }
+
+            """
         for r in widths where r > 1 { s += gatherTile(r) }
         s += "#endif\n"
         s += gatherTile(1)

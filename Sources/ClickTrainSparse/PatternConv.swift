@@ -222,7 +222,7 @@ public final class PatternConvKernel {
         let copyStride: Int, channelStride: Int
         /// Where tap t reads for the output at q = 0, from its channel's first copy.
         let tapOffsets: [Int]
-        /// Tiles over 0..<positions: start, width (64, 32, 16 or 8); the last may pass the
+        /// Tiles over 0..<positions: start, width (`gatherTileMax`, 64, 32, 16 or 8); the last may pass the
         /// end (`positions` not a multiple of 8) and then goes through the scratch tile.
         let tileStart: [Int], tileWidth: [Int]
 
@@ -244,7 +244,7 @@ public final class PatternConvKernel {
             var q = 0
             while q < positions {
                 let left = positions - q
-                let w = left >= 64 ? 64 : left >= 32 ? 32 : left >= 16 ? 16 : 8
+                let w = left >= gatherTileMax ? gatherTileMax : left >= 64 ? 64 : left >= 32 ? 32 : left >= 16 ? 16 : 8
                 ts.append(q); tw.append(w)
                 q += w
             }
@@ -665,8 +665,10 @@ public final class PatternConvKernel {
                         for f in 0..<k {
                             let y = yb + f * outSize + q
                             let dst = direct ? y : tile
-                            if usePatterns && width == 64 {
-                                patternGroupTile8(dst, bv[f], xp + q, Int(fg[f]), Int(fg[f + 1]), gp, gs, kb, vs, tb)
+                            if usePatterns && width >= 64 {
+                                for h in stride(from: 0, to: width, by: 64) {
+                                    patternGroupTile8(dst + h, bv[f], xp + q + h, Int(fg[f]), Int(fg[f + 1]), gp, gs, kb, vs, tb)
+                                }
                             } else {
                                 gatherTile(width, dst, bv[f], xp + q, Int(ft[f]), Int(ft[f + 1]), off, vs)
                             }
@@ -803,6 +805,7 @@ public final class PatternConvKernel {
 func gatherTile(_ width: Int, _ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>,
                 _ i0: Int, _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>) {
     switch width {
+    case 128: gatherTile16(dst, initial, base, i0, i1, off, w)
     case 64: gatherTile8(dst, initial, base, i0, i1, off, w)
     case 32: gatherTile4(dst, initial, base, i0, i1, off, w)
     case 16: gatherTile2(dst, initial, base, i0, i1, off, w)

@@ -5,6 +5,40 @@
 #if AVX512
 typealias V16 = SIMD16<Float>
 
+/// The widest gather tile, in positions.
+let gatherTileMax = 128
+
+/// dst[0..<128] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<128],
+/// held in 8 SIMD16 registers (1 set of 8, taps dealt round-robin).
+@inline(__always)
+func gatherTile16(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
+                    _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>) {
+    let b = UnsafeRawPointer(base)
+    var a0_0 = V16(repeating: initial), a0_1 = V16(repeating: initial), a0_2 = V16(repeating: initial), a0_3 = V16(repeating: initial), a0_4 = V16(repeating: initial), a0_5 = V16(repeating: initial), a0_6 = V16(repeating: initial), a0_7 = V16(repeating: initial)
+    var i = i0
+    while i < i1 {
+        let w0 = V16(repeating: w[i]), s0 = b + Int(off[i]) &* 4
+        a0_0.addProduct(w0, s0.loadUnaligned(fromByteOffset: 0, as: V16.self))
+        a0_1.addProduct(w0, s0.loadUnaligned(fromByteOffset: 64, as: V16.self))
+        a0_2.addProduct(w0, s0.loadUnaligned(fromByteOffset: 128, as: V16.self))
+        a0_3.addProduct(w0, s0.loadUnaligned(fromByteOffset: 192, as: V16.self))
+        a0_4.addProduct(w0, s0.loadUnaligned(fromByteOffset: 256, as: V16.self))
+        a0_5.addProduct(w0, s0.loadUnaligned(fromByteOffset: 320, as: V16.self))
+        a0_6.addProduct(w0, s0.loadUnaligned(fromByteOffset: 384, as: V16.self))
+        a0_7.addProduct(w0, s0.loadUnaligned(fromByteOffset: 448, as: V16.self))
+        i += 1
+    }
+    let d = UnsafeMutableRawPointer(dst)
+    d.storeBytes(of: a0_0, toByteOffset: 0, as: V16.self)
+    d.storeBytes(of: a0_1, toByteOffset: 64, as: V16.self)
+    d.storeBytes(of: a0_2, toByteOffset: 128, as: V16.self)
+    d.storeBytes(of: a0_3, toByteOffset: 192, as: V16.self)
+    d.storeBytes(of: a0_4, toByteOffset: 256, as: V16.self)
+    d.storeBytes(of: a0_5, toByteOffset: 320, as: V16.self)
+    d.storeBytes(of: a0_6, toByteOffset: 384, as: V16.self)
+    d.storeBytes(of: a0_7, toByteOffset: 448, as: V16.self)
+}
+
 /// dst[0..<64] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<64],
 /// held in 8 SIMD16 registers (2 sets of 4, taps dealt round-robin).
 @inline(__always)
@@ -122,6 +156,17 @@ func gatherTile2(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: U
     d.storeBytes(of: a0_0 + a1_0 + a2_0 + a3_0 + a4_0 + a5_0 + a6_0 + a7_0, toByteOffset: 0, as: V16.self)
 }
 #else
+
+/// The widest gather tile, in positions.
+let gatherTileMax = 64
+
+/// gatherTile8 on positions 0..<64 and 64..<128.
+@inline(__always)
+func gatherTile16(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
+                    _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>) {
+    gatherTile8(dst, initial, base, i0, i1, off, w)
+    gatherTile8(dst + 64, initial, base + 64, i0, i1, off, w)
+}
 
 /// dst[0..<64] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<64],
 /// held in 8 SIMD8 registers (1 set of 8, taps dealt round-robin).
