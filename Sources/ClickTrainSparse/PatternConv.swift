@@ -186,26 +186,24 @@ public struct PatternWeights: Sendable {
 public final class PatternConvKernel {
     public let geometry: ConvGeometry
     private let chunks: Int
-    /// Per chunk: the padded image, `inChannels` planes of `planeStride` floats.
-    private let padded: [Tensor]
     /// Per chunk: one tile of results before it is copied out.
     private let scratch: [Tensor]
     private var backwardBuffers: (grid: [Tensor], dw: [Tensor])?
     /// Source plane layout: rows × pitch per (parity) plane, planes per channel.
     private let rows: Int, pitch: Int, phases: Int
-    private let plane: Int, planeStride: Int
     /// Output positions over the pitch (the span), rounded up to whole SIMD8 vectors.
     private let spanR: Int
     /// Where tap t = (ky, kx) reads for the output at (0, 0), in a channel's planes.
     public let tapOffsets: [Int]
     private let margin: Int
-    /// Forward tiles over the span, input-gradient tiles over the plane.
-    private let forwardTiles: Tiles, inputGradTiles: Tiles
+    /// Stride-2 input-gradient tiles over the parity planes.
+    private let inputGradTiles: Tiles
     /// Output-gradient grid: per filter margin + plane + margin floats.
     private let gridStride: Int
     private var plan: Plan?
-    /// The forward pass's input layout (`Shifted`) and its per-chunk buffers, made at the
-    /// first forward.
+    /// The shifted-copy layout (`Shifted`) of the forward and weight-gradient inputs (and,
+    /// at stride 1, of the output gradient for the input gradient); per-chunk buffers of
+    /// max(C, K) channels, made at first use.
     let shifted: Shifted
     private var shiftedBuffers: [Tensor] = []
 
@@ -222,9 +220,10 @@ public final class PatternConvKernel {
         let copyStride: Int, channelStride: Int
         /// Where tap t reads for the output at q = 0, from its channel's first copy.
         let tapOffsets: [Int]
-        /// Tiles over 0..<positions: start, width (`gatherTileMax`, 64, 32, 16 or 8); the last may pass the
-        /// end (`positions` not a multiple of 8) and then goes through the scratch tile.
-        let tileStart: [Int], tileWidth: [Int]
+        /// Gather tiles over 0..<positions: start, width (`gatherTileMax`, 64, 32, 16 or 8);
+        /// the last may pass the end (`positions` not a multiple of 8) and then goes through
+        /// the scratch tile. Weight-gradient tiles the same, at most 64 wide.
+        let tileStart: [Int], tileWidth: [Int], weightTileStart: [Int], weightTileWidth: [Int]
 
         init(_ g: ConvGeometry) {
             let s = g.stride, oh = g.outHeight, ow = g.outWidth
@@ -240,26 +239,29 @@ public final class PatternConvKernel {
                 let (ky, kx) = (t / 3, t % 3)
                 return (kx * s + ky % s) * cs + (ky / s) * ow
             }
-            var ts: [Int] = [], tw: [Int] = []
-            var q = 0
-            while q < positions {
-                let left = positions - q
-                let w = left >= gatherTileMax ? gatherTileMax : left >= 64 ? 64 : left >= 32 ? 32 : left >= 16 ? 16 : 8
-                ts.append(q); tw.append(w)
-                q += w
+            func tiles(upTo most: Int) -> ([Int], [Int]) {
+                var ts: [Int] = [], tw: [Int] = []
+                var q = 0
+                while q < oh * ow {
+                    let w = [most, 64, 32, 16].first { $0 <= oh * ow - q } ?? 8
+                    ts.append(q); tw.append(w)
+                    q += w
+                }
+                return (ts, tw)
             }
-            tileStart = ts
-            tileWidth = tw
+            (tileStart, tileWidth) = tiles(upTo: gatherTileMax)
+            (weightTileStart, weightTileWidth) = tiles(upTo: 64)
         }
 
         /// Copy index (kx·stride + py) of tap t.
         func copy(ofTap t: Int) -> Int { (t % 3) * stride + (t / 3) % stride }
 
-        /// Fills the copies in `used` (bit per copy) for one image [C, H, W]; entries outside
-        /// the image are zero from the buffer's creation and never written.
-        func fill(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, geometry g: ConvGeometry, used: Int) {
-            let h = g.height, w = g.width, s = stride, ow = width
-            for c in 0..<g.inChannels {
+        /// Fills the copies in `used` (bit per copy) for one image [channels, h, w]; entries
+        /// outside the image are zero from the buffer's creation and never written.
+        func fill(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, channels: Int, height h: Int,
+                  width w: Int, used: Int) {
+            let s = stride, ow = width
+            for c in 0..<channels {
                 let sc = src + c * h * w, dc = dst + c * channelStride
                 for y in 0..<h {
                     // Input row y is row r of the copies with parity py (y = s·r + py − 1).
@@ -363,23 +365,26 @@ public final class PatternConvKernel {
     struct Plan {
         let rowStart: [Int32], channel: [Int32], tap: [UInt8], tapStart: [Int32]
         /// Forward and weight gradient: filter f's taps are fTaps[f]..<fTaps[f + 1] of
-        /// `PatternWeights.value`, tap i reading the padded input at fOffset[i].
-        let fTaps: [Int32], fOffset: [Int32]
-        /// The same taps' offsets in the forward's shifted layout, and which of its copies
-        /// they read (bit per copy).
-        let sOffset: [Int32], usedCopies: Int
+        /// `PatternWeights.value`, tap i reading the shifted input copies at sOffset[i];
+        /// `usedCopies` has a bit per copy some tap reads.
+        let fTaps: [Int32], sOffset: [Int32], usedCopies: Int
+        /// Input gradient at stride 1, a forward pass over the output gradient's shifted
+        /// copies with the kernels transposed and mirrored (tap t read as 8 − t): input
+        /// channel c's taps are bTaps[c]..<bTaps[c + 1], reading at tOffset[i];
+        /// `tUsedCopies` as above.
+        let tOffset: [Int32], tUsedCopies: Int
         /// Forward with per-pattern code (every kernel keeps 4 taps): filter f's groups
         /// fGroups[f]..<fGroups[f + 1], group g one pattern id over kernels
         /// groupStart[g]..<groupStart[g + 1], kernel k's input plane at kernelBase[k].
         let fourTap: Bool
         let fGroups: [Int32], groupPattern: [UInt8], groupStart: [Int32], kernelBase: [Int32]
         /// Input gradient, rows = (input channel, parity plane): row r's taps are
-        /// bTaps[r]..<bTaps[r + 1], reading the gradient grid at bOffset[i] with the weight
-        /// value[bValueIndex[i]].
+        /// bTaps[r]..<bTaps[r + 1], with the weight value[bValueIndex[i]], at stride 2
+        /// reading the gradient grid at bOffset[i].
         let bTaps: [Int32], bOffset: [Int32], bValueIndex: [Int32]
         /// Input gradient with per-pattern code (stride 1, 4-tap kernels): per input channel
-        /// its groups, as for the forward, kernels reading the grid at bKernelBase[k], weights
-        /// value[bGroupValueIndex[4k..<4k + 4]].
+        /// its groups, as for the forward, kernels reading the shifted output-gradient copies
+        /// at bKernelBase[k], weights value[bGroupValueIndex[4k..<4k + 4]].
         let bGroups: [Int32], bGroupPattern: [UInt8], bGroupStart: [Int32], bKernelBase: [Int32]
         let bGroupValueIndex: [Int32]
 
@@ -431,22 +436,13 @@ public final class PatternConvKernel {
         chunks = max(1, min(Threads.count, g.batch))
         let (r, p, ph) = g.stride == 1 ? (g.height + 2, g.width + 2, 1) : ((g.height + 3) / 2, (g.width + 3) / 2, 4)
         (rows, pitch, phases) = (r, p, ph)
-        plane = r * p * ph
         let (oh, ow, h, w) = (g.outHeight, g.outWidth, g.height, g.width)
         spanR = ((oh - 1) * p + ow + 7) / 8 * 8
-        // Forward and weight-gradient reads reach spanR - 1 + the largest offset < plane + 8.
-        planeStride = (plane + 8 + 15) / 16 * 16
         tapOffsets = (0..<9).map { t in
             let (py, px) = (t / 3, t % 3)
             return ph == 1 ? py * p + px : ((py & 1) * 2 + (px & 1)) * r * p + (py >> 1) * p + (px >> 1)
         }
         margin = (tapOffsets.max()! + 15) / 16 * 16
-        var ft = Tiles()
-        ft.add(lo: 0, count: spanR, phase: 0) { q in
-            let (oy, ox) = (q / p, q % p)
-            return oy < oh && ox < ow ? oy * ow + ox : nil
-        }
-        forwardTiles = ft
         var bt = Tiles()
         var gridEnd = 0
         if ph == 1 {
@@ -472,58 +468,17 @@ public final class PatternConvKernel {
         inputGradTiles = bt
         shifted = Shifted(g)
         gridStride = margin + max(gridEnd, spanR + 64) + margin
-        let ps = planeStride, cin = g.inChannels
-        padded = (0..<chunks).map { _ in Tensor(shape: [cin * ps + 16]) }
         scratch = (0..<chunks).map { _ in Tensor(shape: [64]) }
-    }
-
-    /// Position (y, x) of the padded image in the plane layout.
-    @inline(__always)
-    func planeIndex(_ py: Int, _ px: Int) -> Int {
-        phases == 1 ? py * pitch + px : ((py & 1) * 2 + (px & 1)) * rows * pitch + (py >> 1) * pitch + (px >> 1)
     }
 
     /// Parity plane a tap reads (0 for stride 1).
     func phase(ofTap t: Int) -> Int { phases == 1 ? 0 : ((t / 3) & 1) * 2 + ((t % 3) & 1) }
 
-    /// Writes one image [C, H, W] into the interior of its padded planes; the borders were
-    /// zeroed when the buffer was made and are never written.
-    func pad(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>) {
-        let g = geometry, c = g.inChannels, h = g.height, w = g.width
-        for ci in 0..<c {
-            let s = src + ci * h * w, d = dst + ci * planeStride
-            if phases == 1 {
-                for y in 0..<h { (d + (y + 1) * pitch + 1).update(from: s + y * w, count: w) }
-            } else {
-                let rp = rows * pitch
-                for y in 0..<h {
-                    let py = y + 1
-                    let rowBase = d + (py & 1) * 2 * rp + (py >> 1) * pitch
-                    let oddPx = rowBase + rp, evenPx = rowBase  // px = x + 1
-                    let sr = s + y * w
-                    var x = 0
-                    // Even x go to the odd-px plane at x/2, odd x to the even-px plane at x/2 + 1.
-                    let srcRaw = UnsafeRawPointer(sr), oddRaw = UnsafeMutableRawPointer(oddPx)
-                    let evenRaw = UnsafeMutableRawPointer(evenPx + 1)
-                    while x + 16 <= w {
-                        let v = srcRaw.loadUnaligned(fromByteOffset: x * 4, as: SIMD16<Float>.self)
-                        oddRaw.storeBytes(of: v.evenHalf, toByteOffset: x * 2, as: SIMD8<Float>.self)
-                        evenRaw.storeBytes(of: v.oddHalf, toByteOffset: x * 2, as: SIMD8<Float>.self)
-                        x += 16
-                    }
-                    while x + 1 < w { oddPx[(x + 1) >> 1] = sr[x]; evenPx[(x + 2) >> 1] = sr[x + 1]; x += 2 }
-                    if x < w { oddPx[(x + 1) >> 1] = sr[x] }
-                }
-            }
-        }
-    }
-
     func makePlan(_ pw: PatternWeights) -> Plan {
         let g = geometry
         precondition(pw.outChannels == g.outChannels && pw.inChannels == g.inChannels, "pattern conv: weight shape")
-        let ps = Int32(planeStride), gs = Int32(gridStride)
-        var fTaps: [Int32] = [0], fOffset = [Int32](), sOffset = [Int32]()
-        fOffset.reserveCapacity(pw.tap.count)
+        let gs = Int32(gridStride)
+        var fTaps: [Int32] = [0], sOffset = [Int32]()
         sOffset.reserveCapacity(pw.tap.count)
         var usedCopies = 0
         let cs = Int32(shifted.channelStride)
@@ -531,7 +486,6 @@ public final class PatternConvKernel {
         for f in 0..<g.outChannels {
             for e in Int(pw.rowStart[f])..<Int(pw.rowStart[f + 1]) {
                 for i in Int(pw.tapStart[e])..<Int(pw.tapStart[e + 1]) {
-                    fOffset.append(pw.channel[e] * ps + Int32(tapOffsets[Int(pw.tap[i])]))
                     sOffset.append(pw.channel[e] * cs + Int32(shifted.tapOffsets[Int(pw.tap[i])]))
                     usedCopies |= 1 << shifted.copy(ofTap: Int(pw.tap[i]))
                     bitsOf[e] |= 1 << UInt16(pw.tap[i])
@@ -560,16 +514,23 @@ public final class PatternConvKernel {
         }
         // Input-gradient lists: per input channel and parity plane, the taps in that plane.
         let byC = pw.byInputChannel()
-        var bTaps: [Int32] = [0], bOffset: [Int32] = [], vi: [Int32] = []
+        var bTaps: [Int32] = [0], bOffset: [Int32] = [], vi: [Int32] = [], tOffset: [Int32] = []
+        var tUsedCopies = 0
         for c in 0..<g.inChannels {
             for ph in 0..<phases {
                 for e in Int(byC.rowStart[c])..<Int(byC.rowStart[c + 1]) {
                     for i in Int(byC.tapStart[e])..<Int(byC.tapStart[e + 1]) where phase(ofTap: Int(byC.tap[i])) == ph {
-                        bOffset.append(byC.filter[e] * gs - Int32(tapOffsets[Int(byC.tap[i])]))
+                        let t = Int(byC.tap[i])
+                        if phases == 1 {
+                            tOffset.append(byC.filter[e] * cs + Int32(shifted.tapOffsets[8 - t]))
+                            tUsedCopies |= 1 << shifted.copy(ofTap: 8 - t)
+                        } else {
+                            bOffset.append(byC.filter[e] * gs - Int32(tapOffsets[t]))
+                        }
                         vi.append(byC.valueIndex[i])
                     }
                 }
-                bTaps.append(Int32(bOffset.count))
+                bTaps.append(Int32(vi.count))
             }
         }
         // Per-pattern input-gradient groups (stride 1): each channel's kernels sorted by
@@ -594,7 +555,7 @@ public final class PatternConvKernel {
                         bgStart.append(Int32(k))
                         last = bits[oi]
                     }
-                    bkBase.append(byC.filter[e] * gs)
+                    bkBase.append(byC.filter[e] * cs)
                     for i in Int(byC.tapStart[e])..<Int(byC.tapStart[e + 1]) { bvi.append(byC.valueIndex[i]) }
                     k += 1
                 }
@@ -603,7 +564,8 @@ public final class PatternConvKernel {
             bgStart.append(Int32(k))
         }
         return Plan(rowStart: pw.rowStart, channel: pw.channel, tap: pw.tap, tapStart: pw.tapStart,
-                    fTaps: fTaps, fOffset: fOffset, sOffset: sOffset, usedCopies: usedCopies, fourTap: fourTap, fGroups: fGroups, groupPattern: gPat,
+                    fTaps: fTaps, sOffset: sOffset, usedCopies: usedCopies, tOffset: tOffset, tUsedCopies: tUsedCopies,
+                    fourTap: fourTap, fGroups: fGroups, groupPattern: gPat,
                     groupStart: gStart, kernelBase: kBase, bTaps: bTaps, bOffset: bOffset,
                     bValueIndex: vi, bGroups: bGroups, bGroupPattern: bgPat, bGroupStart: bgStart,
                     bKernelBase: bkBase, bGroupValueIndex: bvi)
@@ -616,25 +578,30 @@ public final class PatternConvKernel {
         return p
     }
 
+    /// Per-chunk shifted-copy buffers for max(C, K) channels.
+    private func shiftedChunkBuffers() -> [UnsafeMutablePointer<Float>] {
+        if shiftedBuffers.isEmpty {
+            let channels = max(geometry.inChannels, geometry.outChannels)
+            shiftedBuffers = (0..<chunks).map { _ in Tensor(shape: [channels * shifted.channelStride + 16]) }
+        }
+        return shiftedBuffers.map(\.data)
+    }
+
     /// `output = conv(input, weights) + bias`, plus `residual` when given (a ResNet block's
     /// shortcut, same shape as the output), then max(0, ·) when `relu` — both fused into
-    /// the copy-out; input [N, C, H, W], output [N, K, OH, OW].
+    /// the store; input [N, C, H, W], output [N, K, OH, OW].
     public func forward(input: Tensor, weights pw: PatternWeights, bias: Tensor?, output: Tensor, relu: Bool = false,
                         residual: Tensor? = nil) {
         let g = geometry
         precondition(input.shape == g.inputShape && output.shape == g.outputShape, "pattern conv forward: shapes")
         precondition(residual == nil || residual!.shape == g.outputShape, "pattern conv forward: residual shape")
-        let res = residual?.data
         precondition(pw.outChannels == g.outChannels && pw.inChannels == g.inChannels, "pattern conv: weight shape")
         let p = planFor(pw)
         let n = g.batch, c = g.inChannels, k = g.outChannels, h = g.height, w = g.width
         let sh = shifted, outSize = sh.positions
-        if shiftedBuffers.isEmpty {
-            shiftedBuffers = (0..<chunks).map { _ in Tensor(shape: [c * sh.channelStride + 16]) }
-        }
-        let xin = input.data, yout = output.data, bufs = shiftedBuffers.map(\.data), scr = scratch.map(\.data)
+        let xin = input.data, yout = output.data, res = residual?.data, bufs = shiftedChunkBuffers()
+        let scr = scratch.map(\.data)
         let chunkCount = chunks, used = p.usedCopies
-        let tileStart = sh.tileStart, tileWidth = sh.tileWidth, tileCount = sh.tileStart.count
         let biasValues = (0..<k).map { bias?[$0] ?? 0 }
         let usePatterns = usePatternCode && p.fourTap
         let tapBytes = sh.tapOffsets.map { $0 * 4 }
@@ -646,50 +613,31 @@ public final class PatternConvKernel {
         p.kernelBase.withUnsafeBufferPointer { kb in
         tapBytes.withUnsafeBufferPointer { tb in
         pw.value.withUnsafeBufferPointer { vs in
-        tileStart.withUnsafeBufferPointer { tstart in
-        tileWidth.withUnsafeBufferPointer { twidth in
         biasValues.withUnsafeBufferPointer { bv in
-            let ft = ft.baseAddress!, off = off.baseAddress!, fg = fg.baseAddress!, gp = gp.baseAddress!
-            let gs = gs.baseAddress!, kb = kb.baseAddress!, tb = tb.baseAddress!
-            let vs = vs.baseAddress!, tstart = tstart.baseAddress!, twidth = twidth.baseAddress!, bv = bv.baseAddress!
+            let rows = GatherRows(taps: ft.baseAddress!, offset: off.baseAddress ?? ft.baseAddress!,
+                                  weight: vs.baseAddress ?? bv.baseAddress!, initial: bv.baseAddress!,
+                                  groups: fg.baseAddress, groupPattern: gp.baseAddress, groupStart: gs.baseAddress,
+                                  kernelBase: kb.baseAddress, groupWeight: vs.baseAddress, tapBytes: tb.baseAddress,
+                                  usePatterns: usePatterns)
             Threads.parallelFor(chunkCount) { chunk in
-                let xp = UnsafePointer(bufs[chunk]), tile = scr[chunk]
                 for b in (n * chunk / chunkCount)..<(n * (chunk + 1) / chunkCount) {
-                    sh.fill(xin + b * c * h * w, into: bufs[chunk], geometry: g, used: used)
-                    let yb = yout + b * k * outSize
-                    let rb = res.map { $0 + b * k * outSize }
-                    for ti in 0..<tileCount {
-                        let q = tstart[ti], width = twidth[ti]
-                        // A tile that passes the plane's end goes through the scratch tile.
-                        let count = min(width, outSize - q), direct = count == width
-                        for f in 0..<k {
-                            let y = yb + f * outSize + q
-                            let dst = direct ? y : tile
-                            if usePatterns && width >= 64 {
-                                for h in stride(from: 0, to: width, by: 64) {
-                                    patternGroupTile8(dst + h, bv[f], xp + q + h, Int(fg[f]), Int(fg[f + 1]), gp, gs, kb, vs, tb)
-                                }
-                            } else {
-                                gatherTile(width, dst, bv[f], xp + q, Int(ft[f]), Int(ft[f + 1]), off, vs)
-                            }
-                            if let rb {
-                                addResidual(dst, UnsafePointer(rb + f * outSize + q), into: y, count, relu: relu)
-                            } else if relu {
-                                reluInto(dst, y, count)
-                            } else if !direct {
-                                copyFloats(dst, y, count)
-                            }
-                        }
-                    }
+                    sh.fill(xin + b * c * h * w, into: bufs[chunk], channels: c, height: h, width: w, used: used)
+                    let at = b * k * outSize
+                    gatherImage(sh, UnsafePointer(bufs[chunk]), rows, count: k, into: yout + at, scratch: scr[chunk],
+                                relu: relu, residual: res.map { UnsafePointer($0 + at) })
                 }
             }
-        } } } } } } } } } } }
+        } } } } } } } } }
     }
 
     /// Input gradient and the gradient of the kept weights only (`gradValues`, aligned
     /// with `weights.value`), from `gradOutput`; `gradInput` nil skips the input gradient,
     /// `gradValues` nil the weight gradient.
-    /// On the plane layout: dx_plane[q] = Σ_t w_t·dy[q − off_t] and dw_t = Σ_j dy[j]·x_plane[off_t + j].
+    /// Weight gradient: dw_i = Σ_q dy[q]·x_copies[off_i + q] over the output plane, a tile
+    /// of dy in registers against the kept taps' shifted inputs. Input gradient at stride 1:
+    /// the forward's gather over the output gradient's shifted copies, kernels transposed
+    /// and mirrored; at stride 2, per parity plane of the input, a gather over the output
+    /// gradient on the plane grid with negated offsets (only that plane's taps).
     public func backward(input: Tensor, weights pw: PatternWeights, gradOutput: Tensor, gradInput: Tensor?,
                          gradValues: UnsafeMutablePointer<Float>?, gradBias: Tensor?) {
         let g = geometry
@@ -697,18 +645,19 @@ public final class PatternConvKernel {
         let p = planFor(pw)
         let n = g.batch, c = g.inChannels, k = g.outChannels, h = g.height, w = g.width
         let oh = g.outHeight, ow = g.outWidth
-        let pitch = self.pitch, spanR = self.spanR, margin = self.margin
+        let pitch = self.pitch, margin = self.margin
         let nv = pw.value.count
         let chunkCount = chunks
-        let gstride = gridStride
-        // Per chunk: the output gradients of one image on the plane grid (zero margins and
-        // pad columns, never written), per-tap SIMD8 partial weight gradients.
-        if backwardBuffers == nil || backwardBuffers!.dw[0].count < max(nv, 1) * 8 {
-            backwardBuffers = ((0..<chunkCount).map { _ in Tensor(shape: [k * gstride + 16]) },
+        let gstride = gridStride, sh = shifted, outSize = sh.positions
+        let gridded = phases > 1 && gradInput != nil
+        // Per chunk: at stride 2 the output gradients of one image on the plane grid (zero
+        // margins and pad columns, never written); per-tap SIMD8 partial weight gradients.
+        if backwardBuffers == nil || backwardBuffers!.dw[0].count < max(nv, 1) * 8 || (gridded && backwardBuffers!.grid.isEmpty) {
+            backwardBuffers = (gridded ? (0..<chunkCount).map { _ in Tensor(shape: [k * gstride + 16]) } : [],
                                (0..<chunkCount).map { _ in Tensor(shape: [max(nv, 1) * 8]) })
         }
         let bufs = backwardBuffers!
-        let xbuf = padded.map(\.data), scr = scratch.map(\.data)
+        let xbuf = shiftedChunkBuffers(), scr = scratch.map(\.data)
         let grids = bufs.grid.map(\.data), dwps = bufs.dw.map(\.data)
         let xin = input.data, dy = gradOutput.data, dx = gradInput?.data
         // Weights in the input gradient's orders.
@@ -719,69 +668,90 @@ public final class PatternConvKernel {
             for i in 0..<bWeight.count { bWeight[i] = v[Int(p.bValueIndex[i])] }
             for i in 0..<gWeight.count { gWeight[i] = v[Int(p.bGroupValueIndex[i])] }
         }
-        let negTapBytes = tapOffsets.map { -$0 * 4 }
+        // The per-pattern input-gradient code reads original tap t at the mirrored offset.
+        let mirroredTapBytes = (0..<9).map { sh.tapOffsets[8 - $0] * 4 }
+        let zeros = [Float](repeating: 0, count: c)
         let wantWeights = gradValues != nil
         let tiles = inputGradTiles, phases = self.phases
-        let ftilePacked = forwardTiles.packed, ftileCount = forwardTiles.start.count
         let tilePacked = inputGradTiles.packed, tileCount = inputGradTiles.start.count
+        let wStart = sh.weightTileStart, wWidth = sh.weightTileWidth, wCount = wStart.count
         p.fTaps.withUnsafeBufferPointer { ft in
-        p.fOffset.withUnsafeBufferPointer { foff in
+        p.sOffset.withUnsafeBufferPointer { soff in
+        p.tOffset.withUnsafeBufferPointer { toff in
         p.bTaps.withUnsafeBufferPointer { bt in
         p.bOffset.withUnsafeBufferPointer { boff in
         p.bGroups.withUnsafeBufferPointer { bg in
         p.bGroupPattern.withUnsafeBufferPointer { bgp in
         p.bGroupStart.withUnsafeBufferPointer { bgs in
         p.bKernelBase.withUnsafeBufferPointer { bkb in
-        negTapBytes.withUnsafeBufferPointer { ntb in
+        mirroredTapBytes.withUnsafeBufferPointer { mtb in
+        zeros.withUnsafeBufferPointer { zeros in
         bWeight.withUnsafeBufferPointer { bw in
         gWeight.withUnsafeBufferPointer { gw in
         tiles.segments.withUnsafeBufferPointer { segs in
-        ftilePacked.withUnsafeBufferPointer { finfo in
         tilePacked.withUnsafeBufferPointer { tinfo in
-            let finfo = finfo.baseAddress!, tinfo = tinfo.baseAddress!
-            let ft = ft.baseAddress!, foff = foff.baseAddress!, bt = bt.baseAddress!, boff = boff.baseAddress!
-            let bg = bg.baseAddress!, bgp = bgp.baseAddress!, bgs = bgs.baseAddress!, bkb = bkb.baseAddress!
-            let ntb = ntb.baseAddress!, bw = bw.baseAddress!, gw = gw.baseAddress, segs = segs.baseAddress!
+        wStart.withUnsafeBufferPointer { wStart in
+        wWidth.withUnsafeBufferPointer { wWidth in
+            let tinfo = tinfo.baseAddress!, wStart = wStart.baseAddress!, wWidth = wWidth.baseAddress!
+            let ft = ft.baseAddress!, soff = soff.baseAddress!, bt = bt.baseAddress!, boff = boff.baseAddress
+            let bw = bw.baseAddress, segs = segs.baseAddress!
+            // (Empty arrays have no base address; a row with no taps never reads them.)
+            let transposed = GatherRows(taps: bt, offset: toff.baseAddress ?? bt, weight: bw ?? zeros.baseAddress!,
+                                        initial: zeros.baseAddress!, groups: bg.baseAddress, groupPattern: bgp.baseAddress,
+                                        groupStart: bgs.baseAddress, kernelBase: bkb.baseAddress,
+                                        groupWeight: gw.baseAddress, tapBytes: mtb.baseAddress, usePatterns: usePatterns)
             Threads.parallelFor(chunkCount) { chunk in
-                let xp = UnsafePointer(xbuf[chunk]), gr = grids[chunk], dwv = dwps[chunk], tile = scr[chunk]
+                let xp = xbuf[chunk], dwv = dwps[chunk], tile = scr[chunk]
                 dwv.update(repeating: 0, count: max(nv, 1) * 8)
                 for b in (n * chunk / chunkCount)..<(n * (chunk + 1) / chunkCount) {
-                    if wantWeights { self.pad(xin + b * c * h * w, into: xbuf[chunk]) }
-                    for f in 0..<k {
-                        let d = gr + f * gstride + margin, s = dy + (b * k + f) * oh * ow
-                        for oy in 0..<oh { (d + oy * pitch).update(from: s + oy * ow, count: ow) }
-                    }
-                    // Weight gradient of the kept taps, tile by tile over the span.
+                    // Weight gradient of the kept taps, tile by tile over the output plane.
                     if wantWeights {
+                        sh.fill(xin + b * c * h * w, into: xp, channels: c, height: h, width: w, used: p.usedCopies)
                         for f in 0..<k {
-                            let d = UnsafePointer(gr + f * gstride + margin)
                             let i0 = Int(ft[f]), i1 = Int(ft[f + 1])
                             if i0 == i1 { continue }
-                            for ti in 0..<ftileCount {
-                                let t = finfo[5 * ti]
-                                weightTile(finfo[5 * ti + 1], dwv, d + t, xp + t, i0, i1, foff)
+                            let d = UnsafePointer(dy + (b * k + f) * outSize)
+                            for ti in 0..<wCount {
+                                let q = wStart[ti], width = wWidth[ti]
+                                var src = d + q
+                                if q + width > outSize {
+                                    // The plane's last partial tile, zero-padded.
+                                    tile.update(repeating: 0, count: width)
+                                    tile.update(from: src, count: outSize - q)
+                                    src = UnsafePointer(tile)
+                                }
+                                weightTile(width, dwv, src, xp + q, i0, i1, soff)
                             }
                         }
                     }
                     guard let dx else { continue }
-                    // Input gradient: tiles over each input channel's plane(s).
-                    let gbase = UnsafePointer(gr + margin), dxb = dx + b * c * h * w
+                    let dxb = dx + b * c * h * w
+                    if phases == 1 {
+                        // The output gradient's shifted copies (same plane size at stride 1).
+                        sh.fill(dy + b * k * outSize, into: xp, channels: k, height: h, width: w, used: p.tUsedCopies)
+                        gatherImage(sh, UnsafePointer(xp), transposed, count: c, into: dxb, scratch: tile, relu: false,
+                                    residual: nil)
+                        continue
+                    }
+                    let gr = grids[chunk]
+                    for f in 0..<k {
+                        let d = gr + f * gstride + margin, s = dy + (b * k + f) * oh * ow
+                        for oy in 0..<oh { (d + oy * pitch).update(from: s + oy * ow, count: ow) }
+                    }
+                    // Input gradient: tiles over each input channel's parity planes.
+                    let gbase = UnsafePointer(gr + margin)
                     for ti in 0..<tileCount {
                         let e = tinfo + 5 * ti
                         let t = e[0], width = e[1], ph = e[2], s0 = e[3], s1 = e[4]
                         for ci in 0..<c {
-                            if usePatterns && width == 64 {
-                                patternGroupTile8(tile, 0, gbase + t, Int(bg[ci]), Int(bg[ci + 1]), bgp, bgs, bkb, gw!, ntb)
-                            } else {
-                                let row = ci * phases + ph
-                                gatherTile(width, tile, 0, gbase + t, Int(bt[row]), Int(bt[row + 1]), boff, bw)
-                            }
+                            let row = ci * phases + ph
+                            gatherTile(width, tile, 0, gbase + t, Int(bt[row]), Int(bt[row + 1]), boff!, bw!)
                             copySegments(tile, dxb + ci * h * w, segs, s0, s1)
                         }
                     }
                 }
             }
-        } } } } } } } } } } } } } }
+        } } } } } } } } } } } } } } } } }
         // Sum the per-thread weight gradients (lanes, then threads) in a fixed order.
         if let gradValues { for i in 0..<nv {
             var s: Float = 0
@@ -798,6 +768,57 @@ public final class PatternConvKernel {
             }
         }
     }
+}
+
+/// The rows (output planes) of one gather over shifted copies: row r's taps are
+/// taps[r]..<taps[r + 1], tap i reading at offset[i] with weight[i], starting from
+/// initial[r]; with `usePatterns`, the per-pattern groups instead (as `patternGroupTile8`
+/// takes them).
+struct GatherRows {
+    let taps: UnsafePointer<Int32>, offset: UnsafePointer<Int32>, weight: UnsafePointer<Float>
+    let initial: UnsafePointer<Float>
+    /// Set only with `usePatterns` (the arrays are empty otherwise).
+    let groups: UnsafePointer<Int32>?, groupPattern: UnsafePointer<UInt8>?, groupStart: UnsafePointer<Int32>?
+    let kernelBase: UnsafePointer<Int32>?, groupWeight: UnsafePointer<Float>?, tapBytes: UnsafePointer<Int>?
+    let usePatterns: Bool
+}
+
+/// One image: out[r][0..<positions] for the `count` rows of `rows`, over the shifted copies
+/// at `xp`, tile by tile (tiles outermost, so a tile's inputs stay in L1 across rows); then
+/// + residual and max(0, ·) as asked. Full tiles are stored in place; a tile passing the
+/// plane's end goes through `scratch`.
+@inline(__always)
+func gatherImage(_ sh: PatternConvKernel.Shifted, _ xp: UnsafePointer<Float>, _ rows: GatherRows, count: Int,
+                 into out: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, relu: Bool,
+                 residual: UnsafePointer<Float>?) {
+    let size = sh.positions
+    sh.tileStart.withUnsafeBufferPointer { tstart in
+    sh.tileWidth.withUnsafeBufferPointer { twidth in
+        for ti in 0..<tstart.count {
+            let q = tstart[ti], width = twidth[ti]
+            let valid = min(width, size - q), direct = valid == width
+            for r in 0..<count {
+                let y = out + r * size + q
+                let dst = direct ? y : scratch
+                if rows.usePatterns && width >= 64 {
+                    for h in stride(from: 0, to: width, by: 64) {
+                        patternGroupTile8(dst + h, rows.initial[r], xp + q + h, Int(rows.groups![r]), Int(rows.groups![r + 1]),
+                                          rows.groupPattern!, rows.groupStart!, rows.kernelBase!, rows.groupWeight!, rows.tapBytes!)
+                    }
+                } else {
+                    gatherTile(width, dst, rows.initial[r], xp + q, Int(rows.taps[r]), Int(rows.taps[r + 1]), rows.offset,
+                               rows.weight)
+                }
+                if let residual {
+                    addResidual(dst, residual + r * size + q, into: y, valid, relu: relu)
+                } else if relu {
+                    reluInto(dst, y, valid)
+                } else if !direct {
+                    copyFloats(dst, y, valid)
+                }
+            }
+        }
+    } }
 }
 
 /// `gatherTile8/4/2/1` by tile width in floats.
