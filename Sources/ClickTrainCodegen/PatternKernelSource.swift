@@ -30,7 +30,25 @@ public enum PatternKernelSource {
         s += "\n#if AVX512\ntypealias V16 = SIMD16<Float>\n"
         s += "\n/// The widest gather tile, in positions.\nlet gatherTileMax = 128\n"
         for r in [16] + widths where r > 1 { s += gatherTile(r, lanes: 16) }
+        // Weight-gradient tiles too: per-tap partial sums of 16 lanes (no fold per tap;
+        // an earlier version folded 16 lanes into 8 per tap and was ~5% slower than SIMD8).
+        s += "\n/// Lanes of each tap's partial weight-gradient sums.\nlet weightLanes = 16\n"
+        for r in [16] + widths where r > 1 { s += weightTile(r, lanes: 16) }
+        s += weightTile(1, slot: 16)
         s += "#else\n"
+        s += "\n/// Lanes of each tap's partial weight-gradient sums.\nlet weightLanes = 8\n"
+        s += """
+
+            /// weightTile8 on positions 0..<64 and 64..<128.
+            @inline(__always)
+            func weightTile16(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
+                                _ i0: Int, _ i1: Int, _ off: UnsafePointer<Int32>) {
+                weightTile8(dw, dy, x, i0, i1, off)
+                weightTile8(dw, dy + 64, x + 64, i0, i1, off)
+            }
+
+            """
+        for r in widths { s += weightTile(r) }
         s += "\n/// The widest gather tile, in positions.\nlet gatherTileMax = 64\n"
         s += """
 
@@ -46,9 +64,6 @@ public enum PatternKernelSource {
         for r in widths where r > 1 { s += gatherTile(r) }
         s += "#endif\n"
         s += gatherTile(1)
-        // The weight-gradient tiles stay on SIMD8 with AVX-512 too: 512-bit ones (a fold
-        // of 16 lanes into the 8-lane partial sums per tap) measured ~5% slower.
-        for r in widths { s += weightTile(r) }
         s += patternGroupTile8()
         s += patternRuns()
         return s
@@ -103,31 +118,34 @@ public enum PatternKernelSource {
         return s
     }
 
-    static func weightTile(_ r: Int) -> String {
+    /// A weight-gradient tile of 8r positions in registers of `lanes` floats; each tap's
+    /// partial sums are `slot` floats (the lanes of the widest tile of the build).
+    static func weightTile(_ r: Int, lanes: Int = 8, slot: Int? = nil) -> String {
+        let nv = 8 * r / lanes, vt = lanes == 8 ? "V8" : "V16", step = 4 * lanes, slotBytes = 4 * (slot ?? lanes)
         var s = """
 
-            /// For each tap i in i0..<i1: dw[8i..<8i + 8] += Σ over \(r) vector\(r > 1 ? "s" : "") v of
-            /// dy[8v..<8v + 8] ⊙ x[off[i] + 8v..<8v + 8], the output gradients held in registers.
+            /// For each tap i in i0..<i1: dw[\(slotBytes / 4)i..<\(slotBytes / 4)i + \(lanes)] += Σ over \(nv) vector\(nv > 1 ? "s" : "") v of
+            /// dy[\(lanes)v..<\(lanes)v + \(lanes)] ⊙ x[off[i] + \(lanes)v..<\(lanes)v + \(lanes)], the output gradients held in registers.
             @inline(__always)
             func weightTile\(r)(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
                                 _ i0: Int, _ i1: Int, _ off: UnsafePointer<Int32>) {
                 let g = UnsafeRawPointer(dy), b = UnsafeRawPointer(x), out = UnsafeMutableRawPointer(dw)
 
             """
-        for v in vecs(r) { s += "    let d\(v) = g.loadUnaligned(fromByteOffset: \(32 * v), as: V8.self)\n" }
+        for v in vecs(nv) { s += "    let d\(v) = g.loadUnaligned(fromByteOffset: \(step * v), as: \(vt).self)\n" }
         s += "    for i in i0..<i1 {\n"
-        s += "        let s = b + Int(off[i]) &* 4, o = i &* 32\n"
+        s += "        let s = b + Int(off[i]) &* 4, o = i &* \(slotBytes)\n"
         // Two chains per tap when there are at least two vectors.
-        let chains = min(2, r)
+        let chains = min(2, nv)
         for c in 0..<chains {
-            let vs = vecs(r).filter { $0 % chains == c }
-            s += "        var p\(c) = d\(vs[0]) * s.loadUnaligned(fromByteOffset: \(32 * vs[0]), as: V8.self)\n"
+            let vs = vecs(nv).filter { $0 % chains == c }
+            s += "        \(vs.count > 1 ? "var" : "let") p\(c) = d\(vs[0]) * s.loadUnaligned(fromByteOffset: \(step * vs[0]), as: \(vt).self)\n"
             for v in vs.dropFirst() {
-                s += "        p\(c).addProduct(d\(v), s.loadUnaligned(fromByteOffset: \(32 * v), as: V8.self))\n"
+                s += "        p\(c).addProduct(d\(v), s.loadUnaligned(fromByteOffset: \(step * v), as: \(vt).self))\n"
             }
         }
         let sum = (0..<chains).map { "p\($0)" }.joined(separator: " + ")
-        s += "        out.storeBytes(of: out.loadUnaligned(fromByteOffset: o, as: V8.self) + \(sum), toByteOffset: o, as: V8.self)\n"
+        s += "        out.storeBytes(of: out.loadUnaligned(fromByteOffset: o, as: \(vt).self) + \(sum), toByteOffset: o, as: \(vt).self)\n"
         s += "    }\n}\n"
         return s
     }

@@ -222,7 +222,7 @@ public final class PatternConvKernel {
         let tapOffsets: [Int]
         /// Gather tiles over 0..<positions: start, width (`gatherTileMax`, 64, 32, 16 or 8);
         /// the last may pass the end (`positions` not a multiple of 8) and then goes through
-        /// the scratch tile. Weight-gradient tiles the same, at most 64 wide.
+        /// the scratch tile. Weight-gradient tiles the same.
         let tileStart: [Int], tileWidth: [Int], weightTileStart: [Int], weightTileWidth: [Int]
 
         init(_ g: ConvGeometry) {
@@ -250,7 +250,7 @@ public final class PatternConvKernel {
                 return (ts, tw)
             }
             (tileStart, tileWidth) = tiles(upTo: gatherTileMax)
-            (weightTileStart, weightTileWidth) = tiles(upTo: 64)
+            (weightTileStart, weightTileWidth) = tiles(upTo: gatherTileMax)
         }
 
         /// Copy index (kx·stride + py) of tap t.
@@ -651,10 +651,10 @@ public final class PatternConvKernel {
         let gstride = gridStride, sh = shifted, outSize = sh.positions
         let gridded = phases > 1 && gradInput != nil
         // Per chunk: at stride 2 the output gradients of one image on the plane grid (zero
-        // margins and pad columns, never written); per-tap SIMD8 partial weight gradients.
-        if backwardBuffers == nil || backwardBuffers!.dw[0].count < max(nv, 1) * 8 || (gridded && backwardBuffers!.grid.isEmpty) {
+        // margins and pad columns, never written); per-tap partial weight gradients of `weightLanes` lanes.
+        if backwardBuffers == nil || backwardBuffers!.dw[0].count < max(nv, 1) * weightLanes || (gridded && backwardBuffers!.grid.isEmpty) {
             backwardBuffers = (gridded ? (0..<chunkCount).map { _ in Tensor(shape: [k * gstride + 16]) } : [],
-                               (0..<chunkCount).map { _ in Tensor(shape: [max(nv, 1) * 8]) })
+                               (0..<chunkCount).map { _ in Tensor(shape: [max(nv, 1) * weightLanes]) })
         }
         let bufs = backwardBuffers!
         let xbuf = shiftedChunkBuffers(), scr = scratch.map(\.data)
@@ -702,7 +702,7 @@ public final class PatternConvKernel {
                                         groupWeight: gw.baseAddress, tapBytes: mtb.baseAddress, usePatterns: usePatterns)
             Threads.parallelFor(chunkCount) { chunk in
                 let xp = xbuf[chunk], dwv = dwps[chunk], tile = scr[chunk]
-                dwv.update(repeating: 0, count: max(nv, 1) * 8)
+                dwv.update(repeating: 0, count: max(nv, 1) * weightLanes)
                 for b in (n * chunk / chunkCount)..<(n * (chunk + 1) / chunkCount) {
                     // Weight gradient of the kept taps, tile by tile over the output plane.
                     if wantWeights {
@@ -756,7 +756,7 @@ public final class PatternConvKernel {
         if let gradValues { for i in 0..<nv {
             var s: Float = 0
             for t in 0..<chunkCount {
-                s += UnsafeRawPointer(dwps[t] + i * 8).loadUnaligned(as: SIMD8<Float>.self).sum()
+                for l in 0..<weightLanes { s += dwps[t][i * weightLanes + l] }
             }
             gradValues[i] = s
         } }
@@ -821,7 +821,7 @@ func gatherImage(_ sh: PatternConvKernel.Shifted, _ xp: UnsafePointer<Float>, _ 
     } }
 }
 
-/// `gatherTile8/4/2/1` by tile width in floats.
+/// `gatherTile16/8/4/2/1` by tile width in floats.
 @inline(__always)
 func gatherTile(_ width: Int, _ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>,
                 _ i0: Int, _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>) {
@@ -834,13 +834,12 @@ func gatherTile(_ width: Int, _ dst: UnsafeMutablePointer<Float>, _ initial: Flo
     }
 }
 
-/// `weightTile8/4/2/1` by tile width in floats.
+/// `weightTile16/8/4/2/1` by tile width in floats.
 @inline(__always)
 func weightTile(_ width: Int, _ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
                 _ i0: Int, _ i1: Int, _ off: UnsafePointer<Int32>) {
-    // Stays on SIMD8 with AVX-512 too: 512-bit weight tiles (an 8-lane fold per tap)
-    // measured ~5% slower than these on the per-layer bench.
     switch width {
+    case 128: weightTile16(dw, dy, x, i0, i1, off)
     case 64: weightTile8(dw, dy, x, i0, i1, off)
     case 32: weightTile4(dw, dy, x, i0, i1, off)
     case 16: weightTile2(dw, dy, x, i0, i1, off)

@@ -155,7 +155,191 @@ func gatherTile2(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: U
     let d = UnsafeMutableRawPointer(dst)
     d.storeBytes(of: a0_0 + a1_0 + a2_0 + a3_0 + a4_0 + a5_0 + a6_0 + a7_0, toByteOffset: 0, as: V16.self)
 }
+
+/// Lanes of each tap's partial weight-gradient sums.
+let weightLanes = 16
+
+/// For each tap i in i0..<i1: dw[16i..<16i + 16] += Σ over 8 vectors v of
+/// dy[16v..<16v + 16] ⊙ x[off[i] + 16v..<16v + 16], the output gradients held in registers.
+@inline(__always)
+func weightTile16(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
+                    _ i0: Int, _ i1: Int, _ off: UnsafePointer<Int32>) {
+    let g = UnsafeRawPointer(dy), b = UnsafeRawPointer(x), out = UnsafeMutableRawPointer(dw)
+    let d0 = g.loadUnaligned(fromByteOffset: 0, as: V16.self)
+    let d1 = g.loadUnaligned(fromByteOffset: 64, as: V16.self)
+    let d2 = g.loadUnaligned(fromByteOffset: 128, as: V16.self)
+    let d3 = g.loadUnaligned(fromByteOffset: 192, as: V16.self)
+    let d4 = g.loadUnaligned(fromByteOffset: 256, as: V16.self)
+    let d5 = g.loadUnaligned(fromByteOffset: 320, as: V16.self)
+    let d6 = g.loadUnaligned(fromByteOffset: 384, as: V16.self)
+    let d7 = g.loadUnaligned(fromByteOffset: 448, as: V16.self)
+    for i in i0..<i1 {
+        let s = b + Int(off[i]) &* 4, o = i &* 64
+        var p0 = d0 * s.loadUnaligned(fromByteOffset: 0, as: V16.self)
+        p0.addProduct(d2, s.loadUnaligned(fromByteOffset: 128, as: V16.self))
+        p0.addProduct(d4, s.loadUnaligned(fromByteOffset: 256, as: V16.self))
+        p0.addProduct(d6, s.loadUnaligned(fromByteOffset: 384, as: V16.self))
+        var p1 = d1 * s.loadUnaligned(fromByteOffset: 64, as: V16.self)
+        p1.addProduct(d3, s.loadUnaligned(fromByteOffset: 192, as: V16.self))
+        p1.addProduct(d5, s.loadUnaligned(fromByteOffset: 320, as: V16.self))
+        p1.addProduct(d7, s.loadUnaligned(fromByteOffset: 448, as: V16.self))
+        out.storeBytes(of: out.loadUnaligned(fromByteOffset: o, as: V16.self) + p0 + p1, toByteOffset: o, as: V16.self)
+    }
+}
+
+/// For each tap i in i0..<i1: dw[16i..<16i + 16] += Σ over 4 vectors v of
+/// dy[16v..<16v + 16] ⊙ x[off[i] + 16v..<16v + 16], the output gradients held in registers.
+@inline(__always)
+func weightTile8(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
+                    _ i0: Int, _ i1: Int, _ off: UnsafePointer<Int32>) {
+    let g = UnsafeRawPointer(dy), b = UnsafeRawPointer(x), out = UnsafeMutableRawPointer(dw)
+    let d0 = g.loadUnaligned(fromByteOffset: 0, as: V16.self)
+    let d1 = g.loadUnaligned(fromByteOffset: 64, as: V16.self)
+    let d2 = g.loadUnaligned(fromByteOffset: 128, as: V16.self)
+    let d3 = g.loadUnaligned(fromByteOffset: 192, as: V16.self)
+    for i in i0..<i1 {
+        let s = b + Int(off[i]) &* 4, o = i &* 64
+        var p0 = d0 * s.loadUnaligned(fromByteOffset: 0, as: V16.self)
+        p0.addProduct(d2, s.loadUnaligned(fromByteOffset: 128, as: V16.self))
+        var p1 = d1 * s.loadUnaligned(fromByteOffset: 64, as: V16.self)
+        p1.addProduct(d3, s.loadUnaligned(fromByteOffset: 192, as: V16.self))
+        out.storeBytes(of: out.loadUnaligned(fromByteOffset: o, as: V16.self) + p0 + p1, toByteOffset: o, as: V16.self)
+    }
+}
+
+/// For each tap i in i0..<i1: dw[16i..<16i + 16] += Σ over 2 vectors v of
+/// dy[16v..<16v + 16] ⊙ x[off[i] + 16v..<16v + 16], the output gradients held in registers.
+@inline(__always)
+func weightTile4(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
+                    _ i0: Int, _ i1: Int, _ off: UnsafePointer<Int32>) {
+    let g = UnsafeRawPointer(dy), b = UnsafeRawPointer(x), out = UnsafeMutableRawPointer(dw)
+    let d0 = g.loadUnaligned(fromByteOffset: 0, as: V16.self)
+    let d1 = g.loadUnaligned(fromByteOffset: 64, as: V16.self)
+    for i in i0..<i1 {
+        let s = b + Int(off[i]) &* 4, o = i &* 64
+        let p0 = d0 * s.loadUnaligned(fromByteOffset: 0, as: V16.self)
+        let p1 = d1 * s.loadUnaligned(fromByteOffset: 64, as: V16.self)
+        out.storeBytes(of: out.loadUnaligned(fromByteOffset: o, as: V16.self) + p0 + p1, toByteOffset: o, as: V16.self)
+    }
+}
+
+/// For each tap i in i0..<i1: dw[16i..<16i + 16] += Σ over 1 vector v of
+/// dy[16v..<16v + 16] ⊙ x[off[i] + 16v..<16v + 16], the output gradients held in registers.
+@inline(__always)
+func weightTile2(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
+                    _ i0: Int, _ i1: Int, _ off: UnsafePointer<Int32>) {
+    let g = UnsafeRawPointer(dy), b = UnsafeRawPointer(x), out = UnsafeMutableRawPointer(dw)
+    let d0 = g.loadUnaligned(fromByteOffset: 0, as: V16.self)
+    for i in i0..<i1 {
+        let s = b + Int(off[i]) &* 4, o = i &* 64
+        let p0 = d0 * s.loadUnaligned(fromByteOffset: 0, as: V16.self)
+        out.storeBytes(of: out.loadUnaligned(fromByteOffset: o, as: V16.self) + p0, toByteOffset: o, as: V16.self)
+    }
+}
+
+/// For each tap i in i0..<i1: dw[16i..<16i + 8] += Σ over 1 vector v of
+/// dy[8v..<8v + 8] ⊙ x[off[i] + 8v..<8v + 8], the output gradients held in registers.
+@inline(__always)
+func weightTile1(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
+                    _ i0: Int, _ i1: Int, _ off: UnsafePointer<Int32>) {
+    let g = UnsafeRawPointer(dy), b = UnsafeRawPointer(x), out = UnsafeMutableRawPointer(dw)
+    let d0 = g.loadUnaligned(fromByteOffset: 0, as: V8.self)
+    for i in i0..<i1 {
+        let s = b + Int(off[i]) &* 4, o = i &* 64
+        let p0 = d0 * s.loadUnaligned(fromByteOffset: 0, as: V8.self)
+        out.storeBytes(of: out.loadUnaligned(fromByteOffset: o, as: V8.self) + p0, toByteOffset: o, as: V8.self)
+    }
+}
 #else
+
+/// Lanes of each tap's partial weight-gradient sums.
+let weightLanes = 8
+
+/// weightTile8 on positions 0..<64 and 64..<128.
+@inline(__always)
+func weightTile16(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
+                    _ i0: Int, _ i1: Int, _ off: UnsafePointer<Int32>) {
+    weightTile8(dw, dy, x, i0, i1, off)
+    weightTile8(dw, dy + 64, x + 64, i0, i1, off)
+}
+
+/// For each tap i in i0..<i1: dw[8i..<8i + 8] += Σ over 8 vectors v of
+/// dy[8v..<8v + 8] ⊙ x[off[i] + 8v..<8v + 8], the output gradients held in registers.
+@inline(__always)
+func weightTile8(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
+                    _ i0: Int, _ i1: Int, _ off: UnsafePointer<Int32>) {
+    let g = UnsafeRawPointer(dy), b = UnsafeRawPointer(x), out = UnsafeMutableRawPointer(dw)
+    let d0 = g.loadUnaligned(fromByteOffset: 0, as: V8.self)
+    let d1 = g.loadUnaligned(fromByteOffset: 32, as: V8.self)
+    let d2 = g.loadUnaligned(fromByteOffset: 64, as: V8.self)
+    let d3 = g.loadUnaligned(fromByteOffset: 96, as: V8.self)
+    let d4 = g.loadUnaligned(fromByteOffset: 128, as: V8.self)
+    let d5 = g.loadUnaligned(fromByteOffset: 160, as: V8.self)
+    let d6 = g.loadUnaligned(fromByteOffset: 192, as: V8.self)
+    let d7 = g.loadUnaligned(fromByteOffset: 224, as: V8.self)
+    for i in i0..<i1 {
+        let s = b + Int(off[i]) &* 4, o = i &* 32
+        var p0 = d0 * s.loadUnaligned(fromByteOffset: 0, as: V8.self)
+        p0.addProduct(d2, s.loadUnaligned(fromByteOffset: 64, as: V8.self))
+        p0.addProduct(d4, s.loadUnaligned(fromByteOffset: 128, as: V8.self))
+        p0.addProduct(d6, s.loadUnaligned(fromByteOffset: 192, as: V8.self))
+        var p1 = d1 * s.loadUnaligned(fromByteOffset: 32, as: V8.self)
+        p1.addProduct(d3, s.loadUnaligned(fromByteOffset: 96, as: V8.self))
+        p1.addProduct(d5, s.loadUnaligned(fromByteOffset: 160, as: V8.self))
+        p1.addProduct(d7, s.loadUnaligned(fromByteOffset: 224, as: V8.self))
+        out.storeBytes(of: out.loadUnaligned(fromByteOffset: o, as: V8.self) + p0 + p1, toByteOffset: o, as: V8.self)
+    }
+}
+
+/// For each tap i in i0..<i1: dw[8i..<8i + 8] += Σ over 4 vectors v of
+/// dy[8v..<8v + 8] ⊙ x[off[i] + 8v..<8v + 8], the output gradients held in registers.
+@inline(__always)
+func weightTile4(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
+                    _ i0: Int, _ i1: Int, _ off: UnsafePointer<Int32>) {
+    let g = UnsafeRawPointer(dy), b = UnsafeRawPointer(x), out = UnsafeMutableRawPointer(dw)
+    let d0 = g.loadUnaligned(fromByteOffset: 0, as: V8.self)
+    let d1 = g.loadUnaligned(fromByteOffset: 32, as: V8.self)
+    let d2 = g.loadUnaligned(fromByteOffset: 64, as: V8.self)
+    let d3 = g.loadUnaligned(fromByteOffset: 96, as: V8.self)
+    for i in i0..<i1 {
+        let s = b + Int(off[i]) &* 4, o = i &* 32
+        var p0 = d0 * s.loadUnaligned(fromByteOffset: 0, as: V8.self)
+        p0.addProduct(d2, s.loadUnaligned(fromByteOffset: 64, as: V8.self))
+        var p1 = d1 * s.loadUnaligned(fromByteOffset: 32, as: V8.self)
+        p1.addProduct(d3, s.loadUnaligned(fromByteOffset: 96, as: V8.self))
+        out.storeBytes(of: out.loadUnaligned(fromByteOffset: o, as: V8.self) + p0 + p1, toByteOffset: o, as: V8.self)
+    }
+}
+
+/// For each tap i in i0..<i1: dw[8i..<8i + 8] += Σ over 2 vectors v of
+/// dy[8v..<8v + 8] ⊙ x[off[i] + 8v..<8v + 8], the output gradients held in registers.
+@inline(__always)
+func weightTile2(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
+                    _ i0: Int, _ i1: Int, _ off: UnsafePointer<Int32>) {
+    let g = UnsafeRawPointer(dy), b = UnsafeRawPointer(x), out = UnsafeMutableRawPointer(dw)
+    let d0 = g.loadUnaligned(fromByteOffset: 0, as: V8.self)
+    let d1 = g.loadUnaligned(fromByteOffset: 32, as: V8.self)
+    for i in i0..<i1 {
+        let s = b + Int(off[i]) &* 4, o = i &* 32
+        let p0 = d0 * s.loadUnaligned(fromByteOffset: 0, as: V8.self)
+        let p1 = d1 * s.loadUnaligned(fromByteOffset: 32, as: V8.self)
+        out.storeBytes(of: out.loadUnaligned(fromByteOffset: o, as: V8.self) + p0 + p1, toByteOffset: o, as: V8.self)
+    }
+}
+
+/// For each tap i in i0..<i1: dw[8i..<8i + 8] += Σ over 1 vector v of
+/// dy[8v..<8v + 8] ⊙ x[off[i] + 8v..<8v + 8], the output gradients held in registers.
+@inline(__always)
+func weightTile1(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
+                    _ i0: Int, _ i1: Int, _ off: UnsafePointer<Int32>) {
+    let g = UnsafeRawPointer(dy), b = UnsafeRawPointer(x), out = UnsafeMutableRawPointer(dw)
+    let d0 = g.loadUnaligned(fromByteOffset: 0, as: V8.self)
+    for i in i0..<i1 {
+        let s = b + Int(off[i]) &* 4, o = i &* 32
+        let p0 = d0 * s.loadUnaligned(fromByteOffset: 0, as: V8.self)
+        out.storeBytes(of: out.loadUnaligned(fromByteOffset: o, as: V8.self) + p0, toByteOffset: o, as: V8.self)
+    }
+}
 
 /// The widest gather tile, in positions.
 let gatherTileMax = 64
@@ -315,84 +499,6 @@ func gatherTile1(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: U
     }
     let d = UnsafeMutableRawPointer(dst)
     d.storeBytes(of: a0_0 + a1_0 + a2_0 + a3_0 + a4_0 + a5_0 + a6_0 + a7_0, toByteOffset: 0, as: V8.self)
-}
-
-/// For each tap i in i0..<i1: dw[8i..<8i + 8] += Σ over 8 vectors v of
-/// dy[8v..<8v + 8] ⊙ x[off[i] + 8v..<8v + 8], the output gradients held in registers.
-@inline(__always)
-func weightTile8(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
-                    _ i0: Int, _ i1: Int, _ off: UnsafePointer<Int32>) {
-    let g = UnsafeRawPointer(dy), b = UnsafeRawPointer(x), out = UnsafeMutableRawPointer(dw)
-    let d0 = g.loadUnaligned(fromByteOffset: 0, as: V8.self)
-    let d1 = g.loadUnaligned(fromByteOffset: 32, as: V8.self)
-    let d2 = g.loadUnaligned(fromByteOffset: 64, as: V8.self)
-    let d3 = g.loadUnaligned(fromByteOffset: 96, as: V8.self)
-    let d4 = g.loadUnaligned(fromByteOffset: 128, as: V8.self)
-    let d5 = g.loadUnaligned(fromByteOffset: 160, as: V8.self)
-    let d6 = g.loadUnaligned(fromByteOffset: 192, as: V8.self)
-    let d7 = g.loadUnaligned(fromByteOffset: 224, as: V8.self)
-    for i in i0..<i1 {
-        let s = b + Int(off[i]) &* 4, o = i &* 32
-        var p0 = d0 * s.loadUnaligned(fromByteOffset: 0, as: V8.self)
-        p0.addProduct(d2, s.loadUnaligned(fromByteOffset: 64, as: V8.self))
-        p0.addProduct(d4, s.loadUnaligned(fromByteOffset: 128, as: V8.self))
-        p0.addProduct(d6, s.loadUnaligned(fromByteOffset: 192, as: V8.self))
-        var p1 = d1 * s.loadUnaligned(fromByteOffset: 32, as: V8.self)
-        p1.addProduct(d3, s.loadUnaligned(fromByteOffset: 96, as: V8.self))
-        p1.addProduct(d5, s.loadUnaligned(fromByteOffset: 160, as: V8.self))
-        p1.addProduct(d7, s.loadUnaligned(fromByteOffset: 224, as: V8.self))
-        out.storeBytes(of: out.loadUnaligned(fromByteOffset: o, as: V8.self) + p0 + p1, toByteOffset: o, as: V8.self)
-    }
-}
-
-/// For each tap i in i0..<i1: dw[8i..<8i + 8] += Σ over 4 vectors v of
-/// dy[8v..<8v + 8] ⊙ x[off[i] + 8v..<8v + 8], the output gradients held in registers.
-@inline(__always)
-func weightTile4(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
-                    _ i0: Int, _ i1: Int, _ off: UnsafePointer<Int32>) {
-    let g = UnsafeRawPointer(dy), b = UnsafeRawPointer(x), out = UnsafeMutableRawPointer(dw)
-    let d0 = g.loadUnaligned(fromByteOffset: 0, as: V8.self)
-    let d1 = g.loadUnaligned(fromByteOffset: 32, as: V8.self)
-    let d2 = g.loadUnaligned(fromByteOffset: 64, as: V8.self)
-    let d3 = g.loadUnaligned(fromByteOffset: 96, as: V8.self)
-    for i in i0..<i1 {
-        let s = b + Int(off[i]) &* 4, o = i &* 32
-        var p0 = d0 * s.loadUnaligned(fromByteOffset: 0, as: V8.self)
-        p0.addProduct(d2, s.loadUnaligned(fromByteOffset: 64, as: V8.self))
-        var p1 = d1 * s.loadUnaligned(fromByteOffset: 32, as: V8.self)
-        p1.addProduct(d3, s.loadUnaligned(fromByteOffset: 96, as: V8.self))
-        out.storeBytes(of: out.loadUnaligned(fromByteOffset: o, as: V8.self) + p0 + p1, toByteOffset: o, as: V8.self)
-    }
-}
-
-/// For each tap i in i0..<i1: dw[8i..<8i + 8] += Σ over 2 vectors v of
-/// dy[8v..<8v + 8] ⊙ x[off[i] + 8v..<8v + 8], the output gradients held in registers.
-@inline(__always)
-func weightTile2(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
-                    _ i0: Int, _ i1: Int, _ off: UnsafePointer<Int32>) {
-    let g = UnsafeRawPointer(dy), b = UnsafeRawPointer(x), out = UnsafeMutableRawPointer(dw)
-    let d0 = g.loadUnaligned(fromByteOffset: 0, as: V8.self)
-    let d1 = g.loadUnaligned(fromByteOffset: 32, as: V8.self)
-    for i in i0..<i1 {
-        let s = b + Int(off[i]) &* 4, o = i &* 32
-        var p0 = d0 * s.loadUnaligned(fromByteOffset: 0, as: V8.self)
-        var p1 = d1 * s.loadUnaligned(fromByteOffset: 32, as: V8.self)
-        out.storeBytes(of: out.loadUnaligned(fromByteOffset: o, as: V8.self) + p0 + p1, toByteOffset: o, as: V8.self)
-    }
-}
-
-/// For each tap i in i0..<i1: dw[8i..<8i + 8] += Σ over 1 vector v of
-/// dy[8v..<8v + 8] ⊙ x[off[i] + 8v..<8v + 8], the output gradients held in registers.
-@inline(__always)
-func weightTile1(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
-                    _ i0: Int, _ i1: Int, _ off: UnsafePointer<Int32>) {
-    let g = UnsafeRawPointer(dy), b = UnsafeRawPointer(x), out = UnsafeMutableRawPointer(dw)
-    let d0 = g.loadUnaligned(fromByteOffset: 0, as: V8.self)
-    for i in i0..<i1 {
-        let s = b + Int(off[i]) &* 4, o = i &* 32
-        var p0 = d0 * s.loadUnaligned(fromByteOffset: 0, as: V8.self)
-        out.storeBytes(of: out.loadUnaligned(fromByteOffset: o, as: V8.self) + p0, toByteOffset: o, as: V8.self)
-    }
 }
 
 /// dst[0..<64] = initial + the kernels of groups g0..<g1, each group one 4-tap pattern
