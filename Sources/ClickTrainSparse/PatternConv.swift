@@ -270,22 +270,12 @@ public final class PatternConvKernel {
                     let use0 = used & (1 << py) != 0, use1 = used & (1 << (s + py)) != 0
                     let use2 = used & (1 << (2 * s + py)) != 0
                     if s == 1 && ow % 8 == 0 {
-                        // Columns x = ox + kx − 1: each input vector stored three times,
-                        // shifted. The shifted stores spill one float into the next row of
-                        // copy 0 (its column 0) and the previous row of copy 2 (its last
-                        // column); both are zero columns, restored right after (rows are
-                        // written in order and those columns never hold data).
-                        let raw = UnsafeRawPointer(sr)
-                        var j = 0
-                        while j < ow {
-                            let v = raw.loadUnaligned(fromByteOffset: 4 * j, as: SIMD8<Float>.self)
-                            if use0 { UnsafeMutableRawPointer(d0 + j + 1).storeBytes(of: v, as: SIMD8<Float>.self) }
-                            if use1 { UnsafeMutableRawPointer(d1 + j).storeBytes(of: v, as: SIMD8<Float>.self) }
-                            if use2 { UnsafeMutableRawPointer(d2 + j - 1).storeBytes(of: v, as: SIMD8<Float>.self) }
-                            j += 8
-                        }
-                        if use0 { d0[ow] = 0 }
-                        if use2 { d2[-1] = 0 }
+                        // Columns x = ox + kx − 1: aligned stores of shifted loads (an
+                        // unaligned store splits a cache line every other time; loads split
+                        // more cheaply), the zero edge columns shuffled in.
+                        if use0 { shiftedRow(sr, d0, ow, 0) }
+                        if use1 { shiftedRow(sr, d1, ow, 1) }
+                        if use2 { shiftedRow(sr, d2, ow, 2) }
                     } else if s == 1 {
                         if use0 { copyFloats(sr, d0 + 1, ow - 1) }
                         if use1 { copyFloats(sr, d1, ow) }
@@ -915,3 +905,29 @@ func relu8(_ v: V8) -> V8 {
 }
 
 typealias V8 = SIMD8<Float>
+
+/// dst[ox] = src[ox + kx − 1] for ox in 0..<n (zero outside the row), n a multiple of 8.
+@inline(__always)
+func shiftedRow(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ n: Int, _ kx: Int) {
+    let sr = UnsafeRawPointer(src), d = UnsafeMutableRawPointer(dst)
+    switch kx {
+    case 0:
+        let v = sr.loadUnaligned(as: V8.self)
+        d.storeBytes(of: V8(0, v[0], v[1], v[2], v[3], v[4], v[5], v[6]), as: V8.self)
+        var j = 8
+        while j < n {
+            d.storeBytes(of: sr.loadUnaligned(fromByteOffset: 4 * j - 4, as: V8.self), toByteOffset: 4 * j, as: V8.self)
+            j += 8
+        }
+    case 1:
+        copyFloats(src, dst, n)
+    default:
+        var j = 0
+        while j + 8 < n {
+            d.storeBytes(of: sr.loadUnaligned(fromByteOffset: 4 * j + 4, as: V8.self), toByteOffset: 4 * j, as: V8.self)
+            j += 8
+        }
+        let v = sr.loadUnaligned(fromByteOffset: 4 * j, as: V8.self)
+        d.storeBytes(of: V8(v[1], v[2], v[3], v[4], v[5], v[6], v[7], 0), toByteOffset: 4 * j, as: V8.self)
+    }
+}
