@@ -167,18 +167,19 @@ public struct PatternWeights: Sendable {
 /// Forward convolution with pattern-sparse 3x3 weights (padding 1, stride 1 or 2) and its
 /// two backward convolutions; the work is proportional to the kept taps.
 ///
-/// Each image is zero-padded once into a per-thread buffer (for stride 2 split into its
-/// four (row, column) parity planes, so that stride 2 reads contiguous rows too). Outputs
-/// are computed over the padded pitch (pad columns computed and dropped) in tiles of 64
-/// values (32, 16, 8 at the end of a span; `Generated/PatternTiles.swift`) held in
-/// eight SIMD8 registers (four SIMD16 in an AVX-512 build) across every kept tap of a
-/// filter: per tap one broadcast weight, eight loads and eight fused multiply-adds, no
-/// accumulator traffic; a
-/// finished tile goes from an L1 scratch straight to its rows of the output. The input
-/// gradient is the same tiled gather over the output gradient laid out on the plane grid
-/// with negated offsets (for stride 2 per parity plane, with only that plane's taps); the
-/// weight gradient keeps a tile of the output gradient in registers and streams the kept
-/// taps' shifted inputs past it.
+/// Each image is written once per pass into a per-thread buffer of shifted copies laid out
+/// on the output grid (`Shifted`: per input channel 3·stride copies, one per (column tap,
+/// row parity)), so that every tap reads one contiguous run over the whole output plane.
+/// Outputs are computed in tiles of up to 128 positions (64 in a SIMD8 build; 32, 16, 8
+/// at the plane's end; `Generated/PatternTiles.swift`) held in registers across every kept
+/// tap of a filter: per tap one broadcast weight and one load plus one fused multiply-add
+/// per register, no accumulator traffic; a finished tile is stored straight into the output
+/// with the bias, residual and ReLU applied. The weight gradient keeps a tile of the output
+/// gradient in registers and streams the kept taps' input copies past it. The input
+/// gradient at stride 1 is the same gather over the output gradient's shifted copies with
+/// the kernels transposed and mirrored; at stride 2 it gathers per parity plane of the
+/// input over the output gradient on a padded grid with negated offsets (only that plane's
+/// taps), and copies each tile's valid positions out.
 ///
 /// The kernel caches the tap offsets of the last weight structure it saw (kept kernels and
 /// patterns); a weight with the same structure and new values (a training step after hard
@@ -186,7 +187,8 @@ public struct PatternWeights: Sendable {
 public final class PatternConvKernel {
     public let geometry: ConvGeometry
     private let chunks: Int
-    /// Per chunk: one tile of results before it is copied out.
+    /// Per chunk: one tile of results before it is copied out (a tile passing the plane's end,
+    /// the stride-2 input gradient).
     private let scratch: [Tensor]
     private var backwardBuffers: (grid: [Tensor], dw: [Tensor])?
     /// Source plane layout: rows × pitch per (parity) plane, planes per channel.
