@@ -912,6 +912,34 @@ typealias V8 = SIMD8<Float>
 @inline(__always)
 func shiftedRow(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ n: Int, _ kx: Int) {
     let sr = UnsafeRawPointer(src), d = UnsafeMutableRawPointer(dst)
+    if n % 16 == 0 {
+        // The same with 16-float vectors: half the stores.
+        typealias W = SIMD16<Float>
+        switch kx {
+        case 0:
+            let v = sr.loadUnaligned(as: W.self)
+            d.storeBytes(of: W(0, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14]),
+                         as: W.self)
+            var j = 16
+            while j < n {
+                d.storeBytes(of: sr.loadUnaligned(fromByteOffset: 4 * j - 4, as: W.self), toByteOffset: 4 * j, as: W.self)
+                j += 16
+            }
+        case 1:
+            var j = 0
+            while j < n { d.storeBytes(of: sr.loadUnaligned(fromByteOffset: 4 * j, as: W.self), toByteOffset: 4 * j, as: W.self); j += 16 }
+        default:
+            var j = 0
+            while j + 16 < n {
+                d.storeBytes(of: sr.loadUnaligned(fromByteOffset: 4 * j + 4, as: W.self), toByteOffset: 4 * j, as: W.self)
+                j += 16
+            }
+            let v = sr.loadUnaligned(fromByteOffset: 4 * j, as: W.self)
+            d.storeBytes(of: W(v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15], 0),
+                         toByteOffset: 4 * j, as: W.self)
+        }
+        return
+    }
     switch kx {
     case 0:
         let v = sr.loadUnaligned(as: V8.self)
