@@ -908,56 +908,35 @@ func relu8(_ v: V8) -> V8 {
 
 typealias V8 = SIMD8<Float>
 
-/// dst[ox] = src[ox + kx − 1] for ox in 0..<n (zero outside the row), n a multiple of 8.
+/// dst[ox] = src[ox + kx − 1] for ox in 0..<n (zero outside the row), n a multiple of 8:
+/// 16-float vectors when n allows (half the stores), else 8.
 @inline(__always)
 func shiftedRow(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ n: Int, _ kx: Int) {
-    let sr = UnsafeRawPointer(src), d = UnsafeMutableRawPointer(dst)
-    if n % 16 == 0 {
-        // The same with 16-float vectors: half the stores.
-        typealias W = SIMD16<Float>
-        switch kx {
-        case 0:
-            let v = sr.loadUnaligned(as: W.self)
-            d.storeBytes(of: W(0, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14]),
-                         as: W.self)
-            var j = 16
-            while j < n {
-                d.storeBytes(of: sr.loadUnaligned(fromByteOffset: 4 * j - 4, as: W.self), toByteOffset: 4 * j, as: W.self)
-                j += 16
-            }
-        case 1:
-            var j = 0
-            while j < n { d.storeBytes(of: sr.loadUnaligned(fromByteOffset: 4 * j, as: W.self), toByteOffset: 4 * j, as: W.self); j += 16 }
-        default:
-            var j = 0
-            while j + 16 < n {
-                d.storeBytes(of: sr.loadUnaligned(fromByteOffset: 4 * j + 4, as: W.self), toByteOffset: 4 * j, as: W.self)
-                j += 16
-            }
-            let v = sr.loadUnaligned(fromByteOffset: 4 * j, as: W.self)
-            d.storeBytes(of: W(v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15], 0),
-                         toByteOffset: 4 * j, as: W.self)
-        }
-        return
-    }
+    if n % 16 == 0 { shiftedRow(src, dst, n, kx, as: SIMD16<Float>.self) } else { shiftedRow(src, dst, n, kx, as: V8.self) }
+}
+
+/// `shiftedRow` in vectors of type V: aligned stores of shifted loads, the zero edge
+/// column shuffled into the first (kx = 0) or last (kx = 2) vector.
+@inline(__always)
+func shiftedRow<V: SIMD>(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ n: Int, _ kx: Int,
+                         as: V.Type) where V.Scalar == Float {
+    let sr = UnsafeRawPointer(src), d = UnsafeMutableRawPointer(dst), w = V.scalarCount
+    var j = 0
     switch kx {
     case 0:
-        let v = sr.loadUnaligned(as: V8.self)
-        d.storeBytes(of: V8(0, v[0], v[1], v[2], v[3], v[4], v[5], v[6]), as: V8.self)
-        var j = 8
-        while j < n {
-            d.storeBytes(of: sr.loadUnaligned(fromByteOffset: 4 * j - 4, as: V8.self), toByteOffset: 4 * j, as: V8.self)
-            j += 8
-        }
+        let v = sr.loadUnaligned(as: V.self)
+        var e = V()
+        for i in 1..<w { e[i] = v[i - 1] }
+        d.storeBytes(of: e, as: V.self)
+        j = w
+        while j < n { d.storeBytes(of: sr.loadUnaligned(fromByteOffset: 4 * j - 4, as: V.self), toByteOffset: 4 * j, as: V.self); j += w }
     case 1:
-        copyFloats(src, dst, n)
+        while j < n { d.storeBytes(of: sr.loadUnaligned(fromByteOffset: 4 * j, as: V.self), toByteOffset: 4 * j, as: V.self); j += w }
     default:
-        var j = 0
-        while j + 8 < n {
-            d.storeBytes(of: sr.loadUnaligned(fromByteOffset: 4 * j + 4, as: V8.self), toByteOffset: 4 * j, as: V8.self)
-            j += 8
-        }
-        let v = sr.loadUnaligned(fromByteOffset: 4 * j, as: V8.self)
-        d.storeBytes(of: V8(v[1], v[2], v[3], v[4], v[5], v[6], v[7], 0), toByteOffset: 4 * j, as: V8.self)
+        while j + w < n { d.storeBytes(of: sr.loadUnaligned(fromByteOffset: 4 * j + 4, as: V.self), toByteOffset: 4 * j, as: V.self); j += w }
+        let v = sr.loadUnaligned(fromByteOffset: 4 * j, as: V.self)
+        var e = V()
+        for i in 0..<(w - 1) { e[i] = v[i + 1] }
+        d.storeBytes(of: e, toByteOffset: 4 * j, as: V.self)
     }
 }
