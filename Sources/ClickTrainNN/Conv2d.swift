@@ -139,12 +139,26 @@ public final class Conv2d: Layer {
     /// `Sequential.forward`); otherwise the layer's own buffer does.
     public func forwardFolding(_ x: Tensor, _ bn: BatchNorm2d, relu: Bool, residual: Tensor? = nil,
                                into output: Tensor? = nil) -> Tensor? {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        guard let f = folded(for: x.shape, bn) else { return nil }
+        defer { forwardSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 }
+        let g = geometry(for: x.shape)
+        precondition(output == nil || output!.shape == g.outputShape, "forwardFolding: output buffer shape")
+        let y = output ?? outputs.get(g.outputShape)
+        input = x
+        f.kernel.forward(input: x, weights: f.weights, bias: f.shift, output: y, relu: relu, residual: residual)
+        return y
+    }
+
+    /// At inference on the pattern kernels, this conv with `bn` folded into it (weights
+    /// scaled per filter, the shift as bias) for inputs of `shape`, ready to run image by
+    /// image (`FoldedPatternConv.run`); nil when folding does not apply (see
+    /// `forwardFolding`). Counts as a folded forward.
+    public func folded(for shape: [Int], _ bn: BatchNorm2d) -> FoldedPatternConv? {
         guard !isTraining, !bn.isTraining, foldBatchNormAtInference, usePatternKernels, let mask = weight.mask,
               bn.channels == outChannels else { return nil }
-        let g = geometry(for: x.shape)
+        let g = geometry(for: shape)
         guard let pg = PatternConvKernel.embeddedGeometry(g) else { return nil }
-        let t0 = DispatchTime.now().uptimeNanoseconds
-        defer { forwardSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 }
         let (k, pw) = patternKernel(g, pg, mask)
         var scale = [Float](repeating: 0, count: outChannels)
         let shift = foldedShift.get([outChannels])
@@ -152,14 +166,13 @@ public final class Conv2d: Layer {
             scale[f] = bn.weight.value[f] / (bn.runningVar[f] + bn.eps).squareRoot()
             shift[f] = bn.bias.value[f] + ((bias?.value[f] ?? 0) - bn.runningMean[f]) * scale[f]
         }
-        precondition(output == nil || output!.shape == g.outputShape, "forwardFolding: output buffer shape")
-        let y = output ?? outputs.get(g.outputShape)
-        input = x
+        let scaled = pw.scaledPerFilter(scale)
+        k.prepare(scaled)
         lastPattern = nil
-        k.forward(input: x, weights: pw.scaledPerFilter(scale), bias: shift, output: y, relu: relu, residual: residual)
         foldedForwards += 1
         lastForwardPattern = true
-        return y
+        return FoldedPatternConv(kernel: k, weights: scaled, shift: shift, inputSize: shape[1...].reduce(1, *),
+                                 outputSize: g.outputShape[1...].reduce(1, *))
     }
 
     /// The pattern kernel for geometry `g` (run as `pg`) and the weight's pattern format
@@ -240,5 +253,25 @@ public final class Conv2d: Layer {
         policy.convBackwardSeconds += dt
         policy.layerBackwardSeconds[name, default: 0] += dt
         return gi ?? gradOutput
+    }
+}
+
+/// A pruned conv with its batch norm folded in, prepared for inference image by image
+/// from several threads at once (a ResNet stage run depth-first, see `Sequential`).
+public struct FoldedPatternConv {
+    public let kernel: PatternConvKernel
+    public let weights: PatternWeights
+    /// The folded shift, one per filter (the bias of the folded conv).
+    public let shift: Tensor
+    /// Floats per image of the input and of the output.
+    public let inputSize: Int, outputSize: Int
+
+    /// y = relu?(conv(x) · scale + shift + residual) for one image [C, H, W] → [K, OH, OW],
+    /// on the calling thread with the kernel's buffers of `chunk` (< `kernel.chunkCount`;
+    /// threads running at once use different chunks).
+    public func run(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, relu: Bool,
+                    residual: UnsafePointer<Float>?, chunk: Int) {
+        kernel.forwardImages(0..<1, input: x, weights: weights, bias: shift.data, output: y, relu: relu,
+                             residual: residual, chunk: chunk)
     }
 }

@@ -216,12 +216,16 @@ public final class PatternConvKernel {
     /// the whole output plane, so tiles cover OH·OW positions with no pad columns, write
     /// straight into the output (no scratch, no copy-out segments), and when OW is a
     /// multiple of 16 every load is 64-byte aligned.
-    struct Shifted {
+    struct Shifted: Equatable {
         let stride: Int, rows: Int, width: Int, positions: Int
         /// Floats per copy and per input channel (3·stride copies).
         let copyStride: Int, channelStride: Int
-        /// Where tap t reads for the output at q = 0, from its channel's first copy.
-        let tapOffsets: [Int]
+        /// Where tap t reads for the output at q = 0, from its channel's first copy; in bytes.
+        let tapOffsets: [Int], tapBytes: [Int]
+        /// Stride 1: lane masks (all ones: keep, zero: the column is outside the image) for a
+        /// run of 16 outputs starting at column m of a row, m in 0..<OW: for copy kx = 0
+        /// (column 0 reads x[·][−1]) and copy kx = 2 (column OW − 1 reads x[·][OW]).
+        let edgeMask0: [SIMD16<UInt32>], edgeMask2: [SIMD16<UInt32>]
         /// Gather tiles over 0..<positions: start, width (`gatherTileMax`, 64, 32, 16 or 8);
         /// the last may pass the end (`positions` not a multiple of 8) and then goes through
         /// the scratch tile. Weight-gradient tiles the same.
@@ -241,6 +245,16 @@ public final class PatternConvKernel {
                 let (ky, kx) = (t / 3, t % 3)
                 return (kx * s + ky % s) * cs + (ky / s) * ow
             }
+            tapBytes = tapOffsets.map { $0 * 4 }
+            func masks(zeroAt column: Int) -> [SIMD16<UInt32>] {
+                s != 1 ? [] : (0..<ow).map { m in
+                    var v = SIMD16<UInt32>(repeating: .max)
+                    for l in 0..<16 where (m + l) % ow == column { v[l] = 0 }
+                    return v
+                }
+            }
+            edgeMask0 = masks(zeroAt: 0)
+            edgeMask2 = masks(zeroAt: ow - 1)
             func tiles(upTo most: Int) -> ([Int], [Int]) {
                 var ts: [Int] = [], tw: [Int] = []
                 var q = 0
@@ -263,6 +277,22 @@ public final class PatternConvKernel {
         func fill(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, channels: Int, height h: Int,
                   width w: Int, used: Int) {
             let s = stride, ow = width
+            if s == 1 {
+                // Copy kx holds the channel's whole plane shifted by one row and kx − 1 columns:
+                // one flat run per copy (rows 0 and OH + 1 stay zero), the columns that fall
+                // outside the image masked to zero (a per-row loop cost as much as the tiles).
+                let n = h * w, cs = copyStride
+                edgeMask0.withUnsafeBufferPointer { m0 in
+                edgeMask2.withUnsafeBufferPointer { m2 in
+                    for c in 0..<channels {
+                        let sc = src + c * n, dc = dst + c * channelStride + ow
+                        if used & 2 != 0 { (dc + cs).update(from: sc, count: n) }
+                        if used & 1 != 0 { shiftedPlane(sc, dc, n, w, kx: 0, m0.baseAddress!) }
+                        if used & 4 != 0 { shiftedPlane(sc, dc + 2 * cs, n, w, kx: 2, m2.baseAddress!) }
+                    }
+                } }
+                return
+            }
             for c in 0..<channels {
                 let sc = src + c * h * w, dc = dst + c * channelStride
                 for y in 0..<h {
@@ -271,18 +301,7 @@ public final class PatternConvKernel {
                     let d0 = dc + py * copyStride + r * ow, d1 = d0 + s * copyStride, d2 = d1 + s * copyStride
                     let use0 = used & (1 << py) != 0, use1 = used & (1 << (s + py)) != 0
                     let use2 = used & (1 << (2 * s + py)) != 0
-                    if s == 1 && ow % 8 == 0 {
-                        // Columns x = ox + kx − 1: aligned stores of shifted loads (an
-                        // unaligned store splits a cache line every other time; loads split
-                        // more cheaply), the zero edge columns shuffled in.
-                        if use0 { shiftedRow(sr, d0, ow, 0) }
-                        if use1 { shiftedRow(sr, d1, ow, 1) }
-                        if use2 { shiftedRow(sr, d2, ow, 2) }
-                    } else if s == 1 {
-                        if use0 { copyFloats(sr, d0 + 1, ow - 1) }
-                        if use1 { copyFloats(sr, d1, ow) }
-                        if use2 { copyFloats(sr + 1, d2, ow - 1) }
-                    } else {
+                    do {
                         // kx = 1 reads the even columns 2·ox, kx = 2 the odd ones 2·ox + 1, kx = 0
                         // the odd ones shifted by one (2·ox − 1).
                         let raw = UnsafeRawPointer(sr)
@@ -570,6 +589,20 @@ public final class PatternConvKernel {
         return p
     }
 
+    /// Uses `other`'s shifted-copy buffers from now on when its copies have the same layout
+    /// and room for this kernel's channels (convolutions of one ResNet stage, run one after
+    /// another image by image: one buffer per thread stays in the cache instead of one per
+    /// layer). Every fill rewrites the interior it reads; the zero borders are the same.
+    /// Returns whether it does.
+    @discardableResult
+    public func shareBuffers(with other: PatternConvKernel) -> Bool {
+        guard other !== self, other.shifted == shifted, other.chunks == chunks else { return false }
+        let need = max(geometry.inChannels, geometry.outChannels) * shifted.channelStride + 16
+        guard !other.shiftedChunkBuffers().isEmpty, other.shiftedBuffers[0].count >= need else { return false }
+        shiftedBuffers = other.shiftedBuffers
+        return true
+    }
+
     /// Per-chunk shifted-copy buffers for max(C, K) channels.
     private func shiftedChunkBuffers() -> [UnsafeMutablePointer<Float>] {
         if shiftedBuffers.isEmpty {
@@ -587,39 +620,67 @@ public final class PatternConvKernel {
         let g = geometry
         precondition(input.shape == g.inputShape && output.shape == g.outputShape, "pattern conv forward: shapes")
         precondition(residual == nil || residual!.shape == g.outputShape, "pattern conv forward: residual shape")
-        precondition(pw.outChannels == g.outChannels && pw.inChannels == g.inChannels, "pattern conv: weight shape")
-        let p = planFor(pw)
-        let n = g.batch, c = g.inChannels, k = g.outChannels, h = g.height, w = g.width
+        prepare(pw)
+        let biasValues = (0..<g.outChannels).map { bias?[$0] ?? 0 }
+        let n = g.batch, chunkCount = chunks
+        let xin = input.data, yout = output.data, res = residual?.data
+        biasValues.withUnsafeBufferPointer { bv in
+            Threads.parallelFor(chunkCount) { chunk in
+                forwardImages((n * chunk / chunkCount)..<(n * (chunk + 1) / chunkCount), input: xin, weights: pw,
+                              bias: bv.baseAddress!, output: yout, relu: relu, residual: res.map { UnsafePointer($0) },
+                              chunk: chunk)
+            }
+        }
+    }
+
+    /// Chunks of a batch the kernel keeps per-thread buffers for (`forwardImages`' `chunk`).
+    public var chunkCount: Int { chunks }
+
+    /// Builds (or finds) the offsets of `pw`'s structure and the per-thread buffers, so that
+    /// `forwardImages` may then run on several threads at once (it only reads them).
+    public func prepare(_ pw: PatternWeights) {
+        precondition(pw.outChannels == geometry.outChannels && pw.inChannels == geometry.inChannels,
+                     "pattern conv: weight shape")
+        _ = planFor(pw)
+        _ = shiftedChunkBuffers()
+    }
+
+    /// The forward of `forward` for images `images` of a batch at `input` (image b at
+    /// input + b·C·H·W, its output and residual at b·K·OH·OW), on the calling thread with
+    /// chunk `chunk`'s buffers; `bias` holds K values. Threads running at once must use
+    /// different chunks. `prepare(pw)` must have seen the weights' structure.
+    public func forwardImages(_ images: Range<Int>, input xin: UnsafePointer<Float>, weights pw: PatternWeights,
+                              bias: UnsafePointer<Float>, output yout: UnsafeMutablePointer<Float>, relu: Bool,
+                              residual res: UnsafePointer<Float>?, chunk: Int) {
+        guard let p = plan, p.matches(pw), chunk < shiftedBuffers.count else {
+            preconditionFailure("PatternConvKernel.forwardImages: prepare(weights) first (chunk \(chunk) of \(chunks))")
+        }
+        let g = geometry
+        let c = g.inChannels, k = g.outChannels, h = g.height, w = g.width
         let sh = shifted, outSize = sh.positions
-        let xin = input.data, yout = output.data, res = residual?.data, bufs = shiftedChunkBuffers()
-        let scr = scratch.map(\.data)
-        let chunkCount = chunks, used = p.usedCopies
-        let biasValues = (0..<k).map { bias?[$0] ?? 0 }
+        let buf = shiftedBuffers[chunk].data, scr = scratch[chunk].data
+        let used = p.usedCopies
         let usePatterns = usePatternCode && p.fourTap
-        let tapBytes = sh.tapOffsets.map { $0 * 4 }
         p.fTaps.withUnsafeBufferPointer { ft in
         p.sOffset.withUnsafeBufferPointer { off in
         p.fGroups.withUnsafeBufferPointer { fg in
         p.groupPattern.withUnsafeBufferPointer { gp in
         p.groupStart.withUnsafeBufferPointer { gs in
         p.kernelBase.withUnsafeBufferPointer { kb in
-        tapBytes.withUnsafeBufferPointer { tb in
+        sh.tapBytes.withUnsafeBufferPointer { tb in
         pw.value.withUnsafeBufferPointer { vs in
-        biasValues.withUnsafeBufferPointer { bv in
             let rows = GatherRows(taps: ft.baseAddress!, offset: off.baseAddress ?? ft.baseAddress!,
-                                  weight: vs.baseAddress ?? bv.baseAddress!, initial: bv.baseAddress!,
+                                  weight: vs.baseAddress ?? bias, initial: bias,
                                   groups: fg.baseAddress, groupPattern: gp.baseAddress, groupStart: gs.baseAddress,
                                   kernelBase: kb.baseAddress, groupWeight: vs.baseAddress, tapBytes: tb.baseAddress,
                                   usePatterns: usePatterns)
-            Threads.parallelFor(chunkCount) { chunk in
-                for b in (n * chunk / chunkCount)..<(n * (chunk + 1) / chunkCount) {
-                    sh.fill(xin + b * c * h * w, into: bufs[chunk], channels: c, height: h, width: w, used: used)
-                    let at = b * k * outSize
-                    gatherImage(sh, UnsafePointer(bufs[chunk]), rows, count: k, into: yout + at, scratch: scr[chunk],
-                                relu: relu, residual: res.map { UnsafePointer($0 + at) })
-                }
+            for b in images {
+                sh.fill(xin + b * c * h * w, into: buf, channels: c, height: h, width: w, used: used)
+                let at = b * k * outSize
+                gatherImage(sh, UnsafePointer(buf), rows, count: k, into: yout + at, scratch: scr,
+                            relu: relu, residual: res.map { $0 + at })
             }
-        } } } } } } } } }
+        } } } } } } } }
     }
 
     /// Input gradient and the gradient of the kept weights only (`gradValues`, aligned
@@ -908,35 +969,51 @@ func relu8(_ v: V8) -> V8 {
 
 typealias V8 = SIMD8<Float>
 
-/// dst[ox] = src[ox + kx − 1] for ox in 0..<n (zero outside the row), n a multiple of 8:
-/// 16-float vectors when n allows (half the stores), else 8.
+/// dst[p] = src[p + kx − 1] for p in 0..<n, zero where that column falls outside its row
+/// of `w` (p mod w = 0 for kx = 0, w − 1 for kx = 2): 16-float loads one float off, the
+/// edge columns masked with `masks[p mod w]` (`Shifted.edgeMask0/2`); the first (kx = 0)
+/// or last (kx = 2) full vector is shifted in registers so that nothing outside src is read.
 @inline(__always)
-func shiftedRow(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ n: Int, _ kx: Int) {
-    if n % 16 == 0 { shiftedRow(src, dst, n, kx, as: SIMD16<Float>.self) } else { shiftedRow(src, dst, n, kx, as: V8.self) }
-}
-
-/// `shiftedRow` in vectors of type V: aligned stores of shifted loads, the zero edge
-/// column shuffled into the first (kx = 0) or last (kx = 2) vector.
-@inline(__always)
-func shiftedRow<V: SIMD>(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ n: Int, _ kx: Int,
-                         as: V.Type) where V.Scalar == Float {
-    let sr = UnsafeRawPointer(src), d = UnsafeMutableRawPointer(dst), w = V.scalarCount
-    var j = 0
-    switch kx {
-    case 0:
-        let v = sr.loadUnaligned(as: V.self)
-        var e = V()
-        for i in 1..<w { e[i] = v[i - 1] }
-        d.storeBytes(of: e, as: V.self)
-        j = w
-        while j < n { d.storeBytes(of: sr.loadUnaligned(fromByteOffset: 4 * j - 4, as: V.self), toByteOffset: 4 * j, as: V.self); j += w }
-    case 1:
-        while j < n { d.storeBytes(of: sr.loadUnaligned(fromByteOffset: 4 * j, as: V.self), toByteOffset: 4 * j, as: V.self); j += w }
-    default:
-        while j + w < n { d.storeBytes(of: sr.loadUnaligned(fromByteOffset: 4 * j + 4, as: V.self), toByteOffset: 4 * j, as: V.self); j += w }
-        let v = sr.loadUnaligned(fromByteOffset: 4 * j, as: V.self)
-        var e = V()
-        for i in 0..<(w - 1) { e[i] = v[i + 1] }
-        d.storeBytes(of: e, toByteOffset: 4 * j, as: V.self)
+func shiftedPlane(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ n: Int, _ w: Int, kx: Int,
+                  _ masks: UnsafePointer<SIMD16<UInt32>>) {
+    typealias V = SIMD16<Float>
+    typealias U = SIMD16<UInt32>
+    let sr = UnsafeRawPointer(src), d = UnsafeMutableRawPointer(dst)
+    let full = n / 16 * 16, advance = 16 % w
+    @inline(__always) func masked(_ v: V, _ m: Int) -> V { unsafeBitCast(unsafeBitCast(v, to: U.self) & masks[m], to: V.self) }
+    var p = 0, m = 0  // m = p mod w
+    if kx == 0 {
+        if full > 0 {
+            let v = sr.loadUnaligned(as: V.self)
+            var e = V()
+            for i in 1..<16 { e[i] = v[i - 1] }
+            d.storeBytes(of: masked(e, 0), as: V.self)
+            p = 16
+            m = advance
+        }
+        while p < full {
+            d.storeBytes(of: masked(sr.loadUnaligned(fromByteOffset: 4 * p - 4, as: V.self), m), toByteOffset: 4 * p, as: V.self)
+            p += 16
+            m += advance
+            if m >= w { m -= w }
+        }
+        while p < n { dst[p] = p % w == 0 ? 0 : src[p - 1]; p += 1 }
+    } else {
+        // Vectors that read src[p + 1 ..< p + 17] inside the plane.
+        while p + 16 < n && p < full {
+            d.storeBytes(of: masked(sr.loadUnaligned(fromByteOffset: 4 * p + 4, as: V.self), m), toByteOffset: 4 * p, as: V.self)
+            p += 16
+            m += advance
+            if m >= w { m -= w }
+        }
+        if p < full {
+            // The plane's last 16 floats (n a multiple of 16).
+            let v = sr.loadUnaligned(fromByteOffset: 4 * p, as: V.self)
+            var e = V()
+            for i in 0..<15 { e[i] = v[i + 1] }
+            d.storeBytes(of: masked(e, m), toByteOffset: 4 * p, as: V.self)
+            p += 16
+        }
+        while p < n { dst[p] = p % w == w - 1 ? 0 : src[p + 1]; p += 1 }
     }
 }
