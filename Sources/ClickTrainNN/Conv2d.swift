@@ -155,8 +155,8 @@ public final class Conv2d: Layer {
     /// image (`FoldedPatternConv.run`); nil when folding does not apply (see
     /// `forwardFolding`). Counts as a folded forward.
     public func folded(for shape: [Int], _ bn: BatchNorm2d) -> FoldedPatternConv? {
-        guard !isTraining, !bn.isTraining, foldBatchNormAtInference, usePatternKernels, let mask = weight.mask,
-              bn.channels == outChannels else { return nil }
+        guard !isTraining, !bn.isTraining, foldBatchNormAtInference, usePatternKernels, bn.channels == outChannels,
+              let mask = weight.mask ?? smallDenseMask else { return nil }
         let g = geometry(for: shape)
         guard let pg = PatternConvKernel.embeddedGeometry(g) else { return nil }
         let (k, pw) = patternKernel(g, pg, mask)
@@ -195,6 +195,21 @@ public final class Conv2d: Layer {
 
     /// Whether `forwardFolding` may fold batch norms at inference (tests compare both ways).
     public var foldBatchNormAtInference = true
+    /// Unpruned convs with at most this many weights per filter (C·k², e.g. a ResNet's
+    /// 3-channel stem or its 1x1 projection shortcuts) also fold onto the pattern kernels
+    /// at inference, every weight kept: oneDNN's fixed costs dominate such small convs
+    /// (ResNet-32's stem: 2.0 ms on oneDNN for 57 M multiply-adds, see the README).
+    public static let smallDenseFoldMaxWeights = 32
+    private var denseMask: Tensor?
+    /// An all-ones mask when this unpruned conv is small enough to fold (see above).
+    private var smallDenseMask: Tensor? {
+        guard inChannels * kernelSize * kernelSize <= Conv2d.smallDenseFoldMaxWeights else { return nil }
+        if let m = denseMask, m.shape == weight.value.shape { return m }
+        let m = Tensor(shape: weight.value.shape)
+        m.fill(1)
+        denseMask = m
+        return m
+    }
     /// Forward passes that ran with a folded batch norm.
     public private(set) var foldedForwards = 0
     private var foldedShift = BufferCache()

@@ -71,7 +71,7 @@ struct Bench: ParsableCommand {
                     let pruned = fl.filter { $0.kept_weights < 1 }
                     let convMs = fl.map(\.sparse_ms).reduce(0, +), prunedMs = pruned.map(\.sparse_ms).reduce(0, +)
                     print("      of the block-by-block sparse inference: convolutions \(fmt(convMs)) ms (\(pruned.count) pruned on pattern "
-                          + "kernels \(fmt(prunedMs)) ms, \(fl.count - pruned.count) unpruned on oneDNN \(fmt(convMs - prunedMs)) ms), "
+                          + "kernels \(fmt(prunedMs)) ms, \(fl.count - pruned.count) unpruned \(fmt(convMs - prunedMs)) ms), "
                           + "everything else \(fmt((r.sparse_infer_blockwise_ms_per_batch ?? sp) - convMs)) ms")
                 }
                 if perLayer, let kl = r.sparse_kernel_layers, !kl.isEmpty {

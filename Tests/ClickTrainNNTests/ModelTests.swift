@@ -65,7 +65,12 @@ struct ModelTests {
         for i in 0..<x.count { x[i] = rng.normal() }
         let fused = model.forward(x).clone()
         let convs = model.namedModules().compactMap { $0.1 as? Conv2d }
-        #expect(convs.filter { $0.foldedForwards > 0 }.count == folded, "every pruned conv ran folded")
+        #expect(convs.filter { $0.weight.mask != nil && $0.foldedForwards > 0 }.count == folded, "every pruned conv ran folded")
+        // So did the small unpruned ones (the 3-channel stem), and no large one.
+        #expect(convs[0].inChannels == 3 && convs[0].foldedForwards > 0)
+        #expect(convs.filter { $0.weight.mask == nil && $0.foldedForwards > 0 }.allSatisfy {
+            $0.inChannels * $0.kernelSize * $0.kernelSize <= Conv2d.smallDenseFoldMaxWeights
+        })
         // ResNet stages ran depth-first (image by image through the blocks); block by block
         // over the batch gives the same bits (the same kernels per image).
         let stages = model.namedModules().compactMap { $0.1 as? Sequential }.filter { s in
