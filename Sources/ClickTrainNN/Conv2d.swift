@@ -151,10 +151,9 @@ public final class Conv2d: Layer {
     }
 
     /// At inference on the pattern kernels, this conv with `bn` folded into it (weights
-    /// scaled per filter, the shift as bias) for inputs of `shape`, ready to run image by
-    /// image (`FoldedPatternConv.run`); nil when folding does not apply (see
-    /// `forwardFolding`). Counts as a folded forward.
-    public func folded(for shape: [Int], _ bn: BatchNorm2d) -> FoldedPatternConv? {
+    /// scaled per filter, the shift as bias) for inputs of `shape`; nil when folding does
+    /// not apply (see `forwardFolding`). Counts as a folded forward.
+    private func folded(for shape: [Int], _ bn: BatchNorm2d) -> (kernel: PatternConvKernel, weights: PatternWeights, shift: Tensor)? {
         guard !isTraining, !bn.isTraining, foldBatchNormAtInference, usePatternKernels, bn.channels == outChannels,
               let mask = weight.mask ?? smallDenseMask else { return nil }
         let g = geometry(for: shape)
@@ -166,13 +165,10 @@ public final class Conv2d: Layer {
             scale[f] = bn.weight.value[f] / (bn.runningVar[f] + bn.eps).squareRoot()
             shift[f] = bn.bias.value[f] + ((bias?.value[f] ?? 0) - bn.runningMean[f]) * scale[f]
         }
-        let scaled = pw.scaledPerFilter(scale)
-        k.prepare(scaled)
         lastPattern = nil
         foldedForwards += 1
         lastForwardPattern = true
-        return FoldedPatternConv(kernel: k, weights: scaled, shift: shift, inputSize: shape[1...].reduce(1, *),
-                                 outputSize: g.outputShape[1...].reduce(1, *))
+        return (k, pw.scaledPerFilter(scale), shift)
     }
 
     /// The pattern kernel for geometry `g` (run as `pg`) and the weight's pattern format
@@ -268,25 +264,5 @@ public final class Conv2d: Layer {
         policy.convBackwardSeconds += dt
         policy.layerBackwardSeconds[name, default: 0] += dt
         return gi ?? gradOutput
-    }
-}
-
-/// A pruned conv with its batch norm folded in, prepared for inference image by image
-/// from several threads at once (a ResNet stage run depth-first, see `Sequential`).
-public struct FoldedPatternConv {
-    public let kernel: PatternConvKernel
-    public let weights: PatternWeights
-    /// The folded shift, one per filter (the bias of the folded conv).
-    public let shift: Tensor
-    /// Floats per image of the input and of the output.
-    public let inputSize: Int, outputSize: Int
-
-    /// y = relu?(conv(x) · scale + shift + residual) for one image [C, H, W] → [K, OH, OW],
-    /// on the calling thread with the kernel's buffers of `chunk` (< `kernel.chunkCount`;
-    /// threads running at once use different chunks).
-    public func run(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, relu: Bool,
-                    residual: UnsafePointer<Float>?, chunk: Int) {
-        kernel.forwardImages(0..<1, input: x, weights: weights, bias: shift.data, output: y, relu: relu,
-                             residual: residual, chunk: chunk)
     }
 }

@@ -82,15 +82,8 @@ public final class Sequential: Layer {
     private var chainBuffers = BufferCache(), innerBuffers = BufferCache()
     private var chainSecond = BufferCache()
 
-    /// At inference, run a chain of residual blocks whose convs all fold onto the pattern
-    /// kernels depth-first (`forwardDepthFirst`). Off: block by block over the batch.
-    public var depthFirstInference = true
-    /// Per thread: the inner activation and two alternating block outputs of one image.
-    private var imageBuffers: [Tensor] = []
-
     public func forward(_ x: Tensor) -> Tensor {
         if !isTraining, !layers.isEmpty, layers.allSatisfy({ $0.1 is BasicBlock }) {
-            if depthFirstInference, let y = forwardDepthFirst(x, layers.map { $0.1 as! BasicBlock }) { return y }
             var h = x
             for (i, (_, l)) in layers.enumerated() {
                 let block = l as! BasicBlock
@@ -116,56 +109,6 @@ public final class Sequential: Layer {
             i += 1
         }
         return h
-    }
-
-    /// A stage of residual blocks at inference, depth-first: each thread takes its images
-    /// one at a time through every block, so that an image's activations (64 KB per layer
-    /// at 16x32x32) and the copies the pattern kernels make of them stay in that core's
-    /// cache; block by block, each of the stage's 2·blocks convs reads and writes the whole
-    /// batch (8 MB per activation at batch 128) through L3 or memory. Only the first block
-    /// may have a projection shortcut (it runs first, over the batch, on its own kernels).
-    /// nil when a conv does not fold onto the pattern kernels (no mask, training, …).
-    private func forwardDepthFirst(_ x: Tensor, _ blocks: [BasicBlock]) -> Tensor? {
-        guard x.rank == 4, blocks.dropFirst().allSatisfy({ $0.shortcut == nil }) else { return nil }
-        var shape = x.shape
-        var convs: [(FoldedPatternConv, FoldedPatternConv)] = []
-        for b in blocks {
-            let innerShape = b.conv1.outputShape(for: shape)
-            guard let f1 = b.conv1.folded(for: shape, b.bn1), let f2 = b.conv2.folded(for: innerShape, b.bn2) else {
-                return nil
-            }
-            convs.append((f1, f2))
-            shape = b.conv2.outputShape(for: innerShape)
-        }
-        let kernels = convs.flatMap { [$0.0.kernel, $0.1.kernel] }
-        let chunks = kernels[0].chunkCount
-        guard kernels.allSatisfy({ $0.chunkCount == chunks }) else { return nil }
-        // Convs of one geometry share their copy buffers (one per thread stays in cache).
-        for (i, k) in kernels.enumerated() {
-            for j in 0..<i where k.shareBuffers(with: kernels[j]) { break }
-        }
-        let imageFloats = convs.map { max($0.0.outputSize, $0.1.outputSize) }.max()!
-        if imageBuffers.count != 3 * chunks || imageBuffers[0].count < imageFloats {
-            imageBuffers = (0..<(3 * chunks)).map { _ in Tensor(shape: [imageFloats]) }
-        }
-        let short = blocks[0].shortcut?.forward(x)
-        let out = chainBuffers.get(shape)
-        let n = x.shape[0], inSize = x.count / max(n, 1)
-        let xin = x.data, shortData = short?.data, outData = out.data, bufs = imageBuffers.map(\.data)
-        Threads.parallelFor(chunks) { chunk in
-            let inner = bufs[3 * chunk], alt = (bufs[3 * chunk + 1], bufs[3 * chunk + 2])
-            for b in (n * chunk / chunks)..<(n * (chunk + 1) / chunks) {
-                var cur = UnsafePointer(xin + b * inSize)
-                for (i, (f1, f2)) in convs.enumerated() {
-                    f1.run(cur, into: inner, relu: true, residual: nil, chunk: chunk)
-                    let res = i == 0 ? shortData.map { UnsafePointer($0 + b * f2.outputSize) } ?? cur : cur
-                    let dst = i == convs.count - 1 ? outData + b * f2.outputSize : i % 2 == 0 ? alt.0 : alt.1
-                    f2.run(UnsafePointer(inner), into: dst, relu: true, residual: res, chunk: chunk)
-                    cur = UnsafePointer(dst)
-                }
-            }
-        }
-        return out
     }
 
     public func backward(_ gradOutput: Tensor) -> Tensor {

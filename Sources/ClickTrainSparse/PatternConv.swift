@@ -216,7 +216,7 @@ public final class PatternConvKernel {
     /// the whole output plane, so tiles cover OH·OW positions with no pad columns, write
     /// straight into the output (no scratch, no copy-out segments), and when OW is a
     /// multiple of 16 every load is 64-byte aligned.
-    struct Shifted: Equatable {
+    struct Shifted {
         let stride: Int, rows: Int, width: Int, positions: Int
         /// Floats per copy and per input channel (3·stride copies).
         let copyStride: Int, channelStride: Int
@@ -589,20 +589,6 @@ public final class PatternConvKernel {
         return p
     }
 
-    /// Uses `other`'s shifted-copy buffers from now on when its copies have the same layout
-    /// and room for this kernel's channels (convolutions of one ResNet stage, run one after
-    /// another image by image: one buffer per thread stays in the cache instead of one per
-    /// layer). Every fill rewrites the interior it reads; the zero borders are the same.
-    /// Returns whether it does.
-    @discardableResult
-    public func shareBuffers(with other: PatternConvKernel) -> Bool {
-        guard other !== self, other.shifted == shifted, other.chunks == chunks else { return false }
-        let need = max(geometry.inChannels, geometry.outChannels) * shifted.channelStride + 16
-        guard !other.shiftedChunkBuffers().isEmpty, other.shiftedBuffers[0].count >= need else { return false }
-        shiftedBuffers = other.shiftedBuffers
-        return true
-    }
-
     /// Per-chunk shifted-copy buffers for max(C, K) channels.
     private func shiftedChunkBuffers() -> [UnsafeMutablePointer<Float>] {
         if shiftedBuffers.isEmpty {
@@ -633,12 +619,9 @@ public final class PatternConvKernel {
         }
     }
 
-    /// Chunks of a batch the kernel keeps per-thread buffers for (`forwardImages`' `chunk`).
-    public var chunkCount: Int { chunks }
-
     /// Builds (or finds) the offsets of `pw`'s structure and the per-thread buffers, so that
     /// `forwardImages` may then run on several threads at once (it only reads them).
-    public func prepare(_ pw: PatternWeights) {
+    func prepare(_ pw: PatternWeights) {
         precondition(pw.outChannels == geometry.outChannels && pw.inChannels == geometry.inChannels,
                      "pattern conv: weight shape")
         _ = planFor(pw)
@@ -649,7 +632,7 @@ public final class PatternConvKernel {
     /// input + b·C·H·W, its output and residual at b·K·OH·OW), on the calling thread with
     /// chunk `chunk`'s buffers; `bias` holds K values. Threads running at once must use
     /// different chunks. `prepare(pw)` must have seen the weights' structure.
-    public func forwardImages(_ images: Range<Int>, input xin: UnsafePointer<Float>, weights pw: PatternWeights,
+    private func forwardImages(_ images: Range<Int>, input xin: UnsafePointer<Float>, weights pw: PatternWeights,
                               bias: UnsafePointer<Float>, output yout: UnsafeMutablePointer<Float>, relu: Bool,
                               residual res: UnsafePointer<Float>?, chunk: Int) {
         guard let p = plan, p.matches(pw), chunk < shiftedBuffers.count else {

@@ -67,9 +67,6 @@ public struct TrainingBenchmark {
         public var compression: Double?
         public var conv_compression: Double?
         public var sparse_infer_ms_per_batch: Double?
-        /// The same sparse inference with ResNet stages run block by block over the batch
-        /// instead of depth-first image by image (where the per-layer times come from).
-        public var sparse_infer_blockwise_ms_per_batch: Double?
         /// A training step after hard pruning on the pattern kernels (forward and backward).
         public var sparse_train_ms_per_step: Double?
         public var masked_dense_infer_ms_per_batch: Double?
@@ -194,16 +191,13 @@ public struct TrainingBenchmark {
             if i >= warmup { inf.append(now() - t0) }
         }
         var sparse: (Double, Double, Double, [LayerForward])?
-        var sparseTrain: Double?, sparseBlockwise: Double?
+        var sparseTrain: Double?
         var kernelLayers: [LayerKernels]?
         if let target = sparseCompression {
             let cc = try applyRandomPatternMasks(model, compression: target, seed: 3)
             let convs = model.namedModules().compactMap { m in (m.1 as? Conv2d).map { (m.0, $0) } }
-            let stages = model.namedModules().compactMap { $0.1 as? Sequential }
-            func timeInference(_ pattern: Bool, depthFirst: Bool = true) -> (Double, [String: Double]) {
+            func timeInference(_ pattern: Bool) -> (Double, [String: Double]) {
                 for (_, c) in convs { c.usePatternKernels = pattern }
-                for s in stages { s.depthFirstInference = depthFirst }
-                defer { for s in stages { s.depthFirstInference = true } }
                 for _ in 0..<warmup { _ = model.forward(x) }
                 for (_, c) in convs { c.forwardSeconds = 0 }
                 var ts: [Double] = []
@@ -215,10 +209,7 @@ public struct TrainingBenchmark {
                 return (median(ts), Dictionary(uniqueKeysWithValues: convs.map { ($0.0, $0.1.forwardSeconds / Double(runs)) }))
             }
             let (denseMasked, dl) = timeInference(false)
-            // Per-layer times need the layers run one after another over the batch.
-            let (sp, _) = timeInference(true)
-            let (blockwise, sl) = timeInference(true, depthFirst: false)
-            sparseBlockwise = blockwise
+            let (sp, sl) = timeInference(true)
             model.train(true)
             for (_, c) in convs { c.usePatternKernels = true }
             var st: [Double] = []
@@ -252,8 +243,7 @@ public struct TrainingBenchmark {
             pruned_backward_ms: pruned.map { $0.bwd * 1e3 }, pruned_conv_backward_ms: pruned.map { $0.conv * 1e3 },
             pruned_train_ms_per_step: pruned.map { $0.step * 1e3 }, grad_sparsity: pruned?.sparsity,
             conv_backward_layers: layers, compression: sparseCompression, conv_compression: sparse?.0,
-            sparse_infer_ms_per_batch: sparse.map { $0.1 * 1e3 },
-            sparse_infer_blockwise_ms_per_batch: sparseBlockwise.map { $0 * 1e3 }, sparse_train_ms_per_step: sparseTrain.map { $0 * 1e3 }, masked_dense_infer_ms_per_batch: sparse.map { $0.2 * 1e3 },
+            sparse_infer_ms_per_batch: sparse.map { $0.1 * 1e3 }, sparse_train_ms_per_step: sparseTrain.map { $0 * 1e3 }, masked_dense_infer_ms_per_batch: sparse.map { $0.2 * 1e3 },
             sparse_forward_layers: sparse?.3, sparse_kernel_layers: kernelLayers)
     }
 

@@ -62,7 +62,6 @@ struct Bench: ParsableCommand {
                 print("""
                       sparse inference at \(fmt(r.conv_compression ?? 0, 2))x conv compression: \(fmt(sp)) ms \
                     (oneDNN on the same masked weights \(fmt(dm)) ms: \(fmt(dm / sp, 2))x; dense model \(fmt(r.infer_ms_per_batch)) ms: \(fmt(r.infer_ms_per_batch / sp, 2))x)
-                      sparse inference with ResNet stages block by block instead of depth-first: \(fmt(r.sparse_infer_blockwise_ms_per_batch ?? 0)) ms
                       sparse training step (pattern kernels forward and backward): \(fmt(r.sparse_train_ms_per_step ?? 0)) ms \
                     (dense \(fmt(r.train_ms_per_step)) ms: \(fmt(r.train_ms_per_step / (r.sparse_train_ms_per_step ?? 1), 2))x)
                     """)
@@ -70,9 +69,9 @@ struct Bench: ParsableCommand {
                     // Where sparse inference spends its time: convolutions vs the rest.
                     let pruned = fl.filter { $0.kept_weights < 1 }
                     let convMs = fl.map(\.sparse_ms).reduce(0, +), prunedMs = pruned.map(\.sparse_ms).reduce(0, +)
-                    print("      of the block-by-block sparse inference: convolutions \(fmt(convMs)) ms (\(pruned.count) pruned on pattern "
+                    print("      of the sparse inference: convolutions \(fmt(convMs)) ms (\(pruned.count) pruned on pattern "
                           + "kernels \(fmt(prunedMs)) ms, \(fl.count - pruned.count) unpruned \(fmt(convMs - prunedMs)) ms), "
-                          + "everything else \(fmt((r.sparse_infer_blockwise_ms_per_batch ?? sp) - convMs)) ms")
+                          + "everything else \(fmt(sp - convMs)) ms")
                 }
                 if perLayer, let kl = r.sparse_kernel_layers, !kl.isEmpty {
                     print("    each convolution alone, oneDNN on the masked weight / pattern kernels, ms (speed-up):")
@@ -103,7 +102,7 @@ struct Bench: ParsableCommand {
                     print(String(format: "    pattern format: built from weight + mask in %.2f ms for all layers (once per mask), values refreshed in %.3f ms per step", fb, fr))
                 }
                 if perLayer {
-                    print("    in the model's forward pass (stages block by block):")
+                    print("    in the model's forward pass:")
                     print("    conv layer               dense ms  sparse ms  speed-up  kept")
                     for l in r.sparse_forward_layers ?? [] {
                         print("    " + l.layer.padding(toLength: 24, withPad: " ", startingAt: 0)

@@ -71,15 +71,6 @@ struct ModelTests {
         #expect(convs.filter { $0.weight.mask == nil && $0.foldedForwards > 0 }.allSatisfy {
             $0.inChannels * $0.kernelSize * $0.kernelSize <= Conv2d.smallDenseFoldMaxWeights
         })
-        // ResNet stages ran depth-first (image by image through the blocks); block by block
-        // over the batch gives the same bits (the same kernels per image).
-        let stages = model.namedModules().compactMap { $0.1 as? Sequential }.filter { s in
-            !s.layers.isEmpty && s.layers.allSatisfy { $0.1 is BasicBlock }
-        }
-        #expect(stages.isEmpty == (name != "resnet20"))
-        for s in stages { s.depthFirstInference = false }
-        #expect(model.forward(x).array == fused.array)
-        for s in stages { s.depthFirstInference = true }
         for (_, m) in model.namedModules() { (m as? Conv2d)?.foldBatchNormAtInference = false }
         let separate = model.forward(x).clone()
         #expect(Reference.maxRelativeError(fused, separate) <= 1e-4)
