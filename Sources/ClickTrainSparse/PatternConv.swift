@@ -179,7 +179,8 @@ public struct PatternWeights: Sendable {
 /// gradient at stride 1 is the same gather over the output gradient's shifted copies with
 /// the kernels transposed and mirrored; at stride 2 it gathers per parity plane of the
 /// input over the output gradient on a padded grid with negated offsets (only that plane's
-/// taps), and copies each tile's valid positions out.
+/// taps) into whole planes, then interleaves each row's two planes into the input gradient
+/// with vector shuffles (a scalar store per element, before, cost more than the gathers).
 ///
 /// The kernel caches the tap offsets of the last weight structure it saw (kept kernels and
 /// patterns); a weight with the same structure and new values (a training step after hard
@@ -190,7 +191,7 @@ public final class PatternConvKernel {
     /// Per chunk: one tile of results before it is copied out (a tile passing the plane's end,
     /// the stride-2 input gradient).
     private let scratch: [Tensor]
-    private var backwardBuffers: (grid: [Tensor], dw: [Tensor])?
+    private var backwardBuffers: (grid: [Tensor], dw: [Tensor], planes: [Tensor])?
     /// Source plane layout: rows × pitch per (parity) plane, planes per channel.
     private let rows: Int, pitch: Int, phases: Int
     /// Output positions over the pitch (the span), rounded up to whole SIMD8 vectors.
@@ -200,6 +201,9 @@ public final class PatternConvKernel {
     private let margin: Int
     /// Stride-2 input-gradient tiles over the parity planes.
     private let inputGradTiles: Tiles
+    /// Stride 2: floats per input channel of the input gradient's four parity planes (on the
+    /// grid's pitch), which the tiles write whole before they are interleaved into dx.
+    private let planeStride: Int
     /// Output-gradient grid: per filter margin + plane + margin floats.
     private let gridStride: Int
     private var plan: Plan?
@@ -329,44 +333,27 @@ public final class PatternConvKernel {
         }
     }
 
-    /// Tiles of 64, 32, 16 or 8 positions of a source layout: where each starts, which list row
-    /// (parity plane) it uses, and the segments that copy its valid results out:
-    /// (offset in tile, destination index, count, destination step), four Int32 each.
+    /// Stride-2 input gradient: tiles of 64, 32, 16 or 8 positions over the parity planes
+    /// of the output-gradient grid: where each starts and which plane (list row) it uses.
     struct Tiles {
-        var start: [Int] = [], width: [Int] = [], phase: [Int] = [], segStart: [Int] = [0]
-        var segments: [Int32] = []
+        var start: [Int] = [], width: [Int] = [], phase: [Int] = []
 
-        /// Per tile five Ints: start, width, phase, first and end segment (read through a
-        /// pointer in the kernels' loops: array reads inside the parallel closures cost
-        /// retains of shared buffers).
+        /// Per tile three Ints: start, width, phase (read through a pointer in the kernels'
+        /// loops: array reads inside the parallel closures cost retains of shared buffers).
         var packed: [Int] {
             var p: [Int] = []
-            p.reserveCapacity(5 * start.count)
-            for i in 0..<start.count { p += [start[i], width[i], phase[i], segStart[i], segStart[i + 1]] }
+            p.reserveCapacity(3 * start.count)
+            for i in 0..<start.count { p += [start[i], width[i], phase[i]] }
             return p
         }
 
-        /// Tiles over positions lo..<lo + count (count whole vectors) for parity plane
-        /// `phase`; `destination(p)` is where the result at position p goes, nil to drop it.
-        mutating func add(lo: Int, count: Int, phase ph: Int, destination: (Int) -> Int?) {
+        /// Tiles over positions lo..<lo + count (count whole vectors) for parity plane `phase`.
+        mutating func add(lo: Int, count: Int, phase ph: Int) {
             var t = 0
             while t < count {
                 let left = count - t
                 let w = left >= 64 ? 64 : left >= 32 ? 32 : left >= 16 ? 16 : 8
                 start.append(lo + t); width.append(w); phase.append(ph)
-                var j = 0
-                while j < w {
-                    guard let d0 = destination(lo + t + j) else { j += 1; continue }
-                    var n = 1, step = 1
-                    if j + 1 < w, let d1 = destination(lo + t + j + 1), d1 > d0 {
-                        step = d1 - d0
-                        n = 2
-                        while j + n < w, let dn = destination(lo + t + j + n), dn == d0 + n * step { n += 1 }
-                    }
-                    segments += [Int32(j), Int32(d0), Int32(n), Int32(step)]
-                    j += n
-                }
-                segStart.append(segments.count / 4)
                 t += w
             }
         }
@@ -456,26 +443,13 @@ public final class PatternConvKernel {
         margin = (tapOffsets.max()! + 15) / 16 * 16
         var bt = Tiles()
         var gridEnd = 0
-        if ph == 1 {
-            // Positions of padded rows 1...h.
-            let count = (h * p + 7) / 8 * 8
-            bt.add(lo: p, count: count, phase: 0) { q in
-                let (y, x) = (q / p - 1, q % p - 1)
-                return y >= 0 && y < h && x >= 0 && x < w ? y * w + x : nil
-            }
-            gridEnd = p + count
-        } else {
+        if ph == 4 {
+            // Plane (py, px) position (i, j) is the input gradient at (2i + py − 1, 2j + px − 1).
             let rp = r * p, count = (rp + 7) / 8 * 8
-            for phase in 0..<4 {
-                bt.add(lo: phase * rp, count: count, phase: phase) { q in
-                    let local = q - phase * rp
-                    guard local < rp else { return nil }
-                    let y = 2 * (local / p) + (phase >> 1) - 1, x = 2 * (local % p) + (phase & 1) - 1
-                    return y >= 0 && y < h && x >= 0 && x < w ? y * w + x : nil
-                }
-            }
+            for phase in 0..<4 { bt.add(lo: phase * rp, count: count, phase: phase) }
             gridEnd = 3 * rp + count
         }
+        planeStride = (gridEnd + 64 + 15) / 16 * 16
         inputGradTiles = bt
         shifted = Shifted(g)
         gridStride = margin + max(gridEnd, spanR + 64) + margin
@@ -684,17 +658,19 @@ public final class PatternConvKernel {
         let pitch = self.pitch, margin = self.margin
         let nv = pw.value.count
         let chunkCount = chunks
-        let gstride = gridStride, sh = shifted, outSize = sh.positions
+        let gstride = gridStride, sh = shifted, outSize = sh.positions, planeStride = self.planeStride
         let gridded = phases > 1 && gradInput != nil
         // Per chunk: at stride 2 the output gradients of one image on the plane grid (zero
         // margins and pad columns, never written); per-tap partial weight gradients of `weightLanes` lanes.
         if backwardBuffers == nil || backwardBuffers!.dw[0].count < max(nv, 1) * weightLanes || (gridded && backwardBuffers!.grid.isEmpty) {
             backwardBuffers = (gridded ? (0..<chunkCount).map { _ in Tensor(shape: [k * gstride + 16]) } : [],
-                               (0..<chunkCount).map { _ in Tensor(shape: [max(nv, 1) * weightLanes]) })
+                               (0..<chunkCount).map { _ in Tensor(shape: [max(nv, 1) * weightLanes]) },
+                               gridded ? (0..<chunkCount).map { _ in Tensor(shape: [c * planeStride]) } : [])
         }
         let bufs = backwardBuffers!
         let xbuf = shiftedChunkBuffers(), scr = scratch.map(\.data)
-        let grids = bufs.grid.map(\.data), dwps = bufs.dw.map(\.data)
+        let grids = bufs.grid.map(\.data), dwps = bufs.dw.map(\.data), planeBufs = bufs.planes.map(\.data)
+        let rp = rows * pitch
         let xin = input.data, dy = gradOutput.data, dx = gradInput?.data
         // Weights in the input gradient's orders.
         let usePatterns = usePatternCode && p.fourTap && phases == 1
@@ -708,7 +684,7 @@ public final class PatternConvKernel {
         let mirroredTapBytes = (0..<9).map { sh.tapOffsets[8 - $0] * 4 }
         let zeros = [Float](repeating: 0, count: c)
         let wantWeights = gradValues != nil
-        let tiles = inputGradTiles, phases = self.phases
+        let phases = self.phases
         let tilePacked = inputGradTiles.packed, tileCount = inputGradTiles.start.count
         let wStart = sh.weightTileStart, wWidth = sh.weightTileWidth, wCount = wStart.count
         p.fTaps.withUnsafeBufferPointer { ft in
@@ -724,13 +700,12 @@ public final class PatternConvKernel {
         zeros.withUnsafeBufferPointer { zeros in
         bWeight.withUnsafeBufferPointer { bw in
         gWeight.withUnsafeBufferPointer { gw in
-        tiles.segments.withUnsafeBufferPointer { segs in
         tilePacked.withUnsafeBufferPointer { tinfo in
         wStart.withUnsafeBufferPointer { wStart in
         wWidth.withUnsafeBufferPointer { wWidth in
             let tinfo = tinfo.baseAddress!, wStart = wStart.baseAddress!, wWidth = wWidth.baseAddress!
             let ft = ft.baseAddress!, soff = soff.baseAddress!, bt = bt.baseAddress!, boff = boff.baseAddress
-            let bw = bw.baseAddress, segs = segs.baseAddress!
+            let bw = bw.baseAddress
             // (Empty arrays have no base address; a row with no taps never reads them.)
             let transposed = GatherRows(taps: bt, offset: toff.baseAddress ?? bt, weight: bw ?? zeros.baseAddress!,
                                         initial: zeros.baseAddress!, groups: bg.baseAddress, groupPattern: bgp.baseAddress,
@@ -776,18 +751,30 @@ public final class PatternConvKernel {
                     }
                     // Input gradient: tiles over each input channel's parity planes.
                     let gbase = UnsafePointer(gr + margin)
+                    let planes = planeBufs[chunk]
                     for ti in 0..<tileCount {
-                        let e = tinfo + 5 * ti
-                        let t = e[0], width = e[1], ph = e[2], s0 = e[3], s1 = e[4]
+                        let e = tinfo + 3 * ti
+                        let t = e[0], width = e[1], ph = e[2]
                         for ci in 0..<c {
                             let row = ci * phases + ph
-                            gatherTile(width, tile, 0, gbase + t, Int(bt[row]), Int(bt[row + 1]), boff!, bw!)
-                            copySegments(tile, dxb + ci * h * w, segs, s0, s1)
+                            gatherTile(width, planes + ci * planeStride + t, 0, gbase + t, Int(bt[row]), Int(bt[row + 1]),
+                                       boff!, bw!)
+                        }
+                    }
+                    // Interleave the planes into dx: row y = 2i + py − 1 takes its even
+                    // columns 2j from plane (py, 1) at (i, j), its odd ones 2j + 1 from plane
+                    // (py, 0) at (i, j + 1).
+                    for ci in 0..<c {
+                        let pl = UnsafePointer(planes + ci * planeStride), d = dxb + ci * h * w
+                        for y in 0..<h {
+                            let py = (y + 1) & 1, i = (y + 1) >> 1
+                            interleave(pl + (2 * py + 1) * rp + i * pitch, pl + 2 * py * rp + i * pitch + 1, into: d + y * w,
+                                       count: w)
                         }
                     }
                 }
             }
-        } } } } } } } } } } } } } } } } }
+        } } } } } } } } } } } } } } } }
         // Sum the per-thread weight gradients (lanes, then threads) in a fixed order.
         if let gradValues { for i in 0..<nv {
             var s: Float = 0
@@ -926,18 +913,31 @@ func copyFloats(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>,
     while j < count { dst[j] = src[j]; j += 1 }
 }
 
-/// Copies a finished tile's valid results out: segments s0..<s1 of (offset in tile,
-/// destination index, count, destination step).
+/// dst[2j] = even[j], dst[2j + 1] = odd[j] for the `count` entries of dst (one row of a
+/// stride-2 input gradient from two parity planes).
 @inline(__always)
-func copySegments(_ tile: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ segs: UnsafePointer<Int32>,
-                  _ s0: Int, _ s1: Int) {
-    for s in s0..<s1 {
-        let from = Int(segs[4 * s]), to = Int(segs[4 * s + 1]), count = Int(segs[4 * s + 2]), step = Int(segs[4 * s + 3])
-        if step == 1 {
-            copyFloats(tile + from, dst + to, count)
-        } else {
-            for j in 0..<count { dst[to + j * step] = tile[from + j] }
-        }
+func interleave(_ even: UnsafePointer<Float>, _ odd: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>,
+                count: Int) {
+    let a = UnsafeRawPointer(even), b = UnsafeRawPointer(odd), d = UnsafeMutableRawPointer(dst)
+    var j = 0
+    while 2 * j + 32 <= count {
+        var v = SIMD32<Float>()
+        v.evenHalf = a.loadUnaligned(fromByteOffset: 4 * j, as: SIMD16<Float>.self)
+        v.oddHalf = b.loadUnaligned(fromByteOffset: 4 * j, as: SIMD16<Float>.self)
+        d.storeBytes(of: v, toByteOffset: 8 * j, as: SIMD32<Float>.self)
+        j += 16
+    }
+    while 2 * j + 16 <= count {
+        var v = SIMD16<Float>()
+        v.evenHalf = a.loadUnaligned(fromByteOffset: 4 * j, as: V8.self)
+        v.oddHalf = b.loadUnaligned(fromByteOffset: 4 * j, as: V8.self)
+        d.storeBytes(of: v, toByteOffset: 8 * j, as: SIMD16<Float>.self)
+        j += 8
+    }
+    while 2 * j < count {
+        dst[2 * j] = even[j]
+        if 2 * j + 1 < count { dst[2 * j + 1] = odd[j] }
+        j += 1
     }
 }
 
