@@ -69,6 +69,11 @@ public struct TrainingBenchmark {
         public var sparse_infer_ms_per_batch: Double?
         /// A training step after hard pruning on the pattern kernels (forward and backward).
         public var sparse_train_ms_per_step: Double?
+        /// Dense and sparse measured in alternation (a dense twin of the model, one step or
+        /// batch of each in turn): the median over pairs of dense time / sparse time, which
+        /// a machine whose speed drifts between the separate measurements above cannot skew.
+        public var sparse_train_speedup_alternated: Double?
+        public var sparse_infer_speedup_alternated: Double?
         public var masked_dense_infer_ms_per_batch: Double?
         public var sparse_forward_layers: [LayerForward]?
         /// Per pruned 3x3 conv: the three convolutions of training timed alone, oneDNN on
@@ -191,7 +196,9 @@ public struct TrainingBenchmark {
             if i >= warmup { inf.append(now() - t0) }
         }
         var sparse: (Double, Double, Double, [LayerForward])?
-        var sparseTrain: Double?
+        // Before the sparse comparison, whose dense twin model would count here too.
+        let peakRSS = ProcessMemory.peakRSSMB
+        var sparseTrain: Double?, alternated: (train: Double, infer: Double)?
         var kernelLayers: [LayerKernels]?
         if let target = sparseCompression {
             let cc = try applyRandomPatternMasks(model, compression: target, seed: 3)
@@ -222,6 +229,7 @@ public struct TrainingBenchmark {
                 if i >= warmup { st.append(now() - t0) }
             }
             sparseTrain = median(st)
+            alternated = try alternate(sparse: model, opt: opt, x: x, labels: labels, grad: grad)
             model.train(false)
             let layers = convs.map { name, c in
                 LayerForward(layer: name, dense_ms: dl[name]! * 1e3, sparse_ms: sl[name]! * 1e3,
@@ -238,13 +246,49 @@ public struct TrainingBenchmark {
             train_ms_per_step: train * 1e3, infer_ms_per_batch: infer * 1e3,
             images_per_s_train: Double(batch) / train, images_per_s_infer: Double(batch) / infer,
             forward_ms: median(fwd) * 1e3, backward_ms: median(bwd) * 1e3,
-            peak_rss_mb: ProcessMemory.peakRSSMB, rss_growth_mb: max(0, rssAfter - rssBefore), steps_timed: runs,
+            peak_rss_mb: peakRSS, rss_growth_mb: max(0, rssAfter - rssBefore), steps_timed: runs,
             grad_prune: gradPruner?.rate, conv_backward_ms: policy == nil ? nil : median(convBwd) * 1e3,
             pruned_backward_ms: pruned.map { $0.bwd * 1e3 }, pruned_conv_backward_ms: pruned.map { $0.conv * 1e3 },
             pruned_train_ms_per_step: pruned.map { $0.step * 1e3 }, grad_sparsity: pruned?.sparsity,
             conv_backward_layers: layers, compression: sparseCompression, conv_compression: sparse?.0,
-            sparse_infer_ms_per_batch: sparse.map { $0.1 * 1e3 }, sparse_train_ms_per_step: sparseTrain.map { $0 * 1e3 }, masked_dense_infer_ms_per_batch: sparse.map { $0.2 * 1e3 },
+            sparse_infer_ms_per_batch: sparse.map { $0.1 * 1e3 }, sparse_train_ms_per_step: sparseTrain.map { $0 * 1e3 },
+            sparse_train_speedup_alternated: alternated?.train, sparse_infer_speedup_alternated: alternated?.infer, masked_dense_infer_ms_per_batch: sparse.map { $0.2 * 1e3 },
             sparse_forward_layers: sparse?.3, sparse_kernel_layers: kernelLayers)
+    }
+
+    /// Dense against sparse in turns: a dense twin of the model (same seed, no masks) and
+    /// the pruned `sparse` run one training step each, alternately, then one inference
+    /// batch each; returns the medians of the per-pair ratios dense / sparse.
+    func alternate(sparse: any Layer, opt: SGD, x: Tensor, labels: [Int32], grad: Tensor) throws
+        -> (train: Double, infer: Double) {
+        let dense = try ModelZoo.make(modelName, input: input, seed: 1)
+        let denseOpt = SGD(parameters: dense.parameters(), learningRate: 0.01)
+        let denseGrad = Tensor(shape: grad.shape)
+        func step(_ m: any Layer, _ o: SGD, _ g: Tensor) -> Double {
+            let t0 = now()
+            let logits = m.forward(x)
+            labels.withUnsafeBufferPointer { _ = softmaxCrossEntropy(logits: logits, labels: $0, grad: g) }
+            _ = m.backward(g)
+            o.step()
+            return now() - t0
+        }
+        func infer(_ m: any Layer) -> Double {
+            let t0 = now()
+            _ = m.forward(x)
+            return now() - t0
+        }
+        var trainRatios: [Double] = [], inferRatios: [Double] = []
+        dense.train(true); sparse.train(true)
+        for i in 0..<(warmup + runs) {
+            let d = step(dense, denseOpt, denseGrad), s = step(sparse, opt, grad)
+            if i >= warmup { trainRatios.append(d / s) }
+        }
+        dense.train(false); sparse.train(false)
+        for i in 0..<(warmup + runs) {
+            let d = infer(dense), s = infer(sparse)
+            if i >= warmup { inferRatios.append(d / s) }
+        }
+        return (median(trainRatios), median(inferRatios))
     }
 
     /// Times forward, input gradient and weight gradient of every masked conv alone, on

@@ -64,6 +64,8 @@ struct Bench: ParsableCommand {
                     (oneDNN on the same masked weights \(fmt(dm)) ms: \(fmt(dm / sp, 2))x; dense model \(fmt(r.infer_ms_per_batch)) ms: \(fmt(r.infer_ms_per_batch / sp, 2))x)
                       sparse training step (pattern kernels forward and backward): \(fmt(r.sparse_train_ms_per_step ?? 0)) ms \
                     (dense \(fmt(r.train_ms_per_step)) ms: \(fmt(r.train_ms_per_step / (r.sparse_train_ms_per_step ?? 1), 2))x)
+                      dense / sparse measured in alternation, one of each in turn (median of the pairs): training step \
+                    \(fmt(r.sparse_train_speedup_alternated ?? 0, 2))x, inference \(fmt(r.sparse_infer_speedup_alternated ?? 0, 2))x
                     """)
                 if let fl = r.sparse_forward_layers, !fl.isEmpty {
                     // Where sparse inference spends its time: convolutions vs the rest.
