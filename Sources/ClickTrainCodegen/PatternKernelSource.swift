@@ -55,9 +55,10 @@ public enum PatternKernelSource {
             /// gatherTile8 on positions 0..<64 and 64..<128.
             @inline(__always)
             func gatherTile16(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
-                                _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>) {
-                gatherTile8(dst, initial, base, i0, i1, off, w)
-                gatherTile8(dst + 64, initial, base + 64, i0, i1, off, w)
+                                _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>, _ relu: Bool,
+                                _ residual: UnsafePointer<Float>?) {
+                gatherTile8(dst, initial, base, i0, i1, off, w, relu, residual)
+                gatherTile8(dst + 64, initial, base + 64, i0, i1, off, w, relu, residual.map { $0 + 64 })
             }
 
             """
@@ -81,10 +82,12 @@ public enum PatternKernelSource {
         var s = """
 
             /// dst[0..<\(8 * r)] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<\(8 * r)],
-            /// held in \(nv * n) SIMD\(lanes) registers (\(n) set\(n > 1 ? "s" : "") of \(nv), taps dealt round-robin).
+            /// held in \(nv * n) SIMD\(lanes) registers (\(n) set\(n > 1 ? "s" : "") of \(nv), taps dealt round-robin);
+            /// then + residual[0..<\(8 * r)] when given and max(0, ·) when `relu`, before the store.
             @inline(__always)
             func gatherTile\(r)(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
-                                _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>) {
+                                _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>, _ relu: Bool,
+                                _ residual: UnsafePointer<Float>?) {
                 let b = UnsafeRawPointer(base)
 
             """
@@ -112,8 +115,14 @@ public enum PatternKernelSource {
         s += "    let d = UnsafeMutableRawPointer(dst)\n"
         for v in vecs(nv) {
             let sum = (0..<n).map { "a\($0)_\(v)" }.joined(separator: " + ")
-            s += "    d.storeBytes(of: \(sum), toByteOffset: \(step * v), as: \(vt).self)\n"
+            s += "    var o\(v) = \(sum)\n"
         }
+        s += "    if let residual {\n        let q = UnsafeRawPointer(residual)\n"
+        for v in vecs(nv) { s += "        o\(v) += q.loadUnaligned(fromByteOffset: \(step * v), as: \(vt).self)\n" }
+        s += "    }\n    if relu {\n"
+        for v in vecs(nv) { s += "        o\(v).replace(with: 0, where: o\(v) .< 0)\n" }
+        s += "    }\n"
+        for v in vecs(nv) { s += "    d.storeBytes(of: o\(v), toByteOffset: \(step * v), as: \(vt).self)\n" }
         s += "}\n"
         return s
     }

@@ -828,6 +828,11 @@ func gatherImage(_ sh: PatternConvKernel.Shifted, _ xp: UnsafePointer<Float>, _ 
                         patternGroupTile8(dst + h, rows.initial[r], xp + q + h, Int(rows.groups![r]), Int(rows.groups![r + 1]),
                                           rows.groupPattern!, rows.groupStart!, rows.kernelBase!, rows.groupWeight!, rows.tapBytes!)
                     }
+                } else if direct {
+                    // Residual and ReLU applied in registers, before the tile's one store.
+                    gatherTile(width, y, rows.initial[r], xp + q, Int(rows.taps[r]), Int(rows.taps[r + 1]), rows.offset,
+                               rows.weight, relu: relu, residual: residual.map { $0 + r * size + q })
+                    continue
                 } else {
                     gatherTile(width, dst, rows.initial[r], xp + q, Int(rows.taps[r]), Int(rows.taps[r + 1]), rows.offset,
                                rows.weight)
@@ -847,13 +852,14 @@ func gatherImage(_ sh: PatternConvKernel.Shifted, _ xp: UnsafePointer<Float>, _ 
 /// `gatherTile16/8/4/2/1` by tile width in floats.
 @inline(__always)
 func gatherTile(_ width: Int, _ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>,
-                _ i0: Int, _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>) {
+                _ i0: Int, _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>, relu: Bool = false,
+                residual: UnsafePointer<Float>? = nil) {
     switch width {
-    case 128: gatherTile16(dst, initial, base, i0, i1, off, w)
-    case 64: gatherTile8(dst, initial, base, i0, i1, off, w)
-    case 32: gatherTile4(dst, initial, base, i0, i1, off, w)
-    case 16: gatherTile2(dst, initial, base, i0, i1, off, w)
-    default: gatherTile1(dst, initial, base, i0, i1, off, w)
+    case 128: gatherTile16(dst, initial, base, i0, i1, off, w, relu, residual)
+    case 64: gatherTile8(dst, initial, base, i0, i1, off, w, relu, residual)
+    case 32: gatherTile4(dst, initial, base, i0, i1, off, w, relu, residual)
+    case 16: gatherTile2(dst, initial, base, i0, i1, off, w, relu, residual)
+    default: gatherTile1(dst, initial, base, i0, i1, off, w, relu, residual)
     }
 }
 

@@ -63,6 +63,15 @@ struct PatternConvTests {
             kernel.usePatternCode = patternCode
             kernel.forward(input: x, weights: pw, bias: bias, output: y)
             #expect(Reference.maxRelativeError(y, ref) <= 1e-5, "per-pattern code \(patternCode)")
+            // Residual and ReLU fused into the tiles' stores (and the partial tile's copy-out).
+            let res = Reference.random(g.outputShape, seed: 5)
+            kernel.forward(input: x, weights: pw, bias: bias, output: y, relu: true, residual: res)
+            let fused = Tensor(shape: g.outputShape)
+            for i in 0..<fused.count { fused[i] = max(0, ref[i] + res[i]) }
+            #expect(Reference.maxRelativeError(y, fused) <= 1e-5, "residual + ReLU, per-pattern code \(patternCode)")
+            kernel.forward(input: x, weights: pw, bias: bias, output: y, relu: true)
+            for i in 0..<fused.count { fused[i] = max(0, ref[i]) }
+            #expect(Reference.maxRelativeError(y, fused) <= 1e-5, "ReLU, per-pattern code \(patternCode)")
         }
     }
 

@@ -9,10 +9,12 @@ typealias V16 = SIMD16<Float>
 let gatherTileMax = 128
 
 /// dst[0..<128] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<128],
-/// held in 8 SIMD16 registers (1 set of 8, taps dealt round-robin).
+/// held in 8 SIMD16 registers (1 set of 8, taps dealt round-robin);
+/// then + residual[0..<128] when given and max(0, ·) when `relu`, before the store.
 @inline(__always)
 func gatherTile16(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
-                    _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>) {
+                    _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>, _ relu: Bool,
+                    _ residual: UnsafePointer<Float>?) {
     let b = UnsafeRawPointer(base)
     var a0_0 = V16(repeating: initial), a0_1 = V16(repeating: initial), a0_2 = V16(repeating: initial), a0_3 = V16(repeating: initial), a0_4 = V16(repeating: initial), a0_5 = V16(repeating: initial), a0_6 = V16(repeating: initial), a0_7 = V16(repeating: initial)
     var i = i0
@@ -29,21 +31,52 @@ func gatherTile16(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: 
         i += 1
     }
     let d = UnsafeMutableRawPointer(dst)
-    d.storeBytes(of: a0_0, toByteOffset: 0, as: V16.self)
-    d.storeBytes(of: a0_1, toByteOffset: 64, as: V16.self)
-    d.storeBytes(of: a0_2, toByteOffset: 128, as: V16.self)
-    d.storeBytes(of: a0_3, toByteOffset: 192, as: V16.self)
-    d.storeBytes(of: a0_4, toByteOffset: 256, as: V16.self)
-    d.storeBytes(of: a0_5, toByteOffset: 320, as: V16.self)
-    d.storeBytes(of: a0_6, toByteOffset: 384, as: V16.self)
-    d.storeBytes(of: a0_7, toByteOffset: 448, as: V16.self)
+    var o0 = a0_0
+    var o1 = a0_1
+    var o2 = a0_2
+    var o3 = a0_3
+    var o4 = a0_4
+    var o5 = a0_5
+    var o6 = a0_6
+    var o7 = a0_7
+    if let residual {
+        let q = UnsafeRawPointer(residual)
+        o0 += q.loadUnaligned(fromByteOffset: 0, as: V16.self)
+        o1 += q.loadUnaligned(fromByteOffset: 64, as: V16.self)
+        o2 += q.loadUnaligned(fromByteOffset: 128, as: V16.self)
+        o3 += q.loadUnaligned(fromByteOffset: 192, as: V16.self)
+        o4 += q.loadUnaligned(fromByteOffset: 256, as: V16.self)
+        o5 += q.loadUnaligned(fromByteOffset: 320, as: V16.self)
+        o6 += q.loadUnaligned(fromByteOffset: 384, as: V16.self)
+        o7 += q.loadUnaligned(fromByteOffset: 448, as: V16.self)
+    }
+    if relu {
+        o0.replace(with: 0, where: o0 .< 0)
+        o1.replace(with: 0, where: o1 .< 0)
+        o2.replace(with: 0, where: o2 .< 0)
+        o3.replace(with: 0, where: o3 .< 0)
+        o4.replace(with: 0, where: o4 .< 0)
+        o5.replace(with: 0, where: o5 .< 0)
+        o6.replace(with: 0, where: o6 .< 0)
+        o7.replace(with: 0, where: o7 .< 0)
+    }
+    d.storeBytes(of: o0, toByteOffset: 0, as: V16.self)
+    d.storeBytes(of: o1, toByteOffset: 64, as: V16.self)
+    d.storeBytes(of: o2, toByteOffset: 128, as: V16.self)
+    d.storeBytes(of: o3, toByteOffset: 192, as: V16.self)
+    d.storeBytes(of: o4, toByteOffset: 256, as: V16.self)
+    d.storeBytes(of: o5, toByteOffset: 320, as: V16.self)
+    d.storeBytes(of: o6, toByteOffset: 384, as: V16.self)
+    d.storeBytes(of: o7, toByteOffset: 448, as: V16.self)
 }
 
 /// dst[0..<64] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<64],
-/// held in 8 SIMD16 registers (2 sets of 4, taps dealt round-robin).
+/// held in 8 SIMD16 registers (2 sets of 4, taps dealt round-robin);
+/// then + residual[0..<64] when given and max(0, ·) when `relu`, before the store.
 @inline(__always)
 func gatherTile8(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
-                    _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>) {
+                    _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>, _ relu: Bool,
+                    _ residual: UnsafePointer<Float>?) {
     let b = UnsafeRawPointer(base)
     var a0_0 = V16(repeating: initial), a0_1 = V16(repeating: initial), a0_2 = V16(repeating: initial), a0_3 = V16(repeating: initial)
     var a1_0 = V16(repeating: 0), a1_1 = V16(repeating: 0), a1_2 = V16(repeating: 0), a1_3 = V16(repeating: 0)
@@ -70,17 +103,36 @@ func gatherTile8(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: U
         i += 1
     }
     let d = UnsafeMutableRawPointer(dst)
-    d.storeBytes(of: a0_0 + a1_0, toByteOffset: 0, as: V16.self)
-    d.storeBytes(of: a0_1 + a1_1, toByteOffset: 64, as: V16.self)
-    d.storeBytes(of: a0_2 + a1_2, toByteOffset: 128, as: V16.self)
-    d.storeBytes(of: a0_3 + a1_3, toByteOffset: 192, as: V16.self)
+    var o0 = a0_0 + a1_0
+    var o1 = a0_1 + a1_1
+    var o2 = a0_2 + a1_2
+    var o3 = a0_3 + a1_3
+    if let residual {
+        let q = UnsafeRawPointer(residual)
+        o0 += q.loadUnaligned(fromByteOffset: 0, as: V16.self)
+        o1 += q.loadUnaligned(fromByteOffset: 64, as: V16.self)
+        o2 += q.loadUnaligned(fromByteOffset: 128, as: V16.self)
+        o3 += q.loadUnaligned(fromByteOffset: 192, as: V16.self)
+    }
+    if relu {
+        o0.replace(with: 0, where: o0 .< 0)
+        o1.replace(with: 0, where: o1 .< 0)
+        o2.replace(with: 0, where: o2 .< 0)
+        o3.replace(with: 0, where: o3 .< 0)
+    }
+    d.storeBytes(of: o0, toByteOffset: 0, as: V16.self)
+    d.storeBytes(of: o1, toByteOffset: 64, as: V16.self)
+    d.storeBytes(of: o2, toByteOffset: 128, as: V16.self)
+    d.storeBytes(of: o3, toByteOffset: 192, as: V16.self)
 }
 
 /// dst[0..<32] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<32],
-/// held in 8 SIMD16 registers (4 sets of 2, taps dealt round-robin).
+/// held in 8 SIMD16 registers (4 sets of 2, taps dealt round-robin);
+/// then + residual[0..<32] when given and max(0, ·) when `relu`, before the store.
 @inline(__always)
 func gatherTile4(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
-                    _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>) {
+                    _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>, _ relu: Bool,
+                    _ residual: UnsafePointer<Float>?) {
     let b = UnsafeRawPointer(base)
     var a0_0 = V16(repeating: initial), a0_1 = V16(repeating: initial)
     var a1_0 = V16(repeating: 0), a1_1 = V16(repeating: 0)
@@ -109,15 +161,28 @@ func gatherTile4(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: U
         i += 1
     }
     let d = UnsafeMutableRawPointer(dst)
-    d.storeBytes(of: a0_0 + a1_0 + a2_0 + a3_0, toByteOffset: 0, as: V16.self)
-    d.storeBytes(of: a0_1 + a1_1 + a2_1 + a3_1, toByteOffset: 64, as: V16.self)
+    var o0 = a0_0 + a1_0 + a2_0 + a3_0
+    var o1 = a0_1 + a1_1 + a2_1 + a3_1
+    if let residual {
+        let q = UnsafeRawPointer(residual)
+        o0 += q.loadUnaligned(fromByteOffset: 0, as: V16.self)
+        o1 += q.loadUnaligned(fromByteOffset: 64, as: V16.self)
+    }
+    if relu {
+        o0.replace(with: 0, where: o0 .< 0)
+        o1.replace(with: 0, where: o1 .< 0)
+    }
+    d.storeBytes(of: o0, toByteOffset: 0, as: V16.self)
+    d.storeBytes(of: o1, toByteOffset: 64, as: V16.self)
 }
 
 /// dst[0..<16] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<16],
-/// held in 8 SIMD16 registers (8 sets of 1, taps dealt round-robin).
+/// held in 8 SIMD16 registers (8 sets of 1, taps dealt round-robin);
+/// then + residual[0..<16] when given and max(0, ·) when `relu`, before the store.
 @inline(__always)
 func gatherTile2(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
-                    _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>) {
+                    _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>, _ relu: Bool,
+                    _ residual: UnsafePointer<Float>?) {
     let b = UnsafeRawPointer(base)
     var a0_0 = V16(repeating: initial)
     var a1_0 = V16(repeating: 0)
@@ -153,7 +218,15 @@ func gatherTile2(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: U
         i += 1
     }
     let d = UnsafeMutableRawPointer(dst)
-    d.storeBytes(of: a0_0 + a1_0 + a2_0 + a3_0 + a4_0 + a5_0 + a6_0 + a7_0, toByteOffset: 0, as: V16.self)
+    var o0 = a0_0 + a1_0 + a2_0 + a3_0 + a4_0 + a5_0 + a6_0 + a7_0
+    if let residual {
+        let q = UnsafeRawPointer(residual)
+        o0 += q.loadUnaligned(fromByteOffset: 0, as: V16.self)
+    }
+    if relu {
+        o0.replace(with: 0, where: o0 .< 0)
+    }
+    d.storeBytes(of: o0, toByteOffset: 0, as: V16.self)
 }
 
 /// Lanes of each tap's partial weight-gradient sums.
@@ -347,16 +420,19 @@ let gatherTileMax = 64
 /// gatherTile8 on positions 0..<64 and 64..<128.
 @inline(__always)
 func gatherTile16(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
-                    _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>) {
-    gatherTile8(dst, initial, base, i0, i1, off, w)
-    gatherTile8(dst + 64, initial, base + 64, i0, i1, off, w)
+                    _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>, _ relu: Bool,
+                    _ residual: UnsafePointer<Float>?) {
+    gatherTile8(dst, initial, base, i0, i1, off, w, relu, residual)
+    gatherTile8(dst + 64, initial, base + 64, i0, i1, off, w, relu, residual.map { $0 + 64 })
 }
 
 /// dst[0..<64] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<64],
-/// held in 8 SIMD8 registers (1 set of 8, taps dealt round-robin).
+/// held in 8 SIMD8 registers (1 set of 8, taps dealt round-robin);
+/// then + residual[0..<64] when given and max(0, ·) when `relu`, before the store.
 @inline(__always)
 func gatherTile8(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
-                    _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>) {
+                    _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>, _ relu: Bool,
+                    _ residual: UnsafePointer<Float>?) {
     let b = UnsafeRawPointer(base)
     var a0_0 = V8(repeating: initial), a0_1 = V8(repeating: initial), a0_2 = V8(repeating: initial), a0_3 = V8(repeating: initial), a0_4 = V8(repeating: initial), a0_5 = V8(repeating: initial), a0_6 = V8(repeating: initial), a0_7 = V8(repeating: initial)
     var i = i0
@@ -373,21 +449,52 @@ func gatherTile8(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: U
         i += 1
     }
     let d = UnsafeMutableRawPointer(dst)
-    d.storeBytes(of: a0_0, toByteOffset: 0, as: V8.self)
-    d.storeBytes(of: a0_1, toByteOffset: 32, as: V8.self)
-    d.storeBytes(of: a0_2, toByteOffset: 64, as: V8.self)
-    d.storeBytes(of: a0_3, toByteOffset: 96, as: V8.self)
-    d.storeBytes(of: a0_4, toByteOffset: 128, as: V8.self)
-    d.storeBytes(of: a0_5, toByteOffset: 160, as: V8.self)
-    d.storeBytes(of: a0_6, toByteOffset: 192, as: V8.self)
-    d.storeBytes(of: a0_7, toByteOffset: 224, as: V8.self)
+    var o0 = a0_0
+    var o1 = a0_1
+    var o2 = a0_2
+    var o3 = a0_3
+    var o4 = a0_4
+    var o5 = a0_5
+    var o6 = a0_6
+    var o7 = a0_7
+    if let residual {
+        let q = UnsafeRawPointer(residual)
+        o0 += q.loadUnaligned(fromByteOffset: 0, as: V8.self)
+        o1 += q.loadUnaligned(fromByteOffset: 32, as: V8.self)
+        o2 += q.loadUnaligned(fromByteOffset: 64, as: V8.self)
+        o3 += q.loadUnaligned(fromByteOffset: 96, as: V8.self)
+        o4 += q.loadUnaligned(fromByteOffset: 128, as: V8.self)
+        o5 += q.loadUnaligned(fromByteOffset: 160, as: V8.self)
+        o6 += q.loadUnaligned(fromByteOffset: 192, as: V8.self)
+        o7 += q.loadUnaligned(fromByteOffset: 224, as: V8.self)
+    }
+    if relu {
+        o0.replace(with: 0, where: o0 .< 0)
+        o1.replace(with: 0, where: o1 .< 0)
+        o2.replace(with: 0, where: o2 .< 0)
+        o3.replace(with: 0, where: o3 .< 0)
+        o4.replace(with: 0, where: o4 .< 0)
+        o5.replace(with: 0, where: o5 .< 0)
+        o6.replace(with: 0, where: o6 .< 0)
+        o7.replace(with: 0, where: o7 .< 0)
+    }
+    d.storeBytes(of: o0, toByteOffset: 0, as: V8.self)
+    d.storeBytes(of: o1, toByteOffset: 32, as: V8.self)
+    d.storeBytes(of: o2, toByteOffset: 64, as: V8.self)
+    d.storeBytes(of: o3, toByteOffset: 96, as: V8.self)
+    d.storeBytes(of: o4, toByteOffset: 128, as: V8.self)
+    d.storeBytes(of: o5, toByteOffset: 160, as: V8.self)
+    d.storeBytes(of: o6, toByteOffset: 192, as: V8.self)
+    d.storeBytes(of: o7, toByteOffset: 224, as: V8.self)
 }
 
 /// dst[0..<32] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<32],
-/// held in 8 SIMD8 registers (2 sets of 4, taps dealt round-robin).
+/// held in 8 SIMD8 registers (2 sets of 4, taps dealt round-robin);
+/// then + residual[0..<32] when given and max(0, ·) when `relu`, before the store.
 @inline(__always)
 func gatherTile4(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
-                    _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>) {
+                    _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>, _ relu: Bool,
+                    _ residual: UnsafePointer<Float>?) {
     let b = UnsafeRawPointer(base)
     var a0_0 = V8(repeating: initial), a0_1 = V8(repeating: initial), a0_2 = V8(repeating: initial), a0_3 = V8(repeating: initial)
     var a1_0 = V8(repeating: 0), a1_1 = V8(repeating: 0), a1_2 = V8(repeating: 0), a1_3 = V8(repeating: 0)
@@ -414,17 +521,36 @@ func gatherTile4(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: U
         i += 1
     }
     let d = UnsafeMutableRawPointer(dst)
-    d.storeBytes(of: a0_0 + a1_0, toByteOffset: 0, as: V8.self)
-    d.storeBytes(of: a0_1 + a1_1, toByteOffset: 32, as: V8.self)
-    d.storeBytes(of: a0_2 + a1_2, toByteOffset: 64, as: V8.self)
-    d.storeBytes(of: a0_3 + a1_3, toByteOffset: 96, as: V8.self)
+    var o0 = a0_0 + a1_0
+    var o1 = a0_1 + a1_1
+    var o2 = a0_2 + a1_2
+    var o3 = a0_3 + a1_3
+    if let residual {
+        let q = UnsafeRawPointer(residual)
+        o0 += q.loadUnaligned(fromByteOffset: 0, as: V8.self)
+        o1 += q.loadUnaligned(fromByteOffset: 32, as: V8.self)
+        o2 += q.loadUnaligned(fromByteOffset: 64, as: V8.self)
+        o3 += q.loadUnaligned(fromByteOffset: 96, as: V8.self)
+    }
+    if relu {
+        o0.replace(with: 0, where: o0 .< 0)
+        o1.replace(with: 0, where: o1 .< 0)
+        o2.replace(with: 0, where: o2 .< 0)
+        o3.replace(with: 0, where: o3 .< 0)
+    }
+    d.storeBytes(of: o0, toByteOffset: 0, as: V8.self)
+    d.storeBytes(of: o1, toByteOffset: 32, as: V8.self)
+    d.storeBytes(of: o2, toByteOffset: 64, as: V8.self)
+    d.storeBytes(of: o3, toByteOffset: 96, as: V8.self)
 }
 
 /// dst[0..<16] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<16],
-/// held in 8 SIMD8 registers (4 sets of 2, taps dealt round-robin).
+/// held in 8 SIMD8 registers (4 sets of 2, taps dealt round-robin);
+/// then + residual[0..<16] when given and max(0, ·) when `relu`, before the store.
 @inline(__always)
 func gatherTile2(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
-                    _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>) {
+                    _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>, _ relu: Bool,
+                    _ residual: UnsafePointer<Float>?) {
     let b = UnsafeRawPointer(base)
     var a0_0 = V8(repeating: initial), a0_1 = V8(repeating: initial)
     var a1_0 = V8(repeating: 0), a1_1 = V8(repeating: 0)
@@ -453,16 +579,29 @@ func gatherTile2(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: U
         i += 1
     }
     let d = UnsafeMutableRawPointer(dst)
-    d.storeBytes(of: a0_0 + a1_0 + a2_0 + a3_0, toByteOffset: 0, as: V8.self)
-    d.storeBytes(of: a0_1 + a1_1 + a2_1 + a3_1, toByteOffset: 32, as: V8.self)
+    var o0 = a0_0 + a1_0 + a2_0 + a3_0
+    var o1 = a0_1 + a1_1 + a2_1 + a3_1
+    if let residual {
+        let q = UnsafeRawPointer(residual)
+        o0 += q.loadUnaligned(fromByteOffset: 0, as: V8.self)
+        o1 += q.loadUnaligned(fromByteOffset: 32, as: V8.self)
+    }
+    if relu {
+        o0.replace(with: 0, where: o0 .< 0)
+        o1.replace(with: 0, where: o1 .< 0)
+    }
+    d.storeBytes(of: o0, toByteOffset: 0, as: V8.self)
+    d.storeBytes(of: o1, toByteOffset: 32, as: V8.self)
 }
 #endif
 
 /// dst[0..<8] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<8],
-/// held in 8 SIMD8 registers (8 sets of 1, taps dealt round-robin).
+/// held in 8 SIMD8 registers (8 sets of 1, taps dealt round-robin);
+/// then + residual[0..<8] when given and max(0, ·) when `relu`, before the store.
 @inline(__always)
 func gatherTile1(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
-                    _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>) {
+                    _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>, _ relu: Bool,
+                    _ residual: UnsafePointer<Float>?) {
     let b = UnsafeRawPointer(base)
     var a0_0 = V8(repeating: initial)
     var a1_0 = V8(repeating: 0)
@@ -498,7 +637,15 @@ func gatherTile1(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: U
         i += 1
     }
     let d = UnsafeMutableRawPointer(dst)
-    d.storeBytes(of: a0_0 + a1_0 + a2_0 + a3_0 + a4_0 + a5_0 + a6_0 + a7_0, toByteOffset: 0, as: V8.self)
+    var o0 = a0_0 + a1_0 + a2_0 + a3_0 + a4_0 + a5_0 + a6_0 + a7_0
+    if let residual {
+        let q = UnsafeRawPointer(residual)
+        o0 += q.loadUnaligned(fromByteOffset: 0, as: V8.self)
+    }
+    if relu {
+        o0.replace(with: 0, where: o0 .< 0)
+    }
+    d.storeBytes(of: o0, toByteOffset: 0, as: V8.self)
 }
 
 /// dst[0..<64] = initial + the kernels of groups g0..<g1, each group one 4-tap pattern
