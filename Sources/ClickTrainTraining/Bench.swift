@@ -256,6 +256,26 @@ public struct TrainingBenchmark {
             sparse_forward_layers: sparse?.3, sparse_kernel_layers: kernelLayers)
     }
 
+    /// Only the pruned inference of `run` (same model, masks and input): the median ms per
+    /// batch over `runs` batches after `warmup`. For short alternated comparisons with
+    /// PyTorch (`scripts/compare-inference.py`); needs `sparseCompression`.
+    public func sparseInferenceOnly() throws -> Double {
+        guard let target = sparseCompression else { preconditionFailure("sparseInferenceOnly needs sparseCompression") }
+        let model = try ModelZoo.make(modelName, input: input, seed: 1)
+        _ = try applyRandomPatternMasks(model, compression: target, seed: 3)
+        var rng = RNG(seed: 2)
+        let x = Tensor(shape: [batch, input.channels, input.size, input.size])
+        for i in 0..<x.count { x[i] = rng.normal() }
+        model.train(false)
+        var ts: [Double] = []
+        for i in 0..<(warmup + runs) {
+            let t0 = now()
+            _ = model.forward(x)
+            if i >= warmup { ts.append(now() - t0) }
+        }
+        return median(ts) * 1e3
+    }
+
     /// Dense against sparse in turns: a dense twin of the model (same seed, no masks) and
     /// the pruned `sparse` run one training step each, alternately, then one inference
     /// batch each; returns the medians of the per-pair ratios dense / sparse.

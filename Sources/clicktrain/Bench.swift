@@ -32,6 +32,8 @@ struct Bench: ParsableCommand {
     @Option(help: "With --sparse: conv compression ratio of the masks.") var compression = 8.0
     @Flag(help: "With --grad-prune or --sparse: a table per conv layer.") var perLayer = false
     @Flag(help: "Print one JSON object instead of a table.") var json = false
+    @Flag(help: "With --sparse: time only the pruned inference and print {\"sparse_infer_ms_per_batch\": ms} (for scripts/compare-inference.py).")
+    var inferenceOnly = false
 
     func run() throws {
         if let t = threads { Threads.set(t) } else { Threads.set(Threads.count) }
@@ -44,6 +46,11 @@ struct Bench: ParsableCommand {
         if let p = gradPrune {
             guard p >= 0 && p < 1 else { throw ValidationError("--grad-prune must be in [0, 1), got \(p)") }
             b.gradPruner = GradientPruner(rate: p, distribution: gradPruneDist, rule: gradPruneRule, seed: 1)
+        }
+        if inferenceOnly {
+            guard sparse else { throw ValidationError("--inference-only times the pruned inference: add --sparse") }
+            print("{\"sparse_infer_ms_per_batch\": \(try b.sparseInferenceOnly())}")
+            return
         }
         let r = try b.run()
         if json {

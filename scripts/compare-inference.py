@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Pruned inference of `clicktrain` against PyTorch's dense inference of the same model,
+measured in alternation: each pair times PyTorch over --runs batches in this process, then
+`clicktrain bench --sparse --inference-only` over as many, seconds apart. Prints each
+pair and the median of the per-pair ratios PyTorch / ours, which a machine whose speed
+drifts between two long separate runs cannot skew.
+
+    python3 scripts/compare-inference.py --model resnet32 --threads 2 --pairs 10
+
+Needs PyTorch (see bench-pytorch.py) and a release build of clicktrain.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+try:
+    import torch
+except ImportError:
+    sys.exit("compare-inference.py needs PyTorch: python3 -m venv .venv && .venv/bin/pip install torch")
+
+import pytorch_models
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="resnet32")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--compression", type=float, default=8.0)
+    ap.add_argument("--pairs", type=int, default=10)
+    ap.add_argument("--runs", type=int, default=10, help="timed batches per measurement (median)")
+    ap.add_argument("--clicktrain", default=".build/release/clicktrain")
+    a = ap.parse_args()
+    if not os.access(a.clicktrain, os.X_OK):
+        sys.exit(f"no clicktrain binary at {a.clicktrain}: swift build -c release first, or pass --clicktrain")
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(1)
+    model = pytorch_models.make(a.model, 3, 32, 10).eval()
+    x = torch.randn(a.batch, 3, 32, 32)
+    ours_cmd = [a.clicktrain, "bench", "--model", a.model, "--batch", str(a.batch), "--threads", str(a.threads),
+                "--sparse", "--compression", str(a.compression), "--inference-only", "--runs", str(a.runs)]
+    ratios = []
+    with torch.no_grad():
+        for _ in range(3):
+            model(x)
+        for p in range(a.pairs):
+            ts = []
+            for _ in range(a.runs):
+                t0 = time.perf_counter()
+                model(x)
+                ts.append(time.perf_counter() - t0)
+            torch_ms = statistics.median(ts) * 1e3
+            out = subprocess.run(ours_cmd, check=True, capture_output=True, text=True).stdout
+            ours_ms = json.loads(out.strip().splitlines()[-1])["sparse_infer_ms_per_batch"]
+            ratios.append(torch_ms / ours_ms)
+            print(f"pair {p + 1}: PyTorch dense {torch_ms:.1f} ms, ours pruned {ours_ms:.1f} ms: {ratios[-1]:.2f}x", flush=True)
+    print(f"median of {a.pairs} pairs: {statistics.median(ratios):.2f}x (range {min(ratios):.2f}-{max(ratios):.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
