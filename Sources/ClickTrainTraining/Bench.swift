@@ -189,12 +189,7 @@ public struct TrainingBenchmark {
             policy.enabled = false
         }
         model.train(false)
-        var inf: [Double] = []
-        for i in 0..<(warmup + runs) {
-            let t0 = now()
-            _ = model.forward(x)
-            if i >= warmup { inf.append(now() - t0) }
-        }
+        let inf = inferenceTimes(model, x)
         var sparse: (Double, Double, Double, [LayerForward])?
         // Before the sparse comparison, whose dense twin model would count here too.
         let peakRSS = ProcessMemory.peakRSSMB
@@ -280,13 +275,18 @@ public struct TrainingBenchmark {
         }
         _ = try applyRandomPatternMasks(model, compression: target, seed: 3)
         model.train(false)
+        return median(inferenceTimes(model, x)) * 1e3
+    }
+
+    /// Seconds per forward pass of `model` on `x`, `runs` of them after `warmup`.
+    func inferenceTimes(_ model: any Layer, _ x: Tensor) -> [Double] {
         var ts: [Double] = []
         for i in 0..<(warmup + runs) {
             let t0 = now()
             _ = model.forward(x)
             if i >= warmup { ts.append(now() - t0) }
         }
-        return median(ts) * 1e3
+        return ts
     }
 
     /// Dense against sparse in turns: a dense twin of the model (same seed, no masks) and

@@ -80,7 +80,7 @@ struct Bench: ParsableCommand {
                     let convMs = fl.map(\.sparse_ms).reduce(0, +), prunedMs = pruned.map(\.sparse_ms).reduce(0, +)
                     print("      of the sparse inference: convolutions \(fmt(convMs)) ms (\(pruned.count) pruned on pattern "
                           + "kernels \(fmt(prunedMs)) ms, \(fl.count - pruned.count) unpruned \(fmt(convMs - prunedMs)) ms), "
-                          + "everything else \(fmt(sp - convMs)) ms")
+                          + "everything else \(fmt(max(0, sp - convMs))) ms")
                 }
                 if perLayer, let kl = r.sparse_kernel_layers, !kl.isEmpty {
                     print("    each convolution alone, oneDNN on the masked weight / pattern kernels, ms (speed-up):")
