@@ -43,12 +43,12 @@ def main():
     torch.manual_seed(1)
     model = pytorch_models.make(a.model, 3, 32, 10)
     x = torch.randn(a.batch, 3, 32, 32)
-    # Five training steps first, as `clicktrain bench --inference-only` does (and as both
-    # full benchmarks do before timing inference): with a fresh model's batch-norm
+    # Fifteen training steps first, as `clicktrain bench --inference-only` does (both full
+    # benchmarks train 13 before timing inference): with a fresh model's batch-norm
     # statistics the activations slow inference down (~390 against ~250 ms here).
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     y = torch.arange(a.batch) % 10
-    for _ in range(5):
+    for _ in range(15):
         opt.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
