@@ -224,16 +224,17 @@ public final class PatternConvKernel {
         let stride: Int, rows: Int, width: Int, positions: Int
         /// Floats per copy and per input channel (3·stride copies).
         let copyStride: Int, channelStride: Int
-        /// Where tap t reads for the output at q = 0, from its channel's first copy; in bytes.
-        let tapOffsets: [Int], tapBytes: [Int]
+        /// Where tap t reads for the output at q = 0, from its channel's first copy; the same
+        /// in bytes, and in bytes for tap 8 − t (the input gradient's mirrored kernels).
+        let tapOffsets: [Int], tapBytes: [Int], mirroredTapBytes: [Int]
         /// Stride 1: lane masks (all ones: keep, zero: the column is outside the image) for a
         /// run of 16 outputs starting at column m of a row, m in 0..<OW: for copy kx = 0
         /// (column 0 reads x[·][−1]) and copy kx = 2 (column OW − 1 reads x[·][OW]).
         let edgeMask0: [SIMD16<UInt32>], edgeMask2: [SIMD16<UInt32>]
         /// Gather tiles over 0..<positions: start, width (`gatherTileMax`, 64, 32, 16 or 8);
         /// the last may pass the end (`positions` not a multiple of 8) and then goes through
-        /// the scratch tile. Weight-gradient tiles the same.
-        let tileStart: [Int], tileWidth: [Int], weightTileStart: [Int], weightTileWidth: [Int]
+        /// the scratch tile. The weight gradient uses the same tiles.
+        let tileStart: [Int], tileWidth: [Int]
 
         init(_ g: ConvGeometry) {
             let s = g.stride, oh = g.outHeight, ow = g.outWidth
@@ -250,6 +251,7 @@ public final class PatternConvKernel {
                 return (kx * s + ky % s) * cs + (ky / s) * ow
             }
             tapBytes = tapOffsets.map { $0 * 4 }
+            mirroredTapBytes = tapBytes.reversed()
             func masks(zeroAt column: Int) -> [SIMD16<UInt32>] {
                 s != 1 ? [] : (0..<ow).map { m in
                     var v = SIMD16<UInt32>(repeating: .max)
@@ -270,7 +272,6 @@ public final class PatternConvKernel {
                 return (ts, tw)
             }
             (tileStart, tileWidth) = tiles(upTo: gatherTileMax)
-            (weightTileStart, weightTileWidth) = tiles(upTo: gatherTileMax)
         }
 
         /// Copy index (kx·stride + py) of tap t.
@@ -300,34 +301,32 @@ public final class PatternConvKernel {
             for c in 0..<channels {
                 let sc = src + c * h * w, dc = dst + c * channelStride
                 for y in 0..<h {
-                    // Input row y is row r of the copies with parity py (y = s·r + py − 1).
+                    // Stride 2. Input row y is row r of the copies with parity py (y = s·r + py − 1).
                     let py = (y + 1) % s, r = (y + 1) / s, sr = sc + y * w
                     let d0 = dc + py * copyStride + r * ow, d1 = d0 + s * copyStride, d2 = d1 + s * copyStride
                     let use0 = used & (1 << py) != 0, use1 = used & (1 << (s + py)) != 0
                     let use2 = used & (1 << (2 * s + py)) != 0
-                    do {
-                        // kx = 1 reads the even columns 2·ox, kx = 2 the odd ones 2·ox + 1, kx = 0
-                        // the odd ones shifted by one (2·ox − 1).
-                        let raw = UnsafeRawPointer(sr)
-                        var ox = 0
-                        while 2 * ox + 16 <= w {
-                            let v = raw.loadUnaligned(fromByteOffset: 8 * ox, as: SIMD16<Float>.self)
-                            if use1 { UnsafeMutableRawPointer(d1 + ox).storeBytes(of: v.evenHalf, as: SIMD8<Float>.self) }
-                            if use2 { UnsafeMutableRawPointer(d2 + ox).storeBytes(of: v.oddHalf, as: SIMD8<Float>.self) }
-                            // Shifted by one: may spill into column 0 of the next row, restored below.
-                            if use0 { UnsafeMutableRawPointer(d0 + ox + 1).storeBytes(of: v.oddHalf, as: SIMD8<Float>.self) }
-                            ox += 8
-                        }
-                        while 2 * ox < w {
-                            if use1 { d1[ox] = sr[2 * ox] }
-                            if 2 * ox + 1 < w {
-                                if use2 { d2[ox] = sr[2 * ox + 1] }
-                                if use0 && ox + 1 < ow { d0[ox + 1] = sr[2 * ox + 1] }
-                            }
-                            ox += 1
-                        }
-                        if use0 { d0[ow] = 0 }
+                    // kx = 1 reads the even columns 2·ox, kx = 2 the odd ones 2·ox + 1, kx = 0
+                    // the odd ones shifted by one (2·ox − 1).
+                    let raw = UnsafeRawPointer(sr)
+                    var ox = 0
+                    while 2 * ox + 16 <= w {
+                        let v = raw.loadUnaligned(fromByteOffset: 8 * ox, as: SIMD16<Float>.self)
+                        if use1 { UnsafeMutableRawPointer(d1 + ox).storeBytes(of: v.evenHalf, as: SIMD8<Float>.self) }
+                        if use2 { UnsafeMutableRawPointer(d2 + ox).storeBytes(of: v.oddHalf, as: SIMD8<Float>.self) }
+                        // Shifted by one: may spill into column 0 of the next row, restored below.
+                        if use0 { UnsafeMutableRawPointer(d0 + ox + 1).storeBytes(of: v.oddHalf, as: SIMD8<Float>.self) }
+                        ox += 8
                     }
+                    while 2 * ox < w {
+                        if use1 { d1[ox] = sr[2 * ox] }
+                        if 2 * ox + 1 < w {
+                            if use2 { d2[ox] = sr[2 * ox + 1] }
+                            if use0 && ox + 1 < ow { d0[ox + 1] = sr[2 * ox + 1] }
+                        }
+                        ox += 1
+                    }
+                    if use0 { d0[ow] = 0 }
                 }
             }
         }
@@ -580,43 +579,14 @@ public final class PatternConvKernel {
         let g = geometry
         precondition(input.shape == g.inputShape && output.shape == g.outputShape, "pattern conv forward: shapes")
         precondition(residual == nil || residual!.shape == g.outputShape, "pattern conv forward: residual shape")
-        prepare(pw)
-        let biasValues = (0..<g.outChannels).map { bias?[$0] ?? 0 }
-        let n = g.batch, chunkCount = chunks
-        let xin = input.data, yout = output.data, res = residual?.data
-        biasValues.withUnsafeBufferPointer { bv in
-            Threads.parallelFor(chunkCount) { chunk in
-                forwardImages((n * chunk / chunkCount)..<(n * (chunk + 1) / chunkCount), input: xin, weights: pw,
-                              bias: bv.baseAddress!, output: yout, relu: relu, residual: res.map { UnsafePointer($0) },
-                              chunk: chunk)
-            }
-        }
-    }
-
-    /// Builds (or finds) the offsets of `pw`'s structure and the per-thread buffers, so that
-    /// `forwardImages` may then run on several threads at once (it only reads them).
-    func prepare(_ pw: PatternWeights) {
-        precondition(pw.outChannels == geometry.outChannels && pw.inChannels == geometry.inChannels,
-                     "pattern conv: weight shape")
-        _ = planFor(pw)
-        _ = shiftedChunkBuffers()
-    }
-
-    /// The forward of `forward` for images `images` of a batch at `input` (image b at
-    /// input + b·C·H·W, its output and residual at b·K·OH·OW), on the calling thread with
-    /// chunk `chunk`'s buffers; `bias` holds K values. Threads running at once must use
-    /// different chunks. `prepare(pw)` must have seen the weights' structure.
-    private func forwardImages(_ images: Range<Int>, input xin: UnsafePointer<Float>, weights pw: PatternWeights,
-                              bias: UnsafePointer<Float>, output yout: UnsafeMutablePointer<Float>, relu: Bool,
-                              residual res: UnsafePointer<Float>?, chunk: Int) {
-        guard let p = plan, p.matches(pw), chunk < shiftedBuffers.count else {
-            preconditionFailure("PatternConvKernel.forwardImages: prepare(weights) first (chunk \(chunk) of \(chunks))")
-        }
-        let g = geometry
-        let c = g.inChannels, k = g.outChannels, h = g.height, w = g.width
+        precondition(pw.outChannels == g.outChannels && pw.inChannels == g.inChannels, "pattern conv: weight shape")
+        let p = planFor(pw)
+        let n = g.batch, c = g.inChannels, k = g.outChannels, h = g.height, w = g.width
         let sh = shifted, outSize = sh.positions
-        let buf = shiftedBuffers[chunk].data, scr = scratch[chunk].data
-        let used = p.usedCopies
+        let xin = input.data, yout = output.data, res = residual?.data, bufs = shiftedChunkBuffers()
+        let scr = scratch.map(\.data)
+        let chunkCount = chunks, used = p.usedCopies
+        let biasValues = (0..<k).map { bias?[$0] ?? 0 }
         let usePatterns = usePatternCode && p.fourTap
         p.fTaps.withUnsafeBufferPointer { ft in
         p.sOffset.withUnsafeBufferPointer { off in
@@ -626,18 +596,21 @@ public final class PatternConvKernel {
         p.kernelBase.withUnsafeBufferPointer { kb in
         sh.tapBytes.withUnsafeBufferPointer { tb in
         pw.value.withUnsafeBufferPointer { vs in
+        biasValues.withUnsafeBufferPointer { bv in
             let rows = GatherRows(taps: ft.baseAddress!, offset: off.baseAddress ?? ft.baseAddress!,
-                                  weight: vs.baseAddress ?? bias, initial: bias,
+                                  weight: vs.baseAddress ?? bv.baseAddress!, initial: bv.baseAddress!,
                                   groups: fg.baseAddress, groupPattern: gp.baseAddress, groupStart: gs.baseAddress,
                                   kernelBase: kb.baseAddress, groupWeight: vs.baseAddress, tapBytes: tb.baseAddress,
                                   usePatterns: usePatterns)
-            for b in images {
-                sh.fill(xin + b * c * h * w, into: buf, channels: c, height: h, width: w, used: used)
-                let at = b * k * outSize
-                gatherImage(sh, UnsafePointer(buf), rows, count: k, into: yout + at, scratch: scr,
-                            relu: relu, residual: res.map { $0 + at })
+            Threads.parallelFor(chunkCount) { chunk in
+                for b in (n * chunk / chunkCount)..<(n * (chunk + 1) / chunkCount) {
+                    sh.fill(xin + b * c * h * w, into: bufs[chunk], channels: c, height: h, width: w, used: used)
+                    let at = b * k * outSize
+                    gatherImage(sh, UnsafePointer(bufs[chunk]), rows, count: k, into: yout + at, scratch: scr[chunk],
+                                relu: relu, residual: res.map { UnsafePointer($0 + at) })
+                }
             }
-        } } } } } } } }
+        } } } } } } } } }
     }
 
     /// Input gradient and the gradient of the kept weights only (`gradValues`, aligned
@@ -680,13 +653,11 @@ public final class PatternConvKernel {
             for i in 0..<bWeight.count { bWeight[i] = v[Int(p.bValueIndex[i])] }
             for i in 0..<gWeight.count { gWeight[i] = v[Int(p.bGroupValueIndex[i])] }
         }
-        // The per-pattern input-gradient code reads original tap t at the mirrored offset.
-        let mirroredTapBytes = (0..<9).map { sh.tapOffsets[8 - $0] * 4 }
         let zeros = [Float](repeating: 0, count: c)
         let wantWeights = gradValues != nil
         let phases = self.phases
         let tilePacked = inputGradTiles.packed, tileCount = inputGradTiles.start.count
-        let wStart = sh.weightTileStart, wWidth = sh.weightTileWidth, wCount = wStart.count
+        let wStart = sh.tileStart, wWidth = sh.tileWidth, wCount = wStart.count
         p.fTaps.withUnsafeBufferPointer { ft in
         p.sOffset.withUnsafeBufferPointer { soff in
         p.tOffset.withUnsafeBufferPointer { toff in
@@ -696,7 +667,8 @@ public final class PatternConvKernel {
         p.bGroupPattern.withUnsafeBufferPointer { bgp in
         p.bGroupStart.withUnsafeBufferPointer { bgs in
         p.bKernelBase.withUnsafeBufferPointer { bkb in
-        mirroredTapBytes.withUnsafeBufferPointer { mtb in
+        // The per-pattern input-gradient code reads original tap t at the mirrored offset.
+        sh.mirroredTapBytes.withUnsafeBufferPointer { mtb in
         zeros.withUnsafeBufferPointer { zeros in
         bWeight.withUnsafeBufferPointer { bw in
         gWeight.withUnsafeBufferPointer { gw in

@@ -216,12 +216,8 @@ public struct TrainingBenchmark {
             for (_, c) in convs { c.usePatternKernels = true }
             var st: [Double] = []
             for i in 0..<(warmup + runs) {
-                let t0 = now()
-                let logits = model.forward(x)
-                labels.withUnsafeBufferPointer { _ = softmaxCrossEntropy(logits: logits, labels: $0, grad: grad) }
-                _ = model.backward(grad)
-                opt.step()
-                if i >= warmup { st.append(now() - t0) }
+                let t = timedStep(model, opt, x, labels, grad)
+                if i >= warmup { st.append(t) }
             }
             sparseTrain = median(st)
             alternated = try alternate(sparse: model, opt: opt, x: x, labels: labels, grad: grad)
@@ -268,15 +264,20 @@ public struct TrainingBenchmark {
         let grad = Tensor(shape: [batch, input.classes])
         let opt = SGD(parameters: model.parameters(), learningRate: 0.01)
         model.train(true)
-        for _ in 0..<trainSteps {
-            let logits = model.forward(x)
-            labels.withUnsafeBufferPointer { _ = softmaxCrossEntropy(logits: logits, labels: $0, grad: grad) }
-            _ = model.backward(grad)
-            opt.step()
-        }
+        for _ in 0..<trainSteps { _ = timedStep(model, opt, x, labels, grad) }
         _ = try applyRandomPatternMasks(model, compression: target, seed: 3)
         model.train(false)
         return median(inferenceTimes(model, x)) * 1e3
+    }
+
+    /// One training step (forward, loss, backward, SGD) of `model` on `x`, in seconds.
+    func timedStep(_ model: any Layer, _ opt: SGD, _ x: Tensor, _ labels: [Int32], _ grad: Tensor) -> Double {
+        let t0 = now()
+        let logits = model.forward(x)
+        labels.withUnsafeBufferPointer { _ = softmaxCrossEntropy(logits: logits, labels: $0, grad: grad) }
+        _ = model.backward(grad)
+        opt.step()
+        return now() - t0
     }
 
     /// Seconds per forward pass of `model` on `x`, `runs` of them after `warmup`.
@@ -298,14 +299,6 @@ public struct TrainingBenchmark {
         let dense = try ModelZoo.make(modelName, input: input, seed: 1)
         let denseOpt = SGD(parameters: dense.parameters(), learningRate: 0.01)
         let denseGrad = Tensor(shape: grad.shape)
-        func step(_ m: any Layer, _ o: SGD, _ g: Tensor) -> Double {
-            let t0 = now()
-            let logits = m.forward(x)
-            labels.withUnsafeBufferPointer { _ = softmaxCrossEntropy(logits: logits, labels: $0, grad: g) }
-            _ = m.backward(g)
-            o.step()
-            return now() - t0
-        }
         func infer(_ m: any Layer) -> Double {
             let t0 = now()
             _ = m.forward(x)
@@ -314,7 +307,7 @@ public struct TrainingBenchmark {
         var trainRatios: [Double] = [], inferRatios: [Double] = []
         dense.train(true); sparse.train(true)
         for i in 0..<(warmup + runs) {
-            let d = step(dense, denseOpt, denseGrad), s = step(sparse, opt, grad)
+            let d = timedStep(dense, denseOpt, x, labels, denseGrad), s = timedStep(sparse, opt, x, labels, grad)
             if i >= warmup { trainRatios.append(d / s) }
         }
         dense.train(false); sparse.train(false)
