@@ -211,6 +211,12 @@ public final class PatternConvKernel {
     /// at stride 1, of the output gradient for the input gradient); per-chunk buffers of
     /// max(C, K) channels, made at first use.
     let shifted: Shifted
+    /// Stride 2 with H and W even: the input gradient's four parity planes (y = 2i + a,
+    /// x = 2j + b) each read the output gradient at (i + u, j + v), u, v in {0, 1}: a
+    /// stride-1 gather over the output gradient's shifted copies (this layout, for an
+    /// OH x OW plane; copies kx = 1 and 2 only) with one contiguous run per plane of OH·OW
+    /// positions. Nil otherwise (odd sizes take the padded-grid path).
+    let dyShifted: Shifted?
     private var shiftedBuffers: [Tensor] = []
 
     /// The forward pass reads each input channel as 3·stride shifted copies laid out on the
@@ -298,6 +304,10 @@ public final class PatternConvKernel {
                 } }
                 return
             }
+            if w % 16 == 0 && h % 2 == 0 {
+                stride2Fill(src, into: dst, channels: channels, height: h, width: w, used: used)
+                return
+            }
             for c in 0..<channels {
                 let sc = src + c * h * w, dc = dst + c * channelStride
                 for y in 0..<h {
@@ -327,6 +337,49 @@ public final class PatternConvKernel {
                         ox += 1
                     }
                     if use0 { d0[ow] = 0 }
+                }
+            }
+        }
+
+        /// Stride 2 with W a multiple of 16 and H even: per channel and input-row parity e,
+        /// the rows y = 2i + e go to rows i + e of the copies with py = 1 − e, each row split
+        /// into its even columns (kx = 1), odd columns (kx = 2) and odd columns one to the right
+        /// (kx = 0, column 0 zero), 8 outputs per 16-float load; no per-row restoring of spilled
+        /// floats, and the copy checks hoisted (the per-row loop cost more than the gathers).
+        @inline(__always)
+        private func stride2Fill(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, channels: Int,
+                                 height h: Int, width w: Int, used: Int) {
+            typealias V = SIMD16<Float>
+            let ow = width, oh = h / 2, cs = copyStride
+            for c in 0..<channels {
+                let sc = src + c &* h &* w, dc = dst + c &* channelStride
+                for e in 0..<2 {
+                    let py = 1 - e
+                    let use0 = used & (1 << py) != 0, use1 = used & (1 << (2 + py)) != 0, use2 = used & (1 << (4 + py)) != 0
+                    if !(use0 || use1 || use2) { continue }
+                    let d0 = UnsafeMutableRawPointer(dc + py * cs + e * ow), d1 = d0 + 8 * cs, d2 = d1 + 8 * cs
+                    for i in 0..<oh {
+                        let sr = UnsafeRawPointer(sc + (2 &* i &+ e) &* w), o = 4 &* i &* ow
+                        var ox = 0
+                        while ox < ow {
+                            let v = sr.loadUnaligned(fromByteOffset: 8 &* ox, as: V.self)
+                            let at = o &+ 4 &* ox
+                            if use1 { d1.storeBytes(of: v.evenHalf, toByteOffset: at, as: V8.self) }
+                            if use2 { d2.storeBytes(of: v.oddHalf, toByteOffset: at, as: V8.self) }
+                            if use0 {
+                                // x[2·ox − 1]: the odd columns moved up one lane, the row's first zero.
+                                var u: V8
+                                if ox == 0 {
+                                    let odd = v.oddHalf
+                                    u = V8(0, odd[0], odd[1], odd[2], odd[3], odd[4], odd[5], odd[6])
+                                } else {
+                                    u = sr.loadUnaligned(fromByteOffset: 8 &* ox &- 4, as: V.self).evenHalf
+                                }
+                                d0.storeBytes(of: u, toByteOffset: at, as: V8.self)
+                            }
+                            ox &+= 8
+                        }
+                    }
                 }
             }
         }
@@ -442,21 +495,35 @@ public final class PatternConvKernel {
         margin = (tapOffsets.max()! + 15) / 16 * 16
         var bt = Tiles()
         var gridEnd = 0
-        if ph == 4 {
-            // Plane (py, px) position (i, j) is the input gradient at (2i + py − 1, 2j + px − 1).
-            let rp = r * p, count = (rp + 7) / 8 * 8
-            for phase in 0..<4 { bt.add(lo: phase * rp, count: count, phase: phase) }
-            gridEnd = 3 * rp + count
+        let evenPlanes = g.stride == 2 && h % 2 == 0 && w % 2 == 0
+        if evenPlanes {
+            dyShifted = Shifted(ConvGeometry(batch: g.batch, inChannels: g.outChannels, height: oh, width: ow,
+                                             outChannels: g.inChannels, kernelSize: 3, stride: 1, padding: 1))
+            planeStride = 4 * oh * ow
+        } else {
+            dyShifted = nil
+            if ph == 4 {
+                // Plane (py, px) position (i, j) is the input gradient at (2i + py − 1, 2j + px − 1).
+                let rp = r * p, count = (rp + 7) / 8 * 8
+                for phase in 0..<4 { bt.add(lo: phase * rp, count: count, phase: phase) }
+                gridEnd = 3 * rp + count
+            }
+            planeStride = (gridEnd + 64 + 15) / 16 * 16
         }
-        planeStride = (gridEnd + 64 + 15) / 16 * 16
         inputGradTiles = bt
         shifted = Shifted(g)
         gridStride = margin + max(gridEnd, spanR + 64) + margin
         scratch = (0..<chunks).map { _ in Tensor(shape: [64]) }
     }
 
-    /// Parity plane a tap reads (0 for stride 1).
-    func phase(ofTap t: Int) -> Int { phases == 1 ? 0 : ((t / 3) & 1) * 2 + ((t % 3) & 1) }
+    /// Parity plane of the input gradient a tap writes (0 for stride 1). Even planes
+    /// (`dyShifted`): plane 2a + b holds (2i + a, 2j + b), which tap (ky, kx) reaches when
+    /// ky ≡ a + 1 and kx ≡ b + 1 (mod 2); otherwise plane 2py + px holds (2i + py − 1, 2j + px − 1).
+    func phase(ofTap t: Int) -> Int {
+        if phases == 1 { return 0 }
+        let (ky, kx) = (t / 3, t % 3)
+        return dyShifted != nil ? ((ky + 1) & 1) * 2 + ((kx + 1) & 1) : (ky & 1) * 2 + (kx & 1)
+    }
 
     func makePlan(_ pw: PatternWeights) -> Plan {
         let g = geometry
@@ -508,6 +575,14 @@ public final class PatternConvKernel {
                         if phases == 1 {
                             tOffset.append(byC.filter[e] * cs + Int32(shifted.tapOffsets[8 - t]))
                             tUsedCopies |= 1 << shifted.copy(ofTap: 8 - t)
+                        } else if let ds = dyShifted {
+                            // Plane (a, b) reads the output gradient at (i + u, j + v),
+                            // u = (a + 1 − ky) / 2: the stride-1 tap (1 + u, 1 + v) of its copies.
+                            let (ky, kx) = (t / 3, t % 3), ph = phase(ofTap: t)
+                            let u = (ph / 2 + 1 - ky) / 2, v = (ph % 2 + 1 - kx) / 2
+                            let st = (1 + u) * 3 + 1 + v
+                            tOffset.append(byC.filter[e] * Int32(ds.channelStride) + Int32(ds.tapOffsets[st]))
+                            tUsedCopies |= 1 << ds.copy(ofTap: st)
                         } else {
                             bOffset.append(byC.filter[e] * gs - Int32(tapOffsets[t]))
                         }
@@ -633,10 +708,13 @@ public final class PatternConvKernel {
         let chunkCount = chunks
         let gstride = gridStride, sh = shifted, outSize = sh.positions, planeStride = self.planeStride
         let gridded = phases > 1 && gradInput != nil
-        // Per chunk: at stride 2 the output gradients of one image on the plane grid (zero
-        // margins and pad columns, never written); per-tap partial weight gradients of `weightLanes` lanes.
+        // Per chunk, at stride 2: the input gradient's parity planes, and the output gradients
+        // of one image as shifted copies (`dyShifted`; not in the input copies' buffer, whose
+        // zeros the stride-2 layout keeps) or, for odd sizes, on the plane grid (zero margins
+        // and pad columns, never written). Per-tap partial weight gradients of `weightLanes` lanes.
         if backwardBuffers == nil || backwardBuffers!.dw[0].count < max(nv, 1) * weightLanes || (gridded && backwardBuffers!.grid.isEmpty) {
-            backwardBuffers = (gridded ? (0..<chunkCount).map { _ in Tensor(shape: [k * gstride + 16]) } : [],
+            let gridFloats = dyShifted.map { k * $0.channelStride } ?? k * gstride
+            backwardBuffers = (gridded ? (0..<chunkCount).map { _ in Tensor(shape: [gridFloats + 16]) } : [],
                                (0..<chunkCount).map { _ in Tensor(shape: [max(nv, 1) * weightLanes]) },
                                gridded ? (0..<chunkCount).map { _ in Tensor(shape: [c * planeStride]) } : [])
         }
@@ -653,7 +731,7 @@ public final class PatternConvKernel {
             for i in 0..<bWeight.count { bWeight[i] = v[Int(p.bValueIndex[i])] }
             for i in 0..<gWeight.count { gWeight[i] = v[Int(p.bGroupValueIndex[i])] }
         }
-        let zeros = [Float](repeating: 0, count: c)
+        let zeros = [Float](repeating: 0, count: c * phases)  // initial values, one per gather row
         let wantWeights = gradValues != nil
         let phases = self.phases
         let tilePacked = inputGradTiles.packed, tileCount = inputGradTiles.start.count
@@ -714,6 +792,28 @@ public final class PatternConvKernel {
                         sh.fill(dy + b * k * outSize, into: xp, channels: k, height: h, width: w, used: p.tUsedCopies)
                         gatherImage(sh, UnsafePointer(xp), transposed, count: c, into: dxb, scratch: tile, relu: false,
                                     residual: nil)
+                        continue
+                    }
+                    if let ds = dyShifted {
+                        // Even sizes: the four parity planes of each input channel as rows of
+                        // one stride-1 gather over the output gradient's copies (kx = 1, 2).
+                        let planes = planeBufs[chunk], dyp = grids[chunk]
+                        ds.fill(dy + b * k * outSize, into: dyp, channels: k, height: oh, width: ow, used: p.tUsedCopies)
+                        gatherImage(ds, UnsafePointer(dyp), transposed, count: 4 * c, into: planes, scratch: tile, relu: false,
+                                    residual: nil)
+                        // Row y = 2i + a of dx: even columns from plane (a, 0), odd from (a, 1).
+                        let size = oh * ow
+                        for ci in 0..<c {
+                            let pl = UnsafePointer(planes + ci * planeStride), d = dxb + ci * h * w
+                            if ow % 8 == 0 {
+                                interleavePlanes(pl, into: d, rows: oh, width: ow)
+                                continue
+                            }
+                            for y in 0..<h {
+                                let a = y & 1, i = y >> 1
+                                interleave(pl + 2 * a * size + i * ow, pl + (2 * a + 1) * size + i * ow, into: d + y * w, count: w)
+                            }
+                        }
                         continue
                     }
                     let gr = grids[chunk]
@@ -916,6 +1016,29 @@ func interleave(_ even: UnsafePointer<Float>, _ odd: UnsafePointer<Float>, into 
         dst[2 * j] = even[j]
         if 2 * j + 1 < count { dst[2 * j + 1] = odd[j] }
         j += 1
+    }
+}
+
+/// The stride-2 input gradient of one channel from its four parity planes (each rows x
+/// width, width a multiple of 8, plane 2a + b holding (2i + a, 2j + b)): one flat loop of
+/// 16-float stores (a call of `interleave` per row cost more than the stores).
+@inline(__always)
+func interleavePlanes(_ planes: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
+    let size = rows &* width, w = 2 &* width
+    let d = UnsafeMutableRawPointer(dst)
+    for a in 0..<2 {
+        let e = UnsafeRawPointer(planes + 2 &* a &* size), o = e + 4 &* size
+        for i in 0..<rows {
+            let src = 4 &* i &* width, at = 4 &* (2 &* i &+ a) &* w
+            var j = 0
+            while j < width {
+                var v = SIMD16<Float>()
+                v.evenHalf = e.loadUnaligned(fromByteOffset: src &+ 4 &* j, as: V8.self)
+                v.oddHalf = o.loadUnaligned(fromByteOffset: src &+ 4 &* j, as: V8.self)
+                d.storeBytes(of: v, toByteOffset: at &+ 8 &* j, as: SIMD16<Float>.self)
+                j &+= 8
+            }
+        }
     }
 }
 
