@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Pruned inference of `clicktrain` against PyTorch's dense inference of the same model,
-measured in alternation: each pair times PyTorch over --runs batches in this process, then
-`clicktrain bench --sparse --inference-only` over as many, seconds apart. Prints each
-pair and the median of the per-pair ratios PyTorch / ours, which a machine whose speed
-drifts between two long separate runs cannot skew.
+measured in alternation: one long-lived `clicktrain bench --sparse --inference-only --serve`
+process holds the pruned model; each pair times --runs batches of PyTorch in this process
+and --runs batches of ours through that process, a tenth of a second apart (which goes
+first alternates from pair to pair). Prints each pair and the median of the per-pair ratios
+PyTorch / ours, which a machine whose speed drifts over seconds cannot skew much.
 
-    python3 scripts/compare-inference.py --model resnet32 --threads 2 --pairs 10
+    python3 scripts/compare-inference.py --model resnet32 --threads 2 --pairs 20
 
 Needs PyTorch (see bench-pytorch.py) and a release build of clicktrain.
 """
@@ -33,8 +34,8 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--compression", type=float, default=8.0)
-    ap.add_argument("--pairs", type=int, default=10)
-    ap.add_argument("--runs", type=int, default=10, help="timed batches per measurement (median)")
+    ap.add_argument("--pairs", type=int, default=20)
+    ap.add_argument("--runs", type=int, default=5, help="timed batches per measurement (median)")
     ap.add_argument("--clicktrain", default=".build/release/clicktrain")
     a = ap.parse_args()
     if not os.access(a.clicktrain, os.X_OK):
@@ -54,22 +55,47 @@ def main():
         opt.step()
     model.eval()
     ours_cmd = [a.clicktrain, "bench", "--model", a.model, "--batch", str(a.batch), "--threads", str(a.threads),
-                "--sparse", "--compression", str(a.compression), "--inference-only", "--runs", str(a.runs)]
-    ratios = []
-    with torch.no_grad():
-        for _ in range(3):
+                "--sparse", "--compression", str(a.compression), "--inference-only", "--serve", "--runs", str(a.runs)]
+    ours = subprocess.Popen(ours_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ours_ms():
+        ours.stdin.write(f"{a.runs}\n")
+        ours.stdin.flush()
+        line = ours.stdout.readline()
+        if not line:
+            sys.exit(f"clicktrain ended early (exit {ours.wait()})")
+        return json.loads(line)["sparse_infer_ms_per_batch"]
+
+    def torch_ms():
+        ts = []
+        for _ in range(a.runs):
+            t0 = time.perf_counter()
             model(x)
-        for p in range(a.pairs):
-            ts = []
-            for _ in range(a.runs):
-                t0 = time.perf_counter()
+            ts.append(time.perf_counter() - t0)
+        return statistics.median(ts) * 1e3
+
+    ratios = []
+    try:
+        if json.loads(ours.stdout.readline() or "{}").get("ready") is not True:
+            sys.exit(f"clicktrain did not start (exit {ours.wait()})")
+        with torch.no_grad():
+            for _ in range(3):
                 model(x)
-                ts.append(time.perf_counter() - t0)
-            torch_ms = statistics.median(ts) * 1e3
-            out = subprocess.run(ours_cmd, check=True, capture_output=True, text=True).stdout
-            ours_ms = json.loads(out.strip().splitlines()[-1])["sparse_infer_ms_per_batch"]
-            ratios.append(torch_ms / ours_ms)
-            print(f"pair {p + 1}: PyTorch dense {torch_ms:.1f} ms, ours pruned {ours_ms:.1f} ms: {ratios[-1]:.2f}x", flush=True)
+            for p in range(a.pairs):
+                if p % 2 == 0:
+                    t = torch_ms()
+                    time.sleep(0.1)
+                    o = ours_ms()
+                else:
+                    o = ours_ms()
+                    time.sleep(0.1)
+                    t = torch_ms()
+                time.sleep(0.1)
+                ratios.append(t / o)
+                print(f"pair {p + 1}: PyTorch dense {t:.1f} ms, ours pruned {o:.1f} ms: {ratios[-1]:.2f}x", flush=True)
+    finally:
+        ours.stdin.close()
+        ours.wait()
     print(f"median of {a.pairs} pairs: {statistics.median(ratios):.2f}x (range {min(ratios):.2f}-{max(ratios):.2f}x)")
 
 

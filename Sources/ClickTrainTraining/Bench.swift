@@ -247,15 +247,16 @@ public struct TrainingBenchmark {
             sparse_forward_layers: sparse?.3, sparse_kernel_layers: kernelLayers)
     }
 
-    /// Only the pruned inference of `run` (same model, masks and input): the median ms per
-    /// batch over `runs` batches after `warmup`. For short alternated comparisons with
-    /// PyTorch (`scripts/compare-inference.py`); needs `sparseCompression`. Like `run` (13
-    /// steps at its defaults), the model first trains (`trainSteps`): a fresh model's
-    /// batch-norm statistics leave activations whose values slow both engines down
-    /// (PyTorch's ResNet-32 inference ~390 ms fresh against ~250 ms after five steps in one
-    /// process; ours 67-78 ms after five steps against 58-73 ms after fifteen, alternated).
-    public func sparseInferenceOnly(trainSteps: Int = 15) throws -> Double {
-        guard let target = sparseCompression else { preconditionFailure("sparseInferenceOnly needs sparseCompression") }
+    /// Only the pruned inference of `run` (same model, masks and input), ready to time:
+    /// `SparseInferenceSession.medianMs(batches:)` gives the median ms per batch. For
+    /// alternated comparisons with PyTorch (`scripts/compare-inference.py`); needs
+    /// `sparseCompression`. Like `run` (13 steps at its defaults), the model first trains
+    /// (`trainSteps`): a fresh model's batch-norm statistics leave activations whose values
+    /// slow both engines down (PyTorch's ResNet-32 inference ~390 ms fresh against ~250 ms
+    /// after five steps in one process; ours 67-78 ms after five steps against 58-73 ms after
+    /// fifteen, alternated). `warmup` batches run before it is returned.
+    public func sparseInferenceSession(trainSteps: Int = 15) throws -> SparseInferenceSession {
+        guard let target = sparseCompression else { preconditionFailure("sparseInferenceSession needs sparseCompression") }
         let model = try ModelZoo.make(modelName, input: input, seed: 1)
         var rng = RNG(seed: 2)
         let x = Tensor(shape: [batch, input.channels, input.size, input.size])
@@ -267,7 +268,9 @@ public struct TrainingBenchmark {
         for _ in 0..<trainSteps { _ = timedStep(model, opt, x, labels, grad) }
         _ = try applyRandomPatternMasks(model, compression: target, seed: 3)
         model.train(false)
-        return median(inferenceTimes(model, x)) * 1e3
+        let session = SparseInferenceSession(model: model, x: x)
+        _ = session.medianMs(batches: warmup)
+        return session
     }
 
     /// One training step (forward, loss, backward, SGD) of `model` on `x`, in seconds.
@@ -402,4 +405,23 @@ public func applyRandomPatternMasks(_ model: any Layer, compression: Double, see
         kept += layer.keptKernels * 4
     }
     return Double(total) / Double(kept)
+}
+
+/// A pruned model and its input batch, built by `TrainingBenchmark.sparseInferenceSession`,
+/// timed on demand (a long-lived process can be asked again and again, a moment apart from
+/// another engine's measurement: `clicktrain bench --sparse --inference-only --serve`).
+public struct SparseInferenceSession {
+    let model: any Layer
+    let x: Tensor
+
+    /// Median ms per forward pass over `batches` batches (at least one).
+    public func medianMs(batches: Int) -> Double {
+        var ts: [Double] = []
+        for _ in 0..<max(batches, 1) {
+            let t0 = now()
+            _ = model.forward(x)
+            ts.append(now() - t0)
+        }
+        return median(ts) * 1e3
+    }
 }

@@ -34,6 +34,8 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print one JSON object instead of a table.") var json = false
     @Flag(help: "With --sparse: time only the pruned inference and print {\"sparse_infer_ms_per_batch\": ms} (for scripts/compare-inference.py).")
     var inferenceOnly = false
+    @Flag(help: "With --inference-only: prepare once, then time --runs batches for every line read from standard input (a number on the line: that many), printing one JSON line each; ends at end of input.")
+    var serve = false
 
     func run() throws {
         if let t = threads { Threads.set(t) } else { Threads.set(Threads.count) }
@@ -47,9 +49,24 @@ struct Bench: ParsableCommand {
             guard p >= 0 && p < 1 else { throw ValidationError("--grad-prune must be in [0, 1), got \(p)") }
             b.gradPruner = GradientPruner(rate: p, distribution: gradPruneDist, rule: gradPruneRule, seed: 1)
         }
+        if serve && !inferenceOnly { throw ValidationError("--serve goes with --sparse --inference-only") }
         if inferenceOnly {
             guard sparse else { throw ValidationError("--inference-only times the pruned inference: add --sparse") }
-            print("{\"sparse_infer_ms_per_batch\": \(try b.sparseInferenceOnly())}")
+            let session = try b.sparseInferenceSession()
+            guard serve else {
+                print("{\"sparse_infer_ms_per_batch\": \(session.medianMs(batches: runs))}")
+                return
+            }
+            print("{\"ready\": true}")
+            fflush(nil)  // every stream: one request, one line out
+            while let line = readLine() {
+                let text = line.trimmingCharacters(in: .whitespaces)
+                guard text.isEmpty || Int(text) != nil else {
+                    throw ValidationError("--serve reads a batch count or an empty line per request, got '\(text)'")
+                }
+                print("{\"sparse_infer_ms_per_batch\": \(session.medianMs(batches: Int(text) ?? runs))}")
+                fflush(nil)  // every stream: one request, one line out
+            }
             return
         }
         let r = try b.run()

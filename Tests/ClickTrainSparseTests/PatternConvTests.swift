@@ -37,7 +37,7 @@ func patternMask(_ shape: [Int], removed: Double, seed: UInt64, kind: MaskKind =
 
 let patternShapes = [(1, 16, 8, 8, 16, 1), (5, 8, 9, 7, 12, 2), (2, 32, 6, 6, 64, 1), (3, 3, 11, 11, 5, 2),
                      (2, 8, 20, 18, 16, 2), (2, 16, 32, 32, 16, 1), (1, 4, 28, 28, 8, 2), (2, 6, 14, 14, 8, 1),
-                     (2, 8, 16, 32, 8, 2)]
+                     (2, 8, 16, 32, 8, 2), (2, 8, 16, 16, 16, 2)]
 
 @Suite("Pattern-sparse convolution")
 struct PatternConvTests {
