@@ -91,6 +91,11 @@ public struct TrainingBenchmark {
         public var sparse_input_grad_ms: Double
         public var dense_weight_grad_ms: Double
         public var sparse_weight_grad_ms: Double
+        /// Medians of the per-pair ratios dense / sparse, the two timed in turns (the
+        /// medians above can come from different moments of a machine whose speed drifts).
+        public var forward_speedup_alternated: Double
+        public var input_grad_speedup_alternated: Double
+        public var weight_grad_speedup_alternated: Double
         /// The same pattern kernels on the generated per-pattern loops instead of the
         /// generic per-tap tiles (nil where the layer has no per-pattern path).
         public var pattern_code_forward_ms: Double?
@@ -323,9 +328,9 @@ public struct TrainingBenchmark {
 
     /// Times forward, input gradient and weight gradient of every masked conv alone, on
     /// random data of its input shape: oneDNN (DenseConv2dKernel) on the masked weight
-    /// against PatternConvKernel. oneDNN computes the input gradient in its own primitive;
-    /// its time is that of a backward with both gradients less one with the weight
-    /// gradient only.
+    /// against PatternConvKernel, one call of each in turn. oneDNN computes the input
+    /// gradient in its own primitive; its time is that of a backward with both gradients
+    /// less one with the weight gradient only.
     func timeKernels(_ convs: [(String, Conv2d)]) -> [LayerKernels] {
         var out: [LayerKernels] = []
         for (name, conv) in convs {
@@ -338,6 +343,21 @@ public struct TrainingBenchmark {
             for i in 0..<dy.count { dy[i] = rng.normal() }
             let y = Tensor(shape: g.outputShape), dx = Tensor(shape: g.inputShape), dw = Tensor(shape: g.weightShape)
             let w = conv.weight.value
+            func seconds(_ body: () -> Void) -> Double {
+                let t0 = now()
+                body()
+                return now() - t0
+            }
+            /// Dense and sparse in turns: medians (ms) of each and of the per-pair ratios.
+            func alternated(_ dense: () -> Double, _ sparse: () -> Double) -> (dense: Double, sparse: Double, ratio: Double) {
+                for _ in 0..<warmup { _ = dense(); _ = sparse() }
+                var d: [Double] = [], s: [Double] = [], r: [Double] = []
+                for _ in 0..<runs {
+                    let a = dense(), b = sparse()
+                    d.append(a); s.append(b); r.append(a / max(b, 1e-9))
+                }
+                return (median(d) * 1e3, median(s) * 1e3, median(r))
+            }
             func timed(_ body: () -> Void) -> Double {
                 for _ in 0..<warmup { body() }
                 var ts: [Double] = []
@@ -349,19 +369,21 @@ public struct TrainingBenchmark {
                 return median(ts) * 1e3
             }
             let dense = DenseConv2dKernel(g, bias: false)
-            let dFwd = timed { dense.forward(input: x, weight: w, bias: nil, output: y) }
-            let dBoth = timed { dense.backward(input: x, weight: w, gradOutput: dy, gradInput: dx, gradWeight: dw, gradBias: nil) }
-            let dW = timed { dense.backward(input: x, weight: w, gradOutput: dy, gradInput: nil, gradWeight: dw, gradBias: nil) }
             let t0 = now()
             let pw = PatternWeights(weight: w, mask: mask)
             let build = (now() - t0) * 1e3
             let refresh = timed { _ = pw.refreshed(from: w) }
             let sparse = PatternConvKernel(g)
             var gv = [Float](repeating: 0, count: pw.nonZeros)
-            let sFwd = timed { sparse.forward(input: x, weights: pw, bias: nil, output: y) }
-            let sX = timed { sparse.backward(input: x, weights: pw, gradOutput: dy, gradInput: dx, gradValues: nil, gradBias: nil) }
-            let sW = gv.withUnsafeMutableBufferPointer { v in
-                timed { sparse.backward(input: x, weights: pw, gradOutput: dy, gradInput: nil, gradValues: v.baseAddress!, gradBias: nil) }
+            let fwd = alternated({ seconds { dense.forward(input: x, weight: w, bias: nil, output: y) } },
+                                 { seconds { sparse.forward(input: x, weights: pw, bias: nil, output: y) } })
+            let dX = alternated({
+                let both = seconds { dense.backward(input: x, weight: w, gradOutput: dy, gradInput: dx, gradWeight: dw, gradBias: nil) }
+                return max(both - seconds { dense.backward(input: x, weight: w, gradOutput: dy, gradInput: nil, gradWeight: dw, gradBias: nil) }, 0)
+            }, { seconds { sparse.backward(input: x, weights: pw, gradOutput: dy, gradInput: dx, gradValues: nil, gradBias: nil) } })
+            let dW = gv.withUnsafeMutableBufferPointer { v in
+                alternated({ seconds { dense.backward(input: x, weight: w, gradOutput: dy, gradInput: nil, gradWeight: dw, gradBias: nil) } },
+                           { seconds { sparse.backward(input: x, weights: pw, gradOutput: dy, gradInput: nil, gradValues: v.baseAddress!, gradBias: nil) } })
             }
             sparse.usePatternCode = true
             let gFwd = timed { sparse.forward(input: x, weights: pw, bias: nil, output: y) }
@@ -370,9 +392,11 @@ public struct TrainingBenchmark {
             out.append(LayerKernels(
                 layer: name, geometry: "\(g.inChannels)->\(g.outChannels) \(g.height)x\(g.width) s\(g.stride)",
                 kept_weights: Double(pw.nonZeros) / Double(w.count),
-                dense_forward_ms: dFwd, sparse_forward_ms: sFwd,
-                dense_input_grad_ms: max(dBoth - dW, 0), sparse_input_grad_ms: sX,
-                dense_weight_grad_ms: dW, sparse_weight_grad_ms: sW,
+                dense_forward_ms: fwd.dense, sparse_forward_ms: fwd.sparse,
+                dense_input_grad_ms: dX.dense, sparse_input_grad_ms: dX.sparse,
+                dense_weight_grad_ms: dW.dense, sparse_weight_grad_ms: dW.sparse,
+                forward_speedup_alternated: fwd.ratio, input_grad_speedup_alternated: dX.ratio,
+                weight_grad_speedup_alternated: dW.ratio,
                 pattern_code_forward_ms: hasPatternPath ? gFwd : nil,
                 pattern_code_input_grad_ms: hasPatternPath ? gX : nil,
                 format_build_ms: build, format_refresh_ms: refresh))

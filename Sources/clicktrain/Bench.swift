@@ -100,25 +100,33 @@ struct Bench: ParsableCommand {
                           + "everything else \(fmt(max(0, sp - convMs))) ms")
                 }
                 if perLayer, let kl = r.sparse_kernel_layers, !kl.isEmpty {
-                    print("    each convolution alone, oneDNN on the masked weight / pattern kernels, ms (speed-up):")
+                    print("    each convolution alone, oneDNN on the masked weight / pattern kernels, ms (speed-up: median of")
+                    print("    the per-pair ratios, one call of each in turn; the sums' ratio is of the summed medians):")
                     print("    conv layer          shape                kept   forward              input gradient       weight gradient")
-                    func cell(_ d: Double, _ s: Double) -> String {
-                        String(format: "%5.2f/%5.2f (%4.2fx)", d, s, d / max(s, 1e-9))
+                    func cell(_ d: Double, _ s: Double, _ ratio: Double? = nil) -> String {
+                        String(format: "%5.2f/%5.2f (%4.2fx)", d, s, ratio ?? d / max(s, 1e-9))
                     }
                     var sum = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
                     for l in kl {
                         print("    " + l.layer.padding(toLength: 19, withPad: " ", startingAt: 0) + " "
                               + l.geometry.padding(toLength: 20, withPad: " ", startingAt: 0)
                               + String(format: " %4.1f%%  ", 100 * l.kept_weights)
-                              + cell(l.dense_forward_ms, l.sparse_forward_ms) + "  "
-                              + cell(l.dense_input_grad_ms, l.sparse_input_grad_ms) + "  "
-                              + cell(l.dense_weight_grad_ms, l.sparse_weight_grad_ms))
+                              + cell(l.dense_forward_ms, l.sparse_forward_ms, l.forward_speedup_alternated) + "  "
+                              + cell(l.dense_input_grad_ms, l.sparse_input_grad_ms, l.input_grad_speedup_alternated) + "  "
+                              + cell(l.dense_weight_grad_ms, l.sparse_weight_grad_ms, l.weight_grad_speedup_alternated))
                         sum.0 += l.dense_forward_ms; sum.1 += l.sparse_forward_ms
                         sum.2 += l.dense_input_grad_ms; sum.3 += l.sparse_input_grad_ms
                         sum.4 += l.dense_weight_grad_ms; sum.5 += l.sparse_weight_grad_ms
                     }
                     print("    " + "all pruned convs".padding(toLength: 48, withPad: " ", startingAt: 0)
                           + cell(sum.0, sum.1) + "  " + cell(sum.2, sum.3) + "  " + cell(sum.4, sum.5))
+                    func atLeast(_ bar: Double, _ r: KeyPath<TrainingBenchmark.LayerKernels, Double>) -> String {
+                        "\(kl.filter { $0[keyPath: r] >= bar }.count)/\(kl.count)"
+                    }
+                    print("    layers at ≥ 2.5x forward, ≥ 2x each backward (alternated ratios): forward "
+                          + atLeast(2.5, \.forward_speedup_alternated) + ", input gradient "
+                          + atLeast(2, \.input_grad_speedup_alternated) + ", weight gradient "
+                          + atLeast(2, \.weight_grad_speedup_alternated))
                     let gf = kl.compactMap(\.pattern_code_forward_ms).reduce(0, +)
                     let gx = kl.compactMap(\.pattern_code_input_grad_ms).reduce(0, +)
                     if gf > 0 {
