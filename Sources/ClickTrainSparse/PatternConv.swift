@@ -716,7 +716,7 @@ public final class PatternConvKernel {
             let gridFloats = dyShifted.map { k * $0.channelStride } ?? k * gstride
             backwardBuffers = (gridded ? (0..<chunkCount).map { _ in Tensor(shape: [gridFloats + 16]) } : [],
                                (0..<chunkCount).map { _ in Tensor(shape: [max(nv, 1) * weightLanes]) },
-                               gridded ? (0..<chunkCount).map { _ in Tensor(shape: [c * planeStride]) } : [])
+                               gridded ? (0..<chunkCount).map { _ in Tensor(shape: [(dyShifted == nil ? c : 1) * planeStride]) } : [])
         }
         let bufs = backwardBuffers!
         let xbuf = shiftedChunkBuffers(), scr = scratch.map(\.data)
@@ -796,15 +796,17 @@ public final class PatternConvKernel {
                     }
                     if let ds = dyShifted {
                         // Even sizes: the four parity planes of each input channel as rows of
-                        // one stride-1 gather over the output gradient's copies (kx = 1, 2).
-                        let planes = planeBufs[chunk], dyp = grids[chunk]
+                        // a stride-1 gather over the output gradient's copies (kx = 1, 2), one
+                        // channel at a time, interleaved into dx while they are in L1 (every
+                        // channel's planes first, then the interleave: 7-12% slower).
+                        let pl = UnsafePointer(planeBufs[chunk]), dyp = grids[chunk]
                         ds.fill(dy + b * k * outSize, into: dyp, channels: k, height: oh, width: ow, used: p.tUsedCopies)
-                        gatherImage(ds, UnsafePointer(dyp), transposed, count: 4 * c, into: planes, scratch: tile, relu: false,
-                                    residual: nil)
                         // Row y = 2i + a of dx: even columns from plane (a, 0), odd from (a, 1).
                         let size = oh * ow
                         for ci in 0..<c {
-                            let pl = UnsafePointer(planes + ci * planeStride), d = dxb + ci * h * w
+                            gatherImage(ds, UnsafePointer(dyp), transposed.from(row: 4 * ci), count: 4,
+                                        into: planeBufs[chunk], scratch: tile, relu: false, residual: nil)
+                            let d = dxb + ci * h * w
                             if ow % 8 == 0 {
                                 interleavePlanes(pl, into: d, rows: oh, width: ow)
                                 continue
@@ -876,6 +878,13 @@ struct GatherRows {
     let groups: UnsafePointer<Int32>?, groupPattern: UnsafePointer<UInt8>?, groupStart: UnsafePointer<Int32>?
     let kernelBase: UnsafePointer<Int32>?, groupWeight: UnsafePointer<Float>?, tapBytes: UnsafePointer<Int>?
     let usePatterns: Bool
+
+    /// The rows from row r on (per-row pointers advanced; the per-pattern groups too).
+    func from(row r: Int) -> GatherRows {
+        GatherRows(taps: taps + r, offset: offset, weight: weight, initial: initial + r, groups: groups.map { $0 + r },
+                   groupPattern: groupPattern, groupStart: groupStart, kernelBase: kernelBase, groupWeight: groupWeight,
+                   tapBytes: tapBytes, usePatterns: usePatterns)
+    }
 }
 
 /// One image: out[r][0..<positions] for the `count` rows of `rows`, over the shifted copies
