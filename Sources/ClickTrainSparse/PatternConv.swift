@@ -1010,6 +1010,23 @@ func gatherImage(_ sh: PatternConvKernel.Shifted, _ xp: UnsafePointer<Float>, _ 
     } }
 }
 
+/// The inputs of a (channel, pattern) group's four taps, 64 floats each, as sixteen vectors
+/// (a0-a3 the first tap's, …, d0-d3 the fourth's).
+@inline(__always)
+func groupTaps(_ x: UnsafeRawPointer, _ o: UnsafePointer<Int32>)
+    -> (SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>,
+        SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>,
+        SIMD16<Float>, SIMD16<Float>) {
+    typealias V = SIMD16<Float>
+    func tap(_ t: Int) -> (V, V, V, V) {
+        let p = x + 4 * Int(o[t])
+        return (p.loadUnaligned(as: V.self), p.loadUnaligned(fromByteOffset: 64, as: V.self),
+                p.loadUnaligned(fromByteOffset: 128, as: V.self), p.loadUnaligned(fromByteOffset: 192, as: V.self))
+    }
+    let (a, b, c, d) = (tap(0), tap(1), tap(2), tap(3))
+    return (a.0, a.1, a.2, a.3, b.0, b.1, b.2, b.3, c.0, c.1, c.2, c.3, d.0, d.1, d.2, d.3)
+}
+
 /// One image's weight gradient for 64-position planes, kernels grouped by (input channel,
 /// pattern): per group its four taps' inputs (4 x 64 floats) in sixteen registers, then per
 /// kernel its filter's output gradient (4 registers) against them: 16 multiply-adds for 4
@@ -1022,16 +1039,7 @@ func weightGradGrouped(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Fl
     guard let offsets, let filter, let slot else { return }
     let x = UnsafeRawPointer(xp), g = UnsafeRawPointer(dy), out = UnsafeMutableRawPointer(dw)
     for gi in 0..<groups {
-        let o = offsets + 4 * gi
-        let a = x + 4 * Int(o[0]), b = x + 4 * Int(o[1]), c = x + 4 * Int(o[2]), d = x + 4 * Int(o[3])
-        let a0 = a.loadUnaligned(as: V.self), a1 = a.loadUnaligned(fromByteOffset: 64, as: V.self)
-        let a2 = a.loadUnaligned(fromByteOffset: 128, as: V.self), a3 = a.loadUnaligned(fromByteOffset: 192, as: V.self)
-        let b0 = b.loadUnaligned(as: V.self), b1 = b.loadUnaligned(fromByteOffset: 64, as: V.self)
-        let b2 = b.loadUnaligned(fromByteOffset: 128, as: V.self), b3 = b.loadUnaligned(fromByteOffset: 192, as: V.self)
-        let c0 = c.loadUnaligned(as: V.self), c1 = c.loadUnaligned(fromByteOffset: 64, as: V.self)
-        let c2 = c.loadUnaligned(fromByteOffset: 128, as: V.self), c3 = c.loadUnaligned(fromByteOffset: 192, as: V.self)
-        let d0 = d.loadUnaligned(as: V.self), d1 = d.loadUnaligned(fromByteOffset: 64, as: V.self)
-        let d2 = d.loadUnaligned(fromByteOffset: 128, as: V.self), d3 = d.loadUnaligned(fromByteOffset: 192, as: V.self)
+        let (a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3) = groupTaps(x, offsets + 4 * gi)
         for j in Int(start[gi])..<Int(start[gi + 1]) {
             let y = g + 4 * plane * Int(filter[j])
             let y0 = y.loadUnaligned(as: V.self), y1 = y.loadUnaligned(fromByteOffset: 64, as: V.self)
@@ -1060,16 +1068,7 @@ func forwardGrouped(_ out: UnsafeMutablePointer<Float>, _ xp: UnsafePointer<Floa
     typealias V = SIMD16<Float>
     let x = UnsafeRawPointer(xp), dst = UnsafeMutableRawPointer(out)
     for gi in 0..<groups {
-        let o = offsets + 4 * gi
-        let a = x + 4 * Int(o[0]), b = x + 4 * Int(o[1]), c = x + 4 * Int(o[2]), d = x + 4 * Int(o[3])
-        let a0 = a.loadUnaligned(as: V.self), a1 = a.loadUnaligned(fromByteOffset: 64, as: V.self)
-        let a2 = a.loadUnaligned(fromByteOffset: 128, as: V.self), a3 = a.loadUnaligned(fromByteOffset: 192, as: V.self)
-        let b0 = b.loadUnaligned(as: V.self), b1 = b.loadUnaligned(fromByteOffset: 64, as: V.self)
-        let b2 = b.loadUnaligned(fromByteOffset: 128, as: V.self), b3 = b.loadUnaligned(fromByteOffset: 192, as: V.self)
-        let c0 = c.loadUnaligned(as: V.self), c1 = c.loadUnaligned(fromByteOffset: 64, as: V.self)
-        let c2 = c.loadUnaligned(fromByteOffset: 128, as: V.self), c3 = c.loadUnaligned(fromByteOffset: 192, as: V.self)
-        let d0 = d.loadUnaligned(as: V.self), d1 = d.loadUnaligned(fromByteOffset: 64, as: V.self)
-        let d2 = d.loadUnaligned(fromByteOffset: 128, as: V.self), d3 = d.loadUnaligned(fromByteOffset: 192, as: V.self)
+        let (a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3) = groupTaps(x, offsets + 4 * gi)
         for j in Int(start[gi])..<Int(start[gi + 1]) {
             let at = 256 * Int(filter[j]), w = weight + Int(slot[j])
             let wa = V(repeating: w[0]), wb = V(repeating: w[1]), wc = V(repeating: w[2]), wd = V(repeating: w[3])
