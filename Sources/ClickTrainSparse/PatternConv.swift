@@ -426,11 +426,12 @@ public final class PatternConvKernel {
         /// channel c's taps are bTaps[c]..<bTaps[c + 1], reading at tOffset[i];
         /// `tUsedCopies` as above.
         let tOffset: [Int32], tUsedCopies: Int
-        /// Forward and weight gradient of a 64-position plane with 4-tap kernels: kernels grouped by
-        /// (input channel, pattern); group g's four taps read at wgOffset[4g..<4g + 4], its
-        /// kernels are wgStart[g]..<wgStart[g + 1], kernel j of filter wkFilter[j] with the
-        /// partial sums of its taps at wkSlot[j]..<wkSlot[j] + 4. Empty when not used.
-        let wgOffset: [Int32], wgStart: [Int32], wkFilter: [Int32], wkSlot: [Int32]
+        /// Forward and weight gradient of a 64-position plane with 4-tap kernels: kernels grouped
+        /// by (input channel, pattern); group g's four taps read at cpOffset[4g..<4g + 4], its
+        /// kernels are cpStart[g]..<cpStart[g + 1], kernel j of filter cpFilter[j] with the
+        /// values (and partial sums) of its taps at cpSlot[j]..<cpSlot[j] + 4. cpStart is [0]
+        /// and the rest empty when not used.
+        let cpOffset: [Int32], cpStart: [Int32], cpFilter: [Int32], cpSlot: [Int32]
         /// Forward with per-pattern code (every kernel keeps 4 taps): filter f's groups
         /// fGroups[f]..<fGroups[f + 1], group g one pattern id over kernels
         /// groupStart[g]..<groupStart[g + 1], kernel k's input plane at kernelBase[k].
@@ -565,24 +566,22 @@ public final class PatternConvKernel {
             fTaps.append(pw.tapStart[Int(pw.rowStart[f + 1])])
         }
         let fourTap = bitsOf.allSatisfy { $0.nonzeroBitCount == 4 }
-        var wgOffset: [Int32] = [], wgStart: [Int32] = [0], wkFilter: [Int32] = [], wkSlot: [Int32] = []
+        var cpOffset: [Int32] = [], cpStart: [Int32] = [0], cpFilter: [Int32] = [], cpSlot: [Int32] = []
         // Only for one-chunk planes: on 16x16 and 32x32 planes, run chunk by chunk, the same
         // loop measured 7-12% slower than the per-tap tiles (fewer kernels per group share
         // the inputs held in registers, and 128-position tiles update partial sums half as often).
         if fourTap && weightLanes == 16 && shifted.positions == 64 {
-            var groups: [UInt32: [(Int32, Int32)]] = [:], keys: [UInt32] = []
+            var groups: [UInt32: [(Int32, Int32)]] = [:]
             for f in 0..<g.outChannels {
                 for e in Int(pw.rowStart[f])..<Int(pw.rowStart[f + 1]) {
-                    let key = UInt32(pw.channel[e]) << 16 | UInt32(bitsOf[e])
-                    if groups[key] == nil { keys.append(key) }
-                    groups[key, default: []].append((Int32(f), pw.tapStart[e]))
+                    groups[UInt32(pw.channel[e]) << 16 | UInt32(bitsOf[e]), default: []].append((Int32(f), pw.tapStart[e]))
                 }
             }
-            for key in keys.sorted() {
+            for key in groups.keys.sorted() {
                 let ch = Int32(key >> 16), bits = UInt16(key & 0xFFFF)
-                for t in 0..<9 where bits & (1 << t) != 0 { wgOffset.append(ch * cs + Int32(shifted.tapOffsets[t])) }
-                for (f, slot) in groups[key]! { wkFilter.append(f); wkSlot.append(slot) }
-                wgStart.append(Int32(wkFilter.count))
+                for t in 0..<9 where bits & (1 << t) != 0 { cpOffset.append(ch * cs + Int32(shifted.tapOffsets[t])) }
+                for (f, slot) in groups[key]! { cpFilter.append(f); cpSlot.append(slot) }
+                cpStart.append(Int32(cpFilter.count))
             }
         }
         // Groups of consecutive kernels with one pattern (PatternWeights sorts each filter's
@@ -664,7 +663,7 @@ public final class PatternConvKernel {
         }
         return Plan(rowStart: pw.rowStart, channel: pw.channel, tap: pw.tap, tapStart: pw.tapStart,
                     fTaps: fTaps, sOffset: sOffset, usedCopies: usedCopies, tOffset: tOffset, tUsedCopies: tUsedCopies,
-                    wgOffset: wgOffset, wgStart: wgStart, wkFilter: wkFilter, wkSlot: wkSlot,
+                    cpOffset: cpOffset, cpStart: cpStart, cpFilter: cpFilter, cpSlot: cpSlot,
                     fourTap: fourTap, fGroups: fGroups, groupPattern: gPat,
                     groupStart: gStart, kernelBase: kBase, bTaps: bTaps, bOffset: bOffset,
                     bValueIndex: vi, bGroups: bGroups, bGroupPattern: bgPat, bGroupStart: bgStart,
@@ -704,20 +703,22 @@ public final class PatternConvKernel {
         let chunkCount = chunks, used = p.usedCopies
         let biasValues = (0..<k).map { bias?[$0] ?? 0 }
         let usePatterns = usePatternCode && p.fourTap
-        if groupedForward && p.wgStart.count > 1 && !usePatterns {
-            p.wgOffset.withUnsafeBufferPointer { wgo in
-            p.wgStart.withUnsafeBufferPointer { wgs in
-            p.wkFilter.withUnsafeBufferPointer { wkf in
-            p.wkSlot.withUnsafeBufferPointer { wks in
+        if groupedForward && p.cpStart.count > 1 && !usePatterns {
+            p.cpOffset.withUnsafeBufferPointer { cpo in
+            p.cpStart.withUnsafeBufferPointer { cps in
+            p.cpFilter.withUnsafeBufferPointer { cpf in
+            p.cpSlot.withUnsafeBufferPointer { cpk in
             pw.value.withUnsafeBufferPointer { vs in
-                let (wgo, wgs, wkf, wks, vs) = (wgo.baseAddress!, wgs.baseAddress!, wkf.baseAddress!, wks.baseAddress!, vs.baseAddress!)
-                let groups = p.wgStart.count - 1
+            biasValues.withUnsafeBufferPointer { bv in
+                let (cpo, cps, cpf, cpk, vs) = (cpo.baseAddress!, cps.baseAddress!, cpf.baseAddress!, cpk.baseAddress!, vs.baseAddress!)
+                let bias = bv.baseAddress!
+                let groups = p.cpStart.count - 1
                 Threads.parallelFor(chunkCount) { chunk in
                     for b in (n * chunk / chunkCount)..<(n * (chunk + 1) / chunkCount) {
                         sh.fill(xin + b * c * h * w, into: bufs[chunk], channels: c, height: h, width: w, used: used)
                         let y = yout + b * k * outSize
-                        for f in 0..<k { (y + f * outSize).update(repeating: biasValues[f], count: outSize) }
-                        forwardGrouped(y, UnsafePointer(bufs[chunk]), wgo, wgs, wkf, wks, vs, groups: groups)
+                        for f in 0..<k { (y + f * outSize).update(repeating: bias[f], count: outSize) }
+                        forwardGrouped(y, UnsafePointer(bufs[chunk]), cpo, cps, cpf, cpk, vs, groups: groups)
                         if let res {
                             addResidual(UnsafePointer(y), UnsafePointer(res + b * k * outSize), into: y, k * outSize, relu: relu)
                         } else if relu {
@@ -725,7 +726,7 @@ public final class PatternConvKernel {
                         }
                     }
                 }
-            } } } } }
+            } } } } } }
             return
         }
         p.fTaps.withUnsafeBufferPointer { ft in
@@ -801,12 +802,12 @@ public final class PatternConvKernel {
         let phases = self.phases
         let tilePacked = inputGradTiles.packed, tileCount = inputGradTiles.start.count
         let wStart = sh.tileStart, wWidth = sh.tileWidth, wCount = wStart.count
-        let grouped = groupedWeightGradient && p.wgStart.count > 1
-        p.wgOffset.withUnsafeBufferPointer { wgo in
-        p.wgStart.withUnsafeBufferPointer { wgs in
-        p.wkFilter.withUnsafeBufferPointer { wkf in
-        p.wkSlot.withUnsafeBufferPointer { wks in
-        let (wgo, wgs, wkf, wks) = (wgo.baseAddress, wgs.baseAddress!, wkf.baseAddress, wks.baseAddress)
+        let grouped = groupedWeightGradient && p.cpStart.count > 1
+        p.cpOffset.withUnsafeBufferPointer { cpo in
+        p.cpStart.withUnsafeBufferPointer { cps in
+        p.cpFilter.withUnsafeBufferPointer { cpf in
+        p.cpSlot.withUnsafeBufferPointer { cpk in
+        let (cpo, cps, cpf, cpk) = (cpo.baseAddress, cps.baseAddress!, cpf.baseAddress, cpk.baseAddress)
         p.fTaps.withUnsafeBufferPointer { ft in
         p.sOffset.withUnsafeBufferPointer { soff in
         p.tOffset.withUnsafeBufferPointer { toff in
@@ -839,10 +840,8 @@ public final class PatternConvKernel {
                     // Weight gradient of the kept taps, tile by tile over the output plane.
                     if wantWeights && grouped {
                         sh.fill(xin + b * c * h * w, into: xp, channels: c, height: h, width: w, used: p.usedCopies)
-                        for q in stride(from: 0, to: outSize, by: 64) {
-                            weightGradGrouped(dwv, UnsafePointer(dy + b * k * outSize + q), UnsafePointer(xp + q), wgo, wgs, wkf,
-                                              wks, groups: p.wgStart.count - 1, plane: outSize)
-                        }
+                        weightGradGrouped(dwv, UnsafePointer(dy + b * k * outSize), UnsafePointer(xp), cpo!, cps, cpf!, cpk!,
+                                          groups: p.cpStart.count - 1)
                     } else if wantWeights {
                         sh.fill(xin + b * c * h * w, into: xp, channels: c, height: h, width: w, used: p.usedCopies)
                         for f in 0..<k {
@@ -1033,15 +1032,14 @@ func groupTaps(_ x: UnsafeRawPointer, _ o: UnsafePointer<Int32>)
 /// loads, each tap's 16-lane partial sums updated once.
 @inline(__always)
 func weightGradGrouped(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ xp: UnsafePointer<Float>,
-                       _ offsets: UnsafePointer<Int32>?, _ start: UnsafePointer<Int32>, _ filter: UnsafePointer<Int32>?,
-                       _ slot: UnsafePointer<Int32>?, groups: Int, plane: Int) {
+                       _ offsets: UnsafePointer<Int32>, _ start: UnsafePointer<Int32>, _ filter: UnsafePointer<Int32>,
+                       _ slot: UnsafePointer<Int32>, groups: Int) {
     typealias V = SIMD16<Float>
-    guard let offsets, let filter, let slot else { return }
     let x = UnsafeRawPointer(xp), g = UnsafeRawPointer(dy), out = UnsafeMutableRawPointer(dw)
     for gi in 0..<groups {
         let (a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3) = groupTaps(x, offsets + 4 * gi)
         for j in Int(start[gi])..<Int(start[gi + 1]) {
-            let y = g + 4 * plane * Int(filter[j])
+            let y = g + 256 * Int(filter[j])
             let y0 = y.loadUnaligned(as: V.self), y1 = y.loadUnaligned(fromByteOffset: 64, as: V.self)
             let y2 = y.loadUnaligned(fromByteOffset: 128, as: V.self), y3 = y.loadUnaligned(fromByteOffset: 192, as: V.self)
             var pa = y0 * a0, qa = y1 * a1, pb = y0 * b0, qb = y1 * b1

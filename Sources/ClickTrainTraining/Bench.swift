@@ -28,6 +28,13 @@ public func median(_ xs: [Double]) -> Double {
     return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
 }
 
+/// Seconds `body` takes.
+func seconds(_ body: () -> Void) -> Double {
+    let t0 = now()
+    body()
+    return now() - t0
+}
+
 @inline(__always) func now() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
@@ -207,12 +214,7 @@ public struct TrainingBenchmark {
                 for (_, c) in convs { c.usePatternKernels = pattern }
                 for _ in 0..<warmup { _ = model.forward(x) }
                 for (_, c) in convs { c.forwardSeconds = 0 }
-                var ts: [Double] = []
-                for _ in 0..<runs {
-                    let t0 = now()
-                    _ = model.forward(x)
-                    ts.append(now() - t0)
-                }
+                let ts = (0..<runs).map { _ in seconds { _ = model.forward(x) } }
                 return (median(ts), Dictionary(uniqueKeysWithValues: convs.map { ($0.0, $0.1.forwardSeconds / Double(runs)) }))
             }
             let (denseMasked, dl) = timeInference(false)
@@ -280,23 +282,18 @@ public struct TrainingBenchmark {
 
     /// One training step (forward, loss, backward, SGD) of `model` on `x`, in seconds.
     func timedStep(_ model: any Layer, _ opt: SGD, _ x: Tensor, _ labels: [Int32], _ grad: Tensor) -> Double {
-        let t0 = now()
-        let logits = model.forward(x)
-        labels.withUnsafeBufferPointer { _ = softmaxCrossEntropy(logits: logits, labels: $0, grad: grad) }
-        _ = model.backward(grad)
-        opt.step()
-        return now() - t0
+        seconds {
+            let logits = model.forward(x)
+            labels.withUnsafeBufferPointer { _ = softmaxCrossEntropy(logits: logits, labels: $0, grad: grad) }
+            _ = model.backward(grad)
+            opt.step()
+        }
     }
 
     /// Seconds per forward pass of `model` on `x`, `runs` of them after `warmup`.
     func inferenceTimes(_ model: any Layer, _ x: Tensor) -> [Double] {
-        var ts: [Double] = []
-        for i in 0..<(warmup + runs) {
-            let t0 = now()
-            _ = model.forward(x)
-            if i >= warmup { ts.append(now() - t0) }
-        }
-        return ts
+        for _ in 0..<warmup { _ = model.forward(x) }
+        return (0..<runs).map { _ in seconds { _ = model.forward(x) } }
     }
 
     /// Dense against sparse in turns: a dense twin of the model (same seed, no masks) and
@@ -307,11 +304,7 @@ public struct TrainingBenchmark {
         let dense = try ModelZoo.make(modelName, input: input, seed: 1)
         let denseOpt = SGD(parameters: dense.parameters(), learningRate: 0.01)
         let denseGrad = Tensor(shape: grad.shape)
-        func infer(_ m: any Layer) -> Double {
-            let t0 = now()
-            _ = m.forward(x)
-            return now() - t0
-        }
+        func infer(_ m: any Layer) -> Double { seconds { _ = m.forward(x) } }
         var trainRatios: [Double] = [], inferRatios: [Double] = []
         dense.train(true); sparse.train(true)
         for i in 0..<(warmup + runs) {
@@ -343,11 +336,6 @@ public struct TrainingBenchmark {
             for i in 0..<dy.count { dy[i] = rng.normal() }
             let y = Tensor(shape: g.outputShape), dx = Tensor(shape: g.inputShape), dw = Tensor(shape: g.weightShape)
             let w = conv.weight.value
-            func seconds(_ body: () -> Void) -> Double {
-                let t0 = now()
-                body()
-                return now() - t0
-            }
             /// Dense and sparse in turns: medians (ms) of each and of the per-pair ratios.
             func alternated(_ dense: () -> Double, _ sparse: () -> Double) -> (dense: Double, sparse: Double, ratio: Double) {
                 for _ in 0..<warmup { _ = dense(); _ = sparse() }
@@ -360,18 +348,12 @@ public struct TrainingBenchmark {
             }
             func timed(_ body: () -> Void) -> Double {
                 for _ in 0..<warmup { body() }
-                var ts: [Double] = []
-                for _ in 0..<runs {
-                    let t0 = now()
-                    body()
-                    ts.append(now() - t0)
-                }
-                return median(ts) * 1e3
+                return median((0..<runs).map { _ in seconds(body) }) * 1e3
             }
             let dense = DenseConv2dKernel(g, bias: false)
-            let t0 = now()
-            let pw = PatternWeights(weight: w, mask: mask)
-            let build = (now() - t0) * 1e3
+            var built: PatternWeights?
+            let build = seconds { built = PatternWeights(weight: w, mask: mask) } * 1e3
+            let pw = built!
             let refresh = timed { _ = pw.refreshed(from: w) }
             let sparse = PatternConvKernel(g)
             var gv = [Float](repeating: 0, count: pw.nonZeros)
@@ -440,12 +422,6 @@ public struct SparseInferenceSession {
 
     /// Median ms per forward pass over `batches` batches (at least one).
     public func medianMs(batches: Int) -> Double {
-        var ts: [Double] = []
-        for _ in 0..<max(batches, 1) {
-            let t0 = now()
-            _ = model.forward(x)
-            ts.append(now() - t0)
-        }
-        return median(ts) * 1e3
+        median((0..<max(batches, 1)).map { _ in seconds { _ = model.forward(x) } }) * 1e3
     }
 }

@@ -75,6 +75,50 @@ struct PatternConvTests {
         }
     }
 
+    /// 8x8 outputs with 4-tap kernels run forward and weight gradient on the (channel,
+    /// pattern) groups; both switches off, the per-tap tiles: the same results, both equal
+    /// to the dense reference (64 channels: several kernels per group).
+    @Test(arguments: [(2, 64, 8, 8, 32, 1), (2, 16, 16, 16, 24, 2)])
+    func groupedAndPerTapPathsAgree(_ a: (Int, Int, Int, Int, Int, Int)) {
+        let (n, c, h, w, k, s) = a
+        let g = ConvGeometry(batch: n, inChannels: c, height: h, width: w, outChannels: k, kernelSize: 3, stride: s,
+                             padding: 1)
+        let x = Reference.random(g.inputShape, seed: 11), dy = Reference.random(g.outputShape, seed: 12)
+        let wt = Reference.random(g.weightShape, seed: 13), bias = Reference.random([k], seed: 14)
+        let res = Reference.random(g.outputShape, seed: 15)
+        let m = patternMask(g.weightShape, removed: 0.6, seed: 16)
+        for i in 0..<wt.count { wt[i] *= m[i] }
+        let pw = PatternWeights(weight: wt, mask: m)
+        let ref = Reference.conv2d(x, wt, bias: bias, stride: s, padding: 1)
+        let fused = Tensor(shape: g.outputShape)
+        for i in 0..<fused.count { fused[i] = max(0, ref[i] + res[i]) }
+        let refGrad = Reference.conv2dBackward(x, wt, dy, stride: s, padding: 1)
+        var results: [([Float], [Float])] = []
+        for grouped in [true, false] {
+            let kernel = PatternConvKernel(g)
+            kernel.groupedForward = grouped
+            kernel.groupedWeightGradient = grouped
+            let y = Tensor(shape: g.outputShape)
+            y.fill(7)
+            kernel.forward(input: x, weights: pw, bias: bias, output: y, relu: true, residual: res)
+            #expect(Reference.maxRelativeError(y, fused) <= 1e-5, "forward, grouped \(grouped)")
+            var dv = [Float](repeating: 0, count: pw.nonZeros)
+            kernel.backward(input: x, weights: pw, gradOutput: dy, gradInput: nil, gradValues: &dv, gradBias: nil)
+            var i = 0
+            for f in 0..<k {
+                for e in Int(pw.rowStart[f])..<Int(pw.rowStart[f + 1]) {
+                    for t in Int(pw.tapStart[e])..<Int(pw.tapStart[e + 1]) {
+                        let want = refGrad.dw[(f * c + Int(pw.channel[e])) * 9 + Int(pw.tap[t])]
+                        #expect(abs(dv[i] - want) <= 1e-4 * max(1, abs(want)), "weight gradient, grouped \(grouped)")
+                        i += 1
+                    }
+                }
+            }
+            results.append((y.array, dv))
+        }
+        #expect(results[0].1 == results[1].1)  // the same products summed in the same order
+    }
+
     @Test func sameStructureNewValuesReusesThePlanCorrectly() {
         let g = ConvGeometry(batch: 2, inChannels: 16, height: 10, width: 10, outChannels: 8, kernelSize: 3, stride: 1,
                              padding: 1)
