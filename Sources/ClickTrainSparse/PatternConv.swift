@@ -703,32 +703,11 @@ public final class PatternConvKernel {
         let chunkCount = chunks, used = p.usedCopies
         let biasValues = (0..<k).map { bias?[$0] ?? 0 }
         let usePatterns = usePatternCode && p.fourTap
-        if groupedForward && p.cpStart.count > 1 && !usePatterns {
-            p.cpOffset.withUnsafeBufferPointer { cpo in
-            p.cpStart.withUnsafeBufferPointer { cps in
-            p.cpFilter.withUnsafeBufferPointer { cpf in
-            p.cpSlot.withUnsafeBufferPointer { cpk in
-            pw.value.withUnsafeBufferPointer { vs in
-            biasValues.withUnsafeBufferPointer { bv in
-                let (cpo, cps, cpf, cpk, vs) = (cpo.baseAddress!, cps.baseAddress!, cpf.baseAddress!, cpk.baseAddress!, vs.baseAddress!)
-                let bias = bv.baseAddress!
-                let groups = p.cpStart.count - 1
-                Threads.parallelFor(chunkCount) { chunk in
-                    for b in (n * chunk / chunkCount)..<(n * (chunk + 1) / chunkCount) {
-                        sh.fill(xin + b * c * h * w, into: bufs[chunk], channels: c, height: h, width: w, used: used)
-                        let y = yout + b * k * outSize
-                        for f in 0..<k { (y + f * outSize).update(repeating: bias[f], count: outSize) }
-                        forwardGrouped(y, UnsafePointer(bufs[chunk]), cpo, cps, cpf, cpk, vs, groups: groups)
-                        if let res {
-                            addResidual(UnsafePointer(y), UnsafePointer(res + b * k * outSize), into: y, k * outSize, relu: relu)
-                        } else if relu {
-                            reluInto(UnsafePointer(y), y, k * outSize)
-                        }
-                    }
-                }
-            } } } } } }
-            return
-        }
+        let grouped = groupedForward && p.cpStart.count > 1 && !usePatterns, groups = p.cpStart.count - 1
+        p.cpOffset.withUnsafeBufferPointer { cpo in
+        p.cpStart.withUnsafeBufferPointer { cps in
+        p.cpFilter.withUnsafeBufferPointer { cpf in
+        p.cpSlot.withUnsafeBufferPointer { cpk in
         p.fTaps.withUnsafeBufferPointer { ft in
         p.sOffset.withUnsafeBufferPointer { off in
         p.fGroups.withUnsafeBufferPointer { fg in
@@ -746,12 +725,25 @@ public final class PatternConvKernel {
             Threads.parallelFor(chunkCount) { chunk in
                 for b in (n * chunk / chunkCount)..<(n * (chunk + 1) / chunkCount) {
                     sh.fill(xin + b * c * h * w, into: bufs[chunk], channels: c, height: h, width: w, used: used)
-                    let at = b * k * outSize
-                    gatherImage(sh, UnsafePointer(bufs[chunk]), rows, count: k, into: yout + at, scratch: scr[chunk],
-                                relu: relu, residual: res.map { UnsafePointer($0 + at) })
+                    let at = b * k * outSize, y = yout + at
+                    guard grouped else {
+                        gatherImage(sh, UnsafePointer(bufs[chunk]), rows, count: k, into: y, scratch: scr[chunk],
+                                    relu: relu, residual: res.map { UnsafePointer($0 + at) })
+                        continue
+                    }
+                    // (Channel, pattern) groups: outputs from the bias, updated in place, then
+                    // the residual and ReLU.
+                    for f in 0..<k { (y + f * outSize).update(repeating: bv[f], count: outSize) }
+                    forwardGrouped(y, UnsafePointer(bufs[chunk]), cpo.baseAddress!, cps.baseAddress!, cpf.baseAddress!,
+                                   cpk.baseAddress!, vs.baseAddress!, groups: groups)
+                    if let res {
+                        addResidual(UnsafePointer(y), UnsafePointer(res + at), into: y, k * outSize, relu: relu)
+                    } else if relu {
+                        reluInto(UnsafePointer(y), y, k * outSize)
+                    }
                 }
             }
-        } } } } } } } } }
+        } } } } } } } } } } } } }
     }
 
     /// Input gradient and the gradient of the kept weights only (`gradValues`, aligned
