@@ -296,6 +296,10 @@ public final class PatternConvKernel {
                 // one flat run per copy (rows 0 and OH + 1 stay zero), the columns that fall
                 // outside the image masked to zero (a per-row loop cost as much as the tiles).
                 let n = h * w, cs = copyStride
+                if w % 16 == 0 {
+                    stride1Fill(src, into: dst, channels: channels, height: h, width: w, used: used)
+                    return
+                }
                 edgeMask0.withUnsafeBufferPointer { m0 in
                 edgeMask2.withUnsafeBufferPointer { m2 in
                     for c in 0..<channels {
@@ -340,6 +344,52 @@ public final class PatternConvKernel {
                         ox += 1
                     }
                     if use0 { d0[ow] = 0 }
+                }
+            }
+        }
+
+        /// Stride 1 with W a multiple of 16: per channel and row, each 16-float vector of the
+        /// row loaded once (aligned) for copy kx = 1, the copies kx = 0 and 2 from loads one
+        /// float off inside the row and, at the row's ends, from that vector moved by one lane
+        /// with a zero shifted in (nothing outside the row is read; no masks).
+        @inline(__always)
+        private func stride1Fill(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, channels: Int,
+                                 height h: Int, width w: Int, used: Int) {
+            typealias V = SIMD16<Float>
+            let cs = copyStride, n = h &* w
+            let use0 = used & 1 != 0, use1 = used & 2 != 0, use2 = used & 4 != 0
+            for c in 0..<channels {
+                let sc = UnsafeRawPointer(src + c &* n)
+                let d = UnsafeMutableRawPointer(dst + c &* channelStride + w)
+                for r in 0..<h {
+                    let row = 4 &* r &* w
+                    var x = 0
+                    while x < w {
+                        let at = row &+ 4 &* x
+                        let v = sc.loadUnaligned(fromByteOffset: at, as: V.self)
+                        if use1 { d.storeBytes(of: v, toByteOffset: 4 &* cs &+ at, as: V.self) }
+                        if use0 {
+                            var u: V
+                            if x == 0 {
+                                u = V(0, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12],
+                                      v[13], v[14])
+                            } else {
+                                u = sc.loadUnaligned(fromByteOffset: at &- 4, as: V.self)
+                            }
+                            d.storeBytes(of: u, toByteOffset: at, as: V.self)
+                        }
+                        if use2 {
+                            var u: V
+                            if x &+ 16 == w {
+                                u = V(v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13],
+                                      v[14], v[15], 0)
+                            } else {
+                                u = sc.loadUnaligned(fromByteOffset: at &+ 4, as: V.self)
+                            }
+                            d.storeBytes(of: u, toByteOffset: 8 &* cs &+ at, as: V.self)
+                        }
+                        x &+= 16
+                    }
                 }
             }
         }
@@ -432,6 +482,11 @@ public final class PatternConvKernel {
         /// values (and partial sums) of its taps at cpSlot[j]..<cpSlot[j] + 4. cpStart is [0]
         /// and the rest empty when not used.
         let cpOffset: [Int32], cpStart: [Int32], cpFilter: [Int32], cpSlot: [Int32]
+        /// The input gradient at stride 1 of the same planes by (filter, pattern) group: group g's
+        /// four taps of the output gradient's copies (mirrored) at tcpOffset[4g..<4g + 4], its
+        /// kernels tcpStart[g]..<tcpStart[g + 1] writing input channel tcpChannel[j] with the
+        /// values at tcpSlot[j]..<tcpSlot[j] + 4.
+        let tcpOffset: [Int32], tcpStart: [Int32], tcpChannel: [Int32], tcpSlot: [Int32]
         /// Forward with per-pattern code (every kernel keeps 4 taps): filter f's groups
         /// fGroups[f]..<fGroups[f + 1], group g one pattern id over kernels
         /// groupStart[g]..<groupStart[g + 1], kernel k's input plane at kernelBase[k].
@@ -454,6 +509,13 @@ public final class PatternConvKernel {
         /// kx = 2 copy of `dyShifted`) and for the last 64 positions at srcTail[j] (v = 0: the
         /// tail buffer, filter·tailStride + u·OW; v = 1: the copy, as srcRead).
         let srcStart: [Int32], srcValueIndex: [Int32], srcRead: [Int32], srcTail: [Int32]
+        /// Weight gradient at stride 1 with OW = 16 or 32 (`verticalPairs`): filter f's taps as
+        /// pairs pairStart[f]..<pairStart[f + 1] of one kernel's vertically adjacent taps (ky,
+        /// kx), (ky + 1, kx) — the same copy OW floats apart, read once for both — reading at
+        /// pairOffset[j], their partial sums at slots pairSlot[2j], pairSlot[2j + 1]; the other
+        /// taps singleStart[f]..<singleStart[f + 1] at singleOffset[j], slot singleSlot[j].
+        let pairStart: [Int32], pairOffset: [Int32], pairSlot: [Int32]
+        let singleStart: [Int32], singleOffset: [Int32], singleSlot: [Int32]
 
         func matches(_ pw: PatternWeights) -> Bool {
             pw.rowStart == rowStart && pw.channel == channel && pw.tap == tap && pw.tapStart == tapStart
@@ -494,6 +556,20 @@ public final class PatternConvKernel {
     var bySource: Bool {
         let ow = geometry.outWidth
         return dyShifted != nil && ow >= 8 && 64 % ow == 0 && (geometry.outHeight * ow) % 64 == 0
+    }
+
+    /// The stride-1 input gradient of the same 64-position planes by (filter, pattern) group
+    /// (`forwardGrouped` over the output gradient's copies with the kernels mirrored).
+    public var groupedInputGradient = true
+
+    /// Stride-1 weight gradient by vertical pairs of taps (`weightPairTile`) when OW is 16 or
+    /// 32 and OH·OW a multiple of 128 (AVX-512 builds).
+    public var pairedWeightGradient = true
+
+    var verticalPairs: Bool {
+        let g = geometry
+        return g.stride == 1 && (g.outWidth == 16 || g.outWidth == 32) && (g.outHeight * g.outWidth) % 128 == 0
+            && weightLanes == 16 && gatherTileMax == 128
     }
 
     /// Floats per filter in the by-source input gradient's tail buffer: the plane's last 64
@@ -618,6 +694,24 @@ public final class PatternConvKernel {
                 cpStart.append(Int32(cpFilter.count))
             }
         }
+        // The input gradient of the same layers at stride 1 by (filter, pattern) group: the
+        // group's four output-gradient taps (mirrored, 8 − t, listed in the kernel's value
+        // order) in registers, its kernels' input channels updated in place (`forwardGrouped`).
+        var tcpOffset: [Int32] = [], tcpStart: [Int32] = [0], tcpChannel: [Int32] = [], tcpSlot: [Int32] = []
+        if cpStart.count > 1 && g.stride == 1 {
+            var groups: [UInt32: [(Int32, Int32)]] = [:]
+            for f in 0..<g.outChannels {
+                for e in Int(pw.rowStart[f])..<Int(pw.rowStart[f + 1]) {
+                    groups[UInt32(f) << 16 | UInt32(bitsOf[e]), default: []].append((pw.channel[e], pw.tapStart[e]))
+                }
+            }
+            for key in groups.keys.sorted() {
+                let f = Int32(key >> 16), bits = UInt16(key & 0xFFFF)
+                for t in 0..<9 where bits & (1 << t) != 0 { tcpOffset.append(f * cs + Int32(shifted.tapOffsets[8 - t])) }
+                for (ci, slot) in groups[key]! { tcpChannel.append(ci); tcpSlot.append(slot) }
+                tcpStart.append(Int32(tcpChannel.count))
+            }
+        }
         // Groups of consecutive kernels with one pattern (PatternWeights sorts each filter's
         // kernels by pattern).
         var fGroups: [Int32] = [0], gPat: [UInt8] = [], gStart: [Int32] = [], kBase: [Int32] = []
@@ -696,6 +790,36 @@ public final class PatternConvKernel {
                 }
             }
         }
+        // Weight-gradient pairs of vertically adjacent taps (stride 1, OW = 16 or 32).
+        var pairStart: [Int32] = [0], pairOffset: [Int32] = [], pairSlot: [Int32] = []
+        var singleStart: [Int32] = [0], singleOffset: [Int32] = [], singleSlot: [Int32] = []
+        if verticalPairs {
+            for f in 0..<g.outChannels {
+                for e in Int(pw.rowStart[f])..<Int(pw.rowStart[f + 1]) {
+                    var at = [Int](repeating: -1, count: 9)  // tap -> index into value
+                    for i in Int(pw.tapStart[e])..<Int(pw.tapStart[e + 1]) { at[Int(pw.tap[i])] = i }
+                    let base = pw.channel[e] * cs
+                    for kx in 0..<3 {
+                        var ky = 0
+                        while ky < 3 {
+                            let t = ky * 3 + kx
+                            if at[t] < 0 { ky += 1; continue }
+                            if ky < 2 && at[t + 3] >= 0 {
+                                pairOffset.append(base + Int32(shifted.tapOffsets[t]))
+                                pairSlot += [Int32(at[t]), Int32(at[t + 3])]
+                                ky += 2
+                            } else {
+                                singleOffset.append(base + Int32(shifted.tapOffsets[t]))
+                                singleSlot.append(Int32(at[t]))
+                                ky += 1
+                            }
+                        }
+                    }
+                }
+                pairStart.append(Int32(pairSlot.count / 2))
+                singleStart.append(Int32(singleSlot.count))
+            }
+        }
         // Per-pattern input-gradient groups (stride 1): each channel's kernels sorted by
         // pattern; weights in `bValueIndex` order, 4 per kernel.
         var bGroups: [Int32] = [0], bgPat: [UInt8] = [], bgStart: [Int32] = [], bkBase: [Int32] = []
@@ -729,10 +853,13 @@ public final class PatternConvKernel {
         return Plan(rowStart: pw.rowStart, channel: pw.channel, tap: pw.tap, tapStart: pw.tapStart,
                     fTaps: fTaps, sOffset: sOffset, usedCopies: usedCopies, tOffset: tOffset, tUsedCopies: tUsedCopies,
                     cpOffset: cpOffset, cpStart: cpStart, cpFilter: cpFilter, cpSlot: cpSlot,
+                    tcpOffset: tcpOffset, tcpStart: tcpStart, tcpChannel: tcpChannel, tcpSlot: tcpSlot,
                     fourTap: fourTap, fGroups: fGroups, groupPattern: gPat,
                     groupStart: gStart, kernelBase: kBase, bTaps: bTaps, bOffset: bOffset,
                     bValueIndex: vi, bGroups: bGroups, bGroupPattern: bgPat, bGroupStart: bgStart,
-                    bKernelBase: bkBase, bGroupValueIndex: bvi, srcStart: srcStart, srcValueIndex: srcValue, srcRead: srcRead, srcTail: srcTail)
+                    bKernelBase: bkBase, bGroupValueIndex: bvi, srcStart: srcStart, srcValueIndex: srcValue, srcRead: srcRead, srcTail: srcTail,
+                    pairStart: pairStart, pairOffset: pairOffset, pairSlot: pairSlot, singleStart: singleStart,
+                    singleOffset: singleOffset, singleSlot: singleSlot)
     }
 
     func planFor(_ pw: PatternWeights) -> Plan {
@@ -886,6 +1013,21 @@ public final class PatternConvKernel {
         wStart.withUnsafeBufferPointer { wStart in
         wWidth.withUnsafeBufferPointer { wWidth in
         p.srcStart.withUnsafeBufferPointer { sst in
+        let paired = pairedWeightGradient && verticalPairs
+        let groupedInput = groupedInputGradient && p.tcpStart.count > 1
+        p.tcpOffset.withUnsafeBufferPointer { tco in
+        p.tcpStart.withUnsafeBufferPointer { tcs in
+        p.tcpChannel.withUnsafeBufferPointer { tcc in
+        p.tcpSlot.withUnsafeBufferPointer { tck in
+        pw.value.withUnsafeBufferPointer { values in
+        p.pairStart.withUnsafeBufferPointer { pst in
+        p.pairOffset.withUnsafeBufferPointer { pof in
+        p.pairSlot.withUnsafeBufferPointer { psl in
+        p.singleStart.withUnsafeBufferPointer { sst1 in
+        p.singleOffset.withUnsafeBufferPointer { sof1 in
+        p.singleSlot.withUnsafeBufferPointer { ssl in
+        let (pst, pof, psl) = (pst.baseAddress!, pof.baseAddress ?? pst.baseAddress!, psl.baseAddress ?? pst.baseAddress!)
+        let (sst1, sof1, ssl) = (sst1.baseAddress!, sof1.baseAddress ?? sst1.baseAddress!, ssl.baseAddress ?? sst1.baseAddress!)
         p.srcRead.withUnsafeBufferPointer { srd in
         p.srcTail.withUnsafeBufferPointer { stl in
         sWeight.withUnsafeBufferPointer { swt in
@@ -906,6 +1048,17 @@ public final class PatternConvKernel {
                         sh.fill(xin + b * c * h * w, into: xp, channels: c, height: h, width: w, used: p.usedCopies)
                         weightGradGrouped(dwv, UnsafePointer(dy + b * k * outSize), UnsafePointer(xp), cpo!, cps, cpf!, cpk!,
                                           groups: p.cpStart.count - 1)
+                    } else if wantWeights && paired {
+                        sh.fill(xin + b * c * h * w, into: xp, channels: c, height: h, width: w, used: p.usedCopies)
+                        for f in 0..<k {
+                            let d = UnsafePointer(dy + (b * k + f) * outSize)
+                            var q = 0
+                            while q < outSize {
+                                weightPairTile(dwv, d + q, UnsafePointer(xp + q), vectorsPerRow: ow / 16, pst[f], pst[f + 1],
+                                               pof, psl, sst1[f], sst1[f + 1], sof1, ssl)
+                                q += 128
+                            }
+                        }
                     } else if wantWeights {
                         sh.fill(xin + b * c * h * w, into: xp, channels: c, height: h, width: w, used: p.usedCopies)
                         for f in 0..<k {
@@ -930,6 +1083,12 @@ public final class PatternConvKernel {
                     if phases == 1 {
                         // The output gradient's shifted copies (same plane size at stride 1).
                         sh.fill(dy + b * k * outSize, into: xp, channels: k, height: h, width: w, used: p.tUsedCopies)
+                        if groupedInput {
+                            dxb.update(repeating: 0, count: c * outSize)
+                            forwardGrouped(dxb, UnsafePointer(xp), tco.baseAddress!, tcs.baseAddress!, tcc.baseAddress!,
+                                           tck.baseAddress!, values.baseAddress!, groups: p.tcpStart.count - 1)
+                            continue
+                        }
                         gatherImage(sh, UnsafePointer(xp), transposed, count: c, into: dxb, scratch: tile, relu: false,
                                     residual: nil)
                         continue
@@ -1000,7 +1159,7 @@ public final class PatternConvKernel {
                     }
                 }
             }
-        } } } } } } } } } } } } } } } } } } } } } } } }
+        } } } } } } } } } } } } } } } } } } } } } } } } } } } } } } } } } } }
         // Sum the per-thread partial weight gradients in a fixed order: threads lane-wise,
         // then the lanes, the taps split over the threads (was one scalar chain of adds on
         // one thread; 2-3% of a 64-channel 8x8 layer's weight gradient).
@@ -1293,6 +1452,69 @@ func interleavePlanes(_ planes: UnsafePointer<Float>, into dst: UnsafeMutablePoi
                 j &+= 8
             }
         }
+    }
+}
+
+/// Weight gradient of one filter over 128 positions (its output gradient `dy[0..<128]` in
+/// eight registers) at stride 1 with OW = 16·`vectorsPerRow` (1 or 2): each pair j in
+/// p0..<p1 of vertically adjacent taps reads x[pOff[j] ..< pOff[j] + 128 + OW] once, the
+/// top tap's products from its first 128 floats and the bottom tap's from the same vectors
+/// one row on (8 + OW / 16 loads for 16 multiply-adds, against 16 for two single taps); the
+/// 16-lane partial sums at slots pSlot[2j], pSlot[2j + 1] updated once. Single taps j in
+/// s0..<s1 as `weightTile16`, at slot sSlot[j].
+@inline(__always)
+func weightPairTile(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
+                    vectorsPerRow: Int, _ p0: Int32, _ p1: Int32, _ pOff: UnsafePointer<Int32>,
+                    _ pSlot: UnsafePointer<Int32>, _ s0: Int32, _ s1: Int32, _ sOff: UnsafePointer<Int32>,
+                    _ sSlot: UnsafePointer<Int32>) {
+    typealias V = SIMD16<Float>
+    let g = UnsafeRawPointer(dy), b = UnsafeRawPointer(x), out = UnsafeMutableRawPointer(dw)
+    let d0 = g.loadUnaligned(as: V.self), d1 = g.loadUnaligned(fromByteOffset: 64, as: V.self)
+    let d2 = g.loadUnaligned(fromByteOffset: 128, as: V.self), d3 = g.loadUnaligned(fromByteOffset: 192, as: V.self)
+    let d4 = g.loadUnaligned(fromByteOffset: 256, as: V.self), d5 = g.loadUnaligned(fromByteOffset: 320, as: V.self)
+    let d6 = g.loadUnaligned(fromByteOffset: 384, as: V.self), d7 = g.loadUnaligned(fromByteOffset: 448, as: V.self)
+    @inline(__always) func add(_ slot: Int32, _ v: V) {
+        let o = 64 &* Int(slot)
+        out.storeBytes(of: out.loadUnaligned(fromByteOffset: o, as: V.self) + v, toByteOffset: o, as: V.self)
+    }
+    var j = Int(p0)
+    while j < Int(p1) {
+        let s = b + Int(pOff[j]) &* 4
+        let x0 = s.loadUnaligned(as: V.self), x1 = s.loadUnaligned(fromByteOffset: 64, as: V.self)
+        let x2 = s.loadUnaligned(fromByteOffset: 128, as: V.self), x3 = s.loadUnaligned(fromByteOffset: 192, as: V.self)
+        let x4 = s.loadUnaligned(fromByteOffset: 256, as: V.self), x5 = s.loadUnaligned(fromByteOffset: 320, as: V.self)
+        let x6 = s.loadUnaligned(fromByteOffset: 384, as: V.self), x7 = s.loadUnaligned(fromByteOffset: 448, as: V.self)
+        let x8 = s.loadUnaligned(fromByteOffset: 512, as: V.self)
+        var a0 = d0 * x0, a1 = d1 * x1
+        a0.addProduct(d2, x2); a1.addProduct(d3, x3); a0.addProduct(d4, x4); a1.addProduct(d5, x5)
+        a0.addProduct(d6, x6); a1.addProduct(d7, x7)
+        var c0: V, c1: V
+        if vectorsPerRow == 1 {
+            c0 = d0 * x1; c1 = d1 * x2
+            c0.addProduct(d2, x3); c1.addProduct(d3, x4); c0.addProduct(d4, x5); c1.addProduct(d5, x6)
+            c0.addProduct(d6, x7); c1.addProduct(d7, x8)
+        } else {
+            let x9 = s.loadUnaligned(fromByteOffset: 576, as: V.self)
+            c0 = d0 * x2; c1 = d1 * x3
+            c0.addProduct(d2, x4); c1.addProduct(d3, x5); c0.addProduct(d4, x6); c1.addProduct(d5, x7)
+            c0.addProduct(d6, x8); c1.addProduct(d7, x9)
+        }
+        add(pSlot[2 &* j], a0 + a1)
+        add(pSlot[2 &* j &+ 1], c0 + c1)
+        j &+= 1
+    }
+    j = Int(s0)
+    while j < Int(s1) {
+        let s = b + Int(sOff[j]) &* 4
+        var a0 = d0 * s.loadUnaligned(as: V.self), a1 = d1 * s.loadUnaligned(fromByteOffset: 64, as: V.self)
+        a0.addProduct(d2, s.loadUnaligned(fromByteOffset: 128, as: V.self))
+        a1.addProduct(d3, s.loadUnaligned(fromByteOffset: 192, as: V.self))
+        a0.addProduct(d4, s.loadUnaligned(fromByteOffset: 256, as: V.self))
+        a1.addProduct(d5, s.loadUnaligned(fromByteOffset: 320, as: V.self))
+        a0.addProduct(d6, s.loadUnaligned(fromByteOffset: 384, as: V.self))
+        a1.addProduct(d7, s.loadUnaligned(fromByteOffset: 448, as: V.self))
+        add(sSlot[j], a0 + a1)
+        j &+= 1
     }
 }
 
