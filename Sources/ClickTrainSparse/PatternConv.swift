@@ -1573,43 +1573,38 @@ func sourceTile(_ b: UnsafeRawPointer, _ cb: UnsafeRawPointer, _ r: UnsafePointe
         SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>,
         SIMD16<Float>, SIMD16<Float>) {
     typealias V = SIMD16<Float>
-    @inline(__always) func load(_ base: UnsafeRawPointer, _ j: Int) -> (V, V, V, V) {
+    typealias Q = (V, V, V, V)
+    @inline(__always) func load(_ base: UnsafeRawPointer, _ j: Int) -> Q {
         let s = base + Int(off[j]) &* 4
         return (s.loadUnaligned(as: V.self), s.loadUnaligned(fromByteOffset: 64, as: V.self),
                 s.loadUnaligned(fromByteOffset: 128, as: V.self), s.loadUnaligned(fromByteOffset: 192, as: V.self))
     }
-    var e0 = V(), e1 = V(), e2 = V(), e3 = V(), f0 = V(), f1 = V(), f2 = V(), f3 = V()
-    var g0 = V(), g1 = V(), g2 = V(), g3 = V(), h0 = V(), h1 = V(), h2 = V(), h3 = V()
+    @inline(__always) func add(_ a: inout Q, _ w: Float, _ s: Q) {
+        let v = V(repeating: w)
+        a.0.addProduct(v, s.0); a.1.addProduct(v, s.1); a.2.addProduct(v, s.2); a.3.addProduct(v, s.3)
+    }
+    var e = (V(), V(), V(), V()), f = e, g = e, h = e
     var j = Int(r[0])
     while j < Int(r[1]) {  // (0, 0): taps 4, 5, 7, 8 into the four planes
-        let (s0, s1, s2, s3) = load(b, j), wj = w + 4 &* j
-        let we = V(repeating: wj[0]), wf = V(repeating: wj[1]), wg = V(repeating: wj[2]), wh = V(repeating: wj[3])
-        e0.addProduct(we, s0); e1.addProduct(we, s1); e2.addProduct(we, s2); e3.addProduct(we, s3)
-        f0.addProduct(wf, s0); f1.addProduct(wf, s1); f2.addProduct(wf, s2); f3.addProduct(wf, s3)
-        g0.addProduct(wg, s0); g1.addProduct(wg, s1); g2.addProduct(wg, s2); g3.addProduct(wg, s3)
-        h0.addProduct(wh, s0); h1.addProduct(wh, s1); h2.addProduct(wh, s2); h3.addProduct(wh, s3)
+        let s = load(b, j), wj = w + 4 &* j
+        add(&e, wj[0], s); add(&f, wj[1], s); add(&g, wj[2], s); add(&h, wj[3], s)
         j &+= 1
     }
     while j < Int(r[2]) {  // (1, 0): taps 1, 2 into planes (1, 0), (1, 1)
-        let (s0, s1, s2, s3) = load(b, j), wj = w + 4 &* j
-        let wg = V(repeating: wj[0]), wh = V(repeating: wj[1])
-        g0.addProduct(wg, s0); g1.addProduct(wg, s1); g2.addProduct(wg, s2); g3.addProduct(wg, s3)
-        h0.addProduct(wh, s0); h1.addProduct(wh, s1); h2.addProduct(wh, s2); h3.addProduct(wh, s3)
+        let s = load(b, j)
+        add(&g, w[4 &* j], s); add(&h, w[4 &* j &+ 1], s)
         j &+= 1
     }
     while j < Int(r[3]) {  // (0, 1): taps 3, 6 into planes (0, 1), (1, 1)
-        let (s0, s1, s2, s3) = load(cb, j), wj = w + 4 &* j
-        let wf = V(repeating: wj[0]), wh = V(repeating: wj[1])
-        f0.addProduct(wf, s0); f1.addProduct(wf, s1); f2.addProduct(wf, s2); f3.addProduct(wf, s3)
-        h0.addProduct(wh, s0); h1.addProduct(wh, s1); h2.addProduct(wh, s2); h3.addProduct(wh, s3)
+        let s = load(cb, j)
+        add(&f, w[4 &* j], s); add(&h, w[4 &* j &+ 1], s)
         j &+= 1
     }
     while j < Int(r[4]) {  // (1, 1): tap 0 into plane (1, 1)
-        let (s0, s1, s2, s3) = load(cb, j), wh = V(repeating: w[4 &* j])
-        h0.addProduct(wh, s0); h1.addProduct(wh, s1); h2.addProduct(wh, s2); h3.addProduct(wh, s3)
+        add(&h, w[4 &* j], load(cb, j))
         j &+= 1
     }
-    return (e0, e1, e2, e3, f0, f1, f2, f3, g0, g1, g2, g3, h0, h1, h2, h3)
+    return (e.0, e.1, e.2, e.3, f.0, f.1, f.2, f.3, g.0, g.1, g.2, g.3, h.0, h.1, h.2, h.3)
 }
 
 /// One image's stride-2 input gradient by source (OW in {8, 16, 32, 64}, OH·OW a multiple
