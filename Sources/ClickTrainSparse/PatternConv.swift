@@ -597,7 +597,7 @@ public final class PatternConvKernel {
     var verticalPairs: Bool {
         let g = geometry
         return g.stride == 1 && (g.outWidth == 16 || g.outWidth == 32) && (g.outHeight * g.outWidth) % 128 == 0
-            && weightLanes == 16 && gatherTileMax == 128
+            && weightLanes == 16
     }
 
     /// Floats per filter in the by-source input gradient's tail buffer: the plane's last 64
@@ -1004,9 +1004,13 @@ public final class PatternConvKernel {
         let xin = input.data, dy = gradOutput.data, dx = gradInput?.data
         // Weights in the input gradient's orders.
         let usePatterns = usePatternCode && p.fourTap && phases == 1
-        var bWeight = [Float](repeating: 0, count: p.bValueIndex.count)
-        var gWeight = [Float](repeating: 0, count: usePatterns ? p.bGroupValueIndex.count : 0)
         let bySource = fusedStride2InputGradient && self.bySource && gradInput != nil
+        let groupedInput = groupedInputGradient && p.tcpStart.count > 1
+        // The per-tap transposed weights only where a per-tap input-gradient gather runs (the
+        // by-source and grouped paths read their own orders or `pw.value`).
+        let perTapInput = gradInput != nil && !bySource && !groupedInput
+        var bWeight = [Float](repeating: 0, count: perTapInput ? p.bValueIndex.count : 0)
+        var gWeight = [Float](repeating: 0, count: usePatterns ? p.bGroupValueIndex.count : 0)
         var sWeight = [Float](repeating: 0, count: bySource ? p.srcValueIndex.count : 0)
         pw.value.withUnsafeBufferPointer { v in
             for i in 0..<sWeight.count where p.srcValueIndex[i] >= 0 { sWeight[i] = v[Int(p.srcValueIndex[i])] }
@@ -1043,7 +1047,6 @@ public final class PatternConvKernel {
         wWidth.withUnsafeBufferPointer { wWidth in
         p.srcStart.withUnsafeBufferPointer { sst in
         let paired = pairedWeightGradient && verticalPairs
-        let groupedInput = groupedInputGradient && p.tcpStart.count > 1
         p.tcpOffset.withUnsafeBufferPointer { tco in
         p.tcpStart.withUnsafeBufferPointer { tcs in
         p.tcpChannel.withUnsafeBufferPointer { tcc in
