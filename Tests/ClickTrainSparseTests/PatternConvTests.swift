@@ -76,12 +76,16 @@ struct PatternConvTests {
     }
 
     /// 8x8 outputs with 4-tap kernels run forward, weight gradient and (stride 1) input
-    /// gradient on the (channel, pattern) or (filter, pattern) groups, and stride-1 weight
-    /// gradients with OW = 16 or 32 on vertical tap pairs; all switches off, the per-tap tiles:
-    /// both equal to the dense reference (64 channels: several kernels per group).
-    @Test(arguments: [(2, 64, 8, 8, 32, 1), (2, 16, 16, 16, 24, 2), (2, 8, 16, 16, 12, 1), (1, 8, 32, 32, 8, 1)])
-    func groupedAndPerTapPathsAgree(_ a: (Int, Int, Int, Int, Int, Int)) {
-        let (n, c, h, w, k, s) = a
+    /// gradient on the (channel, pattern) or (filter, pattern) groups, larger planes their
+    /// weight gradient on the same groups over the whole plane (groups of 1 to 8 kernels with
+    /// 40 filters), and, that switch off, stride-1 weight gradients with OW = 16 or 32 on
+    /// vertical tap pairs; all switches off, the per-tap tiles: each equal to the dense
+    /// reference (64 channels: several kernels per group).
+    @Test(arguments: [(2, 64, 8, 8, 32, 1, true), (2, 16, 16, 16, 24, 2, true), (2, 8, 16, 16, 12, 1, true),
+                      (1, 8, 32, 32, 8, 1, true), (2, 8, 16, 16, 12, 1, false), (1, 8, 32, 32, 8, 1, false),
+                      (2, 6, 32, 32, 40, 2, true), (1, 8, 16, 16, 40, 1, true)])
+    func groupedAndPerTapPathsAgree(_ a: (Int, Int, Int, Int, Int, Int, Bool)) {
+        let (n, c, h, w, k, s, plane) = a
         let g = ConvGeometry(batch: n, inChannels: c, height: h, width: w, outChannels: k, kernelSize: 3, stride: s,
                              padding: 1)
         let x = Reference.random(g.inputShape, seed: 11), dy = Reference.random(g.outputShape, seed: 12)
@@ -101,6 +105,7 @@ struct PatternConvTests {
             kernel.groupedWeightGradient = grouped
             kernel.groupedInputGradient = grouped
             kernel.pairedWeightGradient = grouped
+            kernel.planeWeightGradient = grouped && plane
             let y = Tensor(shape: g.outputShape)
             y.fill(7)
             kernel.forward(input: x, weights: pw, bias: bias, output: y, relu: true, residual: res)
