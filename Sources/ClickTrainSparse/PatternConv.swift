@@ -595,14 +595,16 @@ public final class PatternConvKernel {
     public var pairedWeightGradient = true
 
     /// Weight gradient of larger planes (OH·OW a multiple of 32, not 64) with 4-tap kernels
-    /// by (input channel, pattern) group over the whole plane (`weightGradPlane`): up to four
-    /// kernels' sixteen tap sums stay in registers while the group's four input taps and the
+    /// by (input channel, pattern) group over the whole plane (`weightGradPlane`): up to six
+    /// kernels' tap sums stay in registers while the group's four input taps and the
     /// kernels' output gradients stream past, 16 positions at a time; the partial sums are
     /// written once per kernel and image instead of once per tap and tile. Takes precedence
     /// over `pairedWeightGradient`. Measured with one kernel object alternating it with the
     /// previous path call by call (batch 128, corner patterns, 16% kept): 1.13-1.20x on
     /// 16->32 32x32 stride 2 (layer2.0.conv1), 1.07-1.11x on 16->16 32x32, 1.11-1.17x on
     /// 32->32 16x16; on 64-position planes 0.90-0.97x (`weightGradGrouped` stays there).
+    /// One pass for groups of up to six kernels (was four, then two, then one): 1.05-1.06x on
+    /// 16->32 32x32, 1.02-1.08x on the stride-1 planes.
     public var planeWeightGradient = true
 
     var verticalPairs: Bool {
@@ -1341,11 +1343,20 @@ func weightGradGrouped(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Fl
     }
 }
 
+/// A number of kernels one pass of `weightGradPlane` takes (a type, so each count gets its
+/// own specialised loop with only its accumulators).
+protocol PlaneKernelCount { static var n: Int { get } }
+enum PlaneKernels2: PlaneKernelCount { static var n: Int { 2 } }
+enum PlaneKernels3: PlaneKernelCount { static var n: Int { 3 } }
+enum PlaneKernels4: PlaneKernelCount { static var n: Int { 4 } }
+enum PlaneKernels5: PlaneKernelCount { static var n: Int { 5 } }
+enum PlaneKernels6: PlaneKernelCount { static var n: Int { 6 } }
+
 /// One image's weight gradient for planes of `positions` floats (a multiple of 32), kernels
-/// grouped by (input channel, pattern) as in `weightGradGrouped`: per group, four kernels at
-/// a time (then two, then one) hold their 4 x 4 tap sums in sixteen registers over the whole
-/// plane, each 16-position step loading the group's four input taps once and each kernel's
-/// output gradient once; the sums are added to the partials once per kernel and image.
+/// grouped by (input channel, pattern) as in `weightGradGrouped`: per group, up to six
+/// kernels in one pass hold their 4 x 4 tap sums in registers over the whole plane, each
+/// 16-position step loading the group's four input taps once and each kernel's output
+/// gradient once; the sums are added to the partials once per kernel and image.
 @inline(__always)
 func weightGradPlane(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ xp: UnsafePointer<Float>,
                      _ offsets: UnsafePointer<Int32>, _ start: UnsafePointer<Int32>, _ filter: UnsafePointer<Int32>,
@@ -1353,55 +1364,24 @@ func weightGradPlane(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Floa
     typealias V = SIMD16<Float>
     let x = UnsafeRawPointer(xp), g = UnsafeRawPointer(dy), out = UnsafeMutableRawPointer(dw)
     let bytes = 4 &* positions
-    @inline(__always) func add(_ j: Int, _ a: V, _ b: V, _ c: V, _ d: V) {
-        let at = 64 &* Int(slot[j])
-        out.storeBytes(of: out.loadUnaligned(fromByteOffset: at, as: V.self) + a, toByteOffset: at, as: V.self)
-        out.storeBytes(of: out.loadUnaligned(fromByteOffset: at &+ 64, as: V.self) + b, toByteOffset: at &+ 64, as: V.self)
-        out.storeBytes(of: out.loadUnaligned(fromByteOffset: at &+ 128, as: V.self) + c, toByteOffset: at &+ 128, as: V.self)
-        out.storeBytes(of: out.loadUnaligned(fromByteOffset: at &+ 192, as: V.self) + d, toByteOffset: at &+ 192, as: V.self)
-    }
     for gi in 0..<groups {
         let o = offsets + 4 &* gi
-        let ta = x + 4 &* Int(o[0]), tb = x + 4 &* Int(o[1]), tc = x + 4 &* Int(o[2]), td = x + 4 &* Int(o[3])
+        let t = (x + 4 &* Int(o[0]), x + 4 &* Int(o[1]), x + 4 &* Int(o[2]), x + 4 &* Int(o[3]))
         var j = Int(start[gi])
         let end = Int(start[gi + 1])
-        while end &- j >= 4 {
-            let y0 = g + bytes &* Int(filter[j]), y1 = g + bytes &* Int(filter[j &+ 1])
-            let y2 = g + bytes &* Int(filter[j &+ 2]), y3 = g + bytes &* Int(filter[j &+ 3])
-            var a0 = V(), b0 = V(), c0 = V(), d0 = V(), a1 = V(), b1 = V(), c1 = V(), d1 = V()
-            var a2 = V(), b2 = V(), c2 = V(), d2 = V(), a3 = V(), b3 = V(), c3 = V(), d3 = V()
-            var v = 0
-            while v < bytes {
-                let xa = ta.loadUnaligned(fromByteOffset: v, as: V.self), xb = tb.loadUnaligned(fromByteOffset: v, as: V.self)
-                let xc = tc.loadUnaligned(fromByteOffset: v, as: V.self), xd = td.loadUnaligned(fromByteOffset: v, as: V.self)
-                let e0 = y0.loadUnaligned(fromByteOffset: v, as: V.self), e1 = y1.loadUnaligned(fromByteOffset: v, as: V.self)
-                a0.addProduct(e0, xa); b0.addProduct(e0, xb); c0.addProduct(e0, xc); d0.addProduct(e0, xd)
-                a1.addProduct(e1, xa); b1.addProduct(e1, xb); c1.addProduct(e1, xc); d1.addProduct(e1, xd)
-                let e2 = y2.loadUnaligned(fromByteOffset: v, as: V.self), e3 = y3.loadUnaligned(fromByteOffset: v, as: V.self)
-                a2.addProduct(e2, xa); b2.addProduct(e2, xb); c2.addProduct(e2, xc); d2.addProduct(e2, xd)
-                a3.addProduct(e3, xa); b3.addProduct(e3, xb); c3.addProduct(e3, xc); d3.addProduct(e3, xd)
-                v &+= 64
-            }
-            add(j, a0, b0, c0, d0); add(j &+ 1, a1, b1, c1, d1); add(j &+ 2, a2, b2, c2, d2); add(j &+ 3, a3, b3, c3, d3)
-            j &+= 4
+        while end &- j > 6 {
+            planePass(PlaneKernels6.self, out, g, bytes, filter + j, slot + j, t)
+            j &+= 6
         }
-        // Two kernels, or one with two sums per tap (even and odd steps): eight chains.
-        if end &- j >= 2 {
-            let y0 = g + bytes &* Int(filter[j]), y1 = g + bytes &* Int(filter[j &+ 1])
-            var a0 = V(), b0 = V(), c0 = V(), d0 = V(), a1 = V(), b1 = V(), c1 = V(), d1 = V()
-            var v = 0
-            while v < bytes {
-                let xa = ta.loadUnaligned(fromByteOffset: v, as: V.self), xb = tb.loadUnaligned(fromByteOffset: v, as: V.self)
-                let xc = tc.loadUnaligned(fromByteOffset: v, as: V.self), xd = td.loadUnaligned(fromByteOffset: v, as: V.self)
-                let e0 = y0.loadUnaligned(fromByteOffset: v, as: V.self), e1 = y1.loadUnaligned(fromByteOffset: v, as: V.self)
-                a0.addProduct(e0, xa); b0.addProduct(e0, xb); c0.addProduct(e0, xc); d0.addProduct(e0, xd)
-                a1.addProduct(e1, xa); b1.addProduct(e1, xb); c1.addProduct(e1, xc); d1.addProduct(e1, xd)
-                v &+= 64
-            }
-            add(j, a0, b0, c0, d0); add(j &+ 1, a1, b1, c1, d1)
-            j &+= 2
-        }
-        if end &- j == 1 {
+        switch end &- j {
+        case 6: planePass(PlaneKernels6.self, out, g, bytes, filter + j, slot + j, t)
+        case 5: planePass(PlaneKernels5.self, out, g, bytes, filter + j, slot + j, t)
+        case 4: planePass(PlaneKernels4.self, out, g, bytes, filter + j, slot + j, t)
+        case 3: planePass(PlaneKernels3.self, out, g, bytes, filter + j, slot + j, t)
+        case 2: planePass(PlaneKernels2.self, out, g, bytes, filter + j, slot + j, t)
+        case 1:
+            // One kernel: two sums per tap (even and odd steps), eight chains.
+            let (ta, tb, tc, td) = t
             let y0 = g + bytes &* Int(filter[j])
             var a0 = V(), b0 = V(), c0 = V(), d0 = V(), a1 = V(), b1 = V(), c1 = V(), d1 = V()
             var v = 0
@@ -1417,9 +1397,67 @@ func weightGradPlane(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Floa
                 d1.addProduct(e1, td.loadUnaligned(fromByteOffset: v &+ 64, as: V.self))
                 v &+= 128
             }
-            add(j, a0 + a1, b0 + b1, c0 + c1, d0 + d1)
+            addTapSums(out, slot[0 &+ j], a0 + a1, b0 + b1, c0 + c1, d0 + d1)
+        default: break
         }
     }
+}
+
+/// partials[slot·16 ..< slot·16 + 64] += the four taps' 16-lane sums.
+@inline(__always)
+func addTapSums(_ out: UnsafeMutableRawPointer, _ slot: Int32, _ a: SIMD16<Float>, _ b: SIMD16<Float>, _ c: SIMD16<Float>,
+                _ d: SIMD16<Float>) {
+    typealias V = SIMD16<Float>
+    let at = 64 &* Int(slot)
+    out.storeBytes(of: out.loadUnaligned(fromByteOffset: at, as: V.self) + a, toByteOffset: at, as: V.self)
+    out.storeBytes(of: out.loadUnaligned(fromByteOffset: at &+ 64, as: V.self) + b, toByteOffset: at &+ 64, as: V.self)
+    out.storeBytes(of: out.loadUnaligned(fromByteOffset: at &+ 128, as: V.self) + c, toByteOffset: at &+ 128, as: V.self)
+    out.storeBytes(of: out.loadUnaligned(fromByteOffset: at &+ 192, as: V.self) + d, toByteOffset: at &+ 192, as: V.self)
+}
+
+/// One pass of `weightGradPlane` over N.n kernels (2 to 6) of a group: 4·N.n sums.
+@inline(__always)
+func planePass<N: PlaneKernelCount>(_: N.Type, _ out: UnsafeMutableRawPointer, _ g: UnsafeRawPointer, _ bytes: Int,
+                                    _ filter: UnsafePointer<Int32>, _ slot: UnsafePointer<Int32>,
+                                    _ t: (UnsafeRawPointer, UnsafeRawPointer, UnsafeRawPointer, UnsafeRawPointer)) {
+    typealias V = SIMD16<Float>
+    let n = N.n, (ta, tb, tc, td) = t
+    @inline(__always) func plane(_ i: Int) -> UnsafeRawPointer { g + bytes &* Int(filter[min(i, n &- 1)]) }
+    let y0 = plane(0), y1 = plane(1), y2 = plane(2), y3 = plane(3), y4 = plane(4), y5 = plane(5)
+    var a0 = V(), b0 = V(), c0 = V(), d0 = V(), a1 = V(), b1 = V(), c1 = V(), d1 = V()
+    var a2 = V(), b2 = V(), c2 = V(), d2 = V(), a3 = V(), b3 = V(), c3 = V(), d3 = V()
+    var a4 = V(), b4 = V(), c4 = V(), d4 = V(), a5 = V(), b5 = V(), c5 = V(), d5 = V()
+    var v = 0
+    while v < bytes {
+        let xa = ta.loadUnaligned(fromByteOffset: v, as: V.self), xb = tb.loadUnaligned(fromByteOffset: v, as: V.self)
+        let xc = tc.loadUnaligned(fromByteOffset: v, as: V.self), xd = td.loadUnaligned(fromByteOffset: v, as: V.self)
+        let e0 = y0.loadUnaligned(fromByteOffset: v, as: V.self), e1 = y1.loadUnaligned(fromByteOffset: v, as: V.self)
+        a0.addProduct(e0, xa); b0.addProduct(e0, xb); c0.addProduct(e0, xc); d0.addProduct(e0, xd)
+        a1.addProduct(e1, xa); b1.addProduct(e1, xb); c1.addProduct(e1, xc); d1.addProduct(e1, xd)
+        if n > 2 {
+            let e2 = y2.loadUnaligned(fromByteOffset: v, as: V.self)
+            a2.addProduct(e2, xa); b2.addProduct(e2, xb); c2.addProduct(e2, xc); d2.addProduct(e2, xd)
+        }
+        if n > 3 {
+            let e3 = y3.loadUnaligned(fromByteOffset: v, as: V.self)
+            a3.addProduct(e3, xa); b3.addProduct(e3, xb); c3.addProduct(e3, xc); d3.addProduct(e3, xd)
+        }
+        if n > 4 {
+            let e4 = y4.loadUnaligned(fromByteOffset: v, as: V.self)
+            a4.addProduct(e4, xa); b4.addProduct(e4, xb); c4.addProduct(e4, xc); d4.addProduct(e4, xd)
+        }
+        if n > 5 {
+            let e5 = y5.loadUnaligned(fromByteOffset: v, as: V.self)
+            a5.addProduct(e5, xa); b5.addProduct(e5, xb); c5.addProduct(e5, xc); d5.addProduct(e5, xd)
+        }
+        v &+= 64
+    }
+    addTapSums(out, slot[0], a0, b0, c0, d0)
+    addTapSums(out, slot[1], a1, b1, c1, d1)
+    if n > 2 { addTapSums(out, slot[2], a2, b2, c2, d2) }
+    if n > 3 { addTapSums(out, slot[3], a3, b3, c3, d3) }
+    if n > 4 { addTapSums(out, slot[4], a4, b4, c4, d4) }
+    if n > 5 { addTapSums(out, slot[5], a5, b5, c5, d5) }
 }
 
 /// Forward of one image with 64-position planes, kernels grouped by (input channel,
@@ -1807,3 +1845,4 @@ func shiftedPlane(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float
         while p < n { dst[p] = p % w == w - 1 ? 0 : src[p + 1]; p += 1 }
     }
 }
+
