@@ -134,8 +134,9 @@ struct PatternConvTests {
 
     /// Stride 2 with OW in {8, 16, 32, 64}: the input gradient by source (four parity planes in
     /// registers, kernels read once per shift class, the last 64 positions from the tail
-    /// buffer) and by plane (switch off) both equal the dense reference; 32x32 and 16x16
-    /// inputs (four tiles of 64 and one), corner and arbitrary patterns.
+    /// buffer), with dx stored through the caches and streamed around them, and by plane
+    /// (switch off) all equal the dense reference; 32x32 and 16x16 inputs (four tiles of 64
+    /// and one), corner and arbitrary patterns.
     @Test(arguments: [(2, 16, 32, 32, 24, 2), (3, 8, 16, 16, 16, 2), (1, 4, 64, 64, 8, 2)], MaskKind.allCases)
     func stride2InputGradientBySourceAndByPlaneAgree(_ a: (Int, Int, Int, Int, Int, Int), _ kind: MaskKind) {
         let (n, c, h, w, k, s) = a
@@ -147,13 +148,14 @@ struct PatternConvTests {
         for i in 0..<wt.count { wt[i] *= m[i] }
         let pw = PatternWeights(weight: wt, mask: m)
         let ref = Reference.conv2dBackward(x, wt, dy, stride: s, padding: 1)
-        for bySource in [true, false] {
+        for (bySource, streaming) in [(true, false), (true, true), (false, false)] {
             let kernel = PatternConvKernel(g)
             kernel.fusedStride2InputGradient = bySource
+            kernel.streamingInputGradientMinBytes = streaming ? 0 : .max
             let dx = Tensor(shape: g.inputShape)
             dx.fill(3)  // must be overwritten
             kernel.backward(input: x, weights: pw, gradOutput: dy, gradInput: dx, gradValues: nil, gradBias: nil)
-            #expect(Reference.maxRelativeError(dx, ref.dx) <= 1e-5, "input gradient, by source \(bySource)")
+            #expect(Reference.maxRelativeError(dx, ref.dx) <= 1e-5, "input gradient, by source \(bySource), streamed \(streaming)")
         }
     }
 
