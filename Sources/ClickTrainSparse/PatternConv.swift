@@ -1442,25 +1442,17 @@ func planePass<N: PlaneKernelCount>(_: N.Type, _ out: UnsafeMutableRawPointer, _
     while v < bytes {
         let xa = ta.loadUnaligned(fromByteOffset: v, as: V.self), xb = tb.loadUnaligned(fromByteOffset: v, as: V.self)
         let xc = tc.loadUnaligned(fromByteOffset: v, as: V.self), xd = td.loadUnaligned(fromByteOffset: v, as: V.self)
-        let e0 = y0.loadUnaligned(fromByteOffset: v, as: V.self), e1 = y1.loadUnaligned(fromByteOffset: v, as: V.self)
-        a0.addProduct(e0, xa); b0.addProduct(e0, xb); c0.addProduct(e0, xc); d0.addProduct(e0, xd)
-        a1.addProduct(e1, xa); b1.addProduct(e1, xb); c1.addProduct(e1, xc); d1.addProduct(e1, xd)
-        if n > 2 {
-            let e2 = y2.loadUnaligned(fromByteOffset: v, as: V.self)
-            a2.addProduct(e2, xa); b2.addProduct(e2, xb); c2.addProduct(e2, xc); d2.addProduct(e2, xd)
+        // One kernel's output gradient at this step times the four taps, into its four sums.
+        @inline(__always) func step(_ y: UnsafeRawPointer, _ a: inout V, _ b: inout V, _ c: inout V, _ d: inout V) {
+            let e = y.loadUnaligned(fromByteOffset: v, as: V.self)
+            a.addProduct(e, xa); b.addProduct(e, xb); c.addProduct(e, xc); d.addProduct(e, xd)
         }
-        if n > 3 {
-            let e3 = y3.loadUnaligned(fromByteOffset: v, as: V.self)
-            a3.addProduct(e3, xa); b3.addProduct(e3, xb); c3.addProduct(e3, xc); d3.addProduct(e3, xd)
-        }
-        if n > 4 {
-            let e4 = y4.loadUnaligned(fromByteOffset: v, as: V.self)
-            a4.addProduct(e4, xa); b4.addProduct(e4, xb); c4.addProduct(e4, xc); d4.addProduct(e4, xd)
-        }
-        if n > 5 {
-            let e5 = y5.loadUnaligned(fromByteOffset: v, as: V.self)
-            a5.addProduct(e5, xa); b5.addProduct(e5, xb); c5.addProduct(e5, xc); d5.addProduct(e5, xd)
-        }
+        step(y0, &a0, &b0, &c0, &d0)
+        step(y1, &a1, &b1, &c1, &d1)
+        if n > 2 { step(y2, &a2, &b2, &c2, &d2) }
+        if n > 3 { step(y3, &a3, &b3, &c3, &d3) }
+        if n > 4 { step(y4, &a4, &b4, &c4, &d4) }
+        if n > 5 { step(y5, &a5, &b5, &c5, &d5) }
         v &+= 64
     }
     addTapSums(out, slot[0], a0, b0, c0, d0)
