@@ -564,6 +564,8 @@ public final class PatternConvKernel {
     /// registers while its kernels' output gradients stream past (`weightGradGrouped`).
     /// Measured against the per-tap tiles with one kernel object alternating the two call by
     /// call: 1.22-1.24x on a 64-channel 8x8 layer at 11% kept, 1.16x on 32->64 16x16 stride 2.
+    /// Runs only where the plane weight gradient does not (`planeWeightGradient` off or
+    /// `smallPlaneImagesPerPass` ≤ 1), which measured 1.12-1.21x faster on these planes.
     public var groupedWeightGradient = true
 
     /// The forward of the same layers by the same groups (`forwardGrouped`): per kernel its
@@ -606,8 +608,8 @@ public final class PatternConvKernel {
     /// 16->16 32x32, 1.06-1.09x on 32->32 16x16.
     public var pairedWeightGradient = true
 
-    /// Weight gradient of larger planes (OH·OW a multiple of 32, not 64) with 4-tap kernels
-    /// by (input channel, pattern) group over the whole plane (`weightGradPlane`): up to six
+    /// Weight gradient of planes of a multiple of 32 positions with 4-tap kernels by (input
+    /// channel, pattern) group over the whole plane (`weightGradPlane`): up to six
     /// kernels' tap sums stay in registers while the group's four input taps and the
     /// kernels' output gradients stream past, 16 positions at a time; the partial sums are
     /// written once per kernel and image instead of once per tap and tile. Takes precedence
@@ -746,7 +748,7 @@ public final class PatternConvKernel {
         // 64-position loop measured 7-12% slower than the per-tap tiles (fewer kernels per
         // group share the inputs held in registers, and 128-position tiles update partial sums
         // half as often); the plane loop keeps the sums in registers over the whole plane.
-        if fourTap && weightLanes == 16 && (shifted.positions == 64 || shifted.positions % 32 == 0) {
+        if fourTap && weightLanes == 16 && shifted.positions % 32 == 0 {
             var groups: [UInt32: [(Int32, Int32)]] = [:]
             for f in 0..<g.outChannels {
                 for e in Int(pw.rowStart[f])..<Int(pw.rowStart[f + 1]) {
@@ -1895,4 +1897,3 @@ func shiftedPlane(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float
         while p < n { dst[p] = p % w == w - 1 ? 0 : src[p + 1]; p += 1 }
     }
 }
-
