@@ -56,9 +56,9 @@ public enum PatternKernelSource {
             @inline(__always)
             func gatherTile16(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
                                 _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>, _ relu: Bool,
-                                _ residual: UnsafePointer<Float>?) {
-                gatherTile8(dst, initial, base, i0, i1, off, w, relu, residual)
-                gatherTile8(dst + 64, initial, base + 64, i0, i1, off, w, relu, residual.map { $0 + 64 })
+                                _ residual: UnsafePointer<Float>?, _ stream: Bool) {
+                gatherTile8(dst, initial, base, i0, i1, off, w, relu, residual, stream)
+                gatherTile8(dst + 64, initial, base + 64, i0, i1, off, w, relu, residual.map { $0 + 64 }, stream)
             }
 
             """
@@ -83,11 +83,12 @@ public enum PatternKernelSource {
 
             /// dst[0..<\(8 * r)] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<\(8 * r)],
             /// held in \(nv * n) SIMD\(lanes) registers (\(n) set\(n > 1 ? "s" : "") of \(nv), taps dealt round-robin);
-            /// then + residual[0..<\(8 * r)] when given and max(0, ·) when `relu`, before the store.
+            /// then + residual[0..<\(8 * r)] when given and max(0, ·) when `relu`, before the store\(lanes == 16
+                ? ",\n/// non-temporal (`streamStore`, dst 64-byte aligned) when `stream`" : " (`stream`\n/// streams on AVX-512 builds only)").
             @inline(__always)
             func gatherTile\(r)(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
                                 _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>, _ relu: Bool,
-                                _ residual: UnsafePointer<Float>?) {
+                                _ residual: UnsafePointer<Float>?, _ stream: Bool) {
                 let b = UnsafeRawPointer(base)
 
             """
@@ -122,6 +123,11 @@ public enum PatternKernelSource {
         s += "    }\n    if relu {\n"
         for v in vecs(nv) { s += "        o\(v).replace(with: 0, where: o\(v) .< 0)\n" }
         s += "    }\n"
+        if lanes == 16 {
+            s += "    if stream {\n"
+            for v in vecs(nv) { s += "        streamStore(o\(v), d + \(step * v))\n" }
+            s += "        return\n    }\n"
+        }
         for v in vecs(nv) { s += "    d.storeBytes(of: o\(v), toByteOffset: \(step * v), as: \(vt).self)\n" }
         s += "}\n"
         return s

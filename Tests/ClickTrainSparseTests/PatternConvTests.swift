@@ -218,6 +218,52 @@ struct PatternConvTests {
 
 @Suite("Pattern-sparse convolution, backward")
 struct PatternConvBackwardTests {
+    /// Planes of 1024 or more floats: the fill reads 8 channels side by side (12 and 20
+    /// channels leave a partial group; stride 2 with OW = 16 and 24, the 16- and 8-wide row
+    /// loops), and the forward output and stride-1 input gradient stored through the caches and
+    /// streamed around them (`streamingOutputMinBytes`) all equal the dense reference.
+    @Test(arguments: [(2, 12, 32, 32, 16, 2), (1, 20, 32, 48, 8, 2), (2, 12, 32, 32, 8, 1), (1, 20, 32, 48, 16, 1)])
+    func channelGroupedFillAndStreamedOutputsAgree(_ a: (Int, Int, Int, Int, Int, Int)) {
+        let (n, c, h, w, k, s) = a
+        let g = ConvGeometry(batch: n, inChannels: c, height: h, width: w, outChannels: k, kernelSize: 3, stride: s,
+                             padding: 1)
+        let x = Reference.random(g.inputShape, seed: 31), dy = Reference.random(g.outputShape, seed: 32)
+        let wt = Reference.random(g.weightShape, seed: 33), bias = Reference.random([k], seed: 34)
+        let res = Reference.random(g.outputShape, seed: 35)
+        let m = patternMask(g.weightShape, removed: 0.5, seed: 36)
+        for i in 0..<wt.count { wt[i] *= m[i] }
+        let pw = PatternWeights(weight: wt, mask: m)
+        let ref = Reference.conv2d(x, wt, bias: bias, stride: s, padding: 1)
+        let fused = Tensor(shape: g.outputShape)
+        for i in 0..<fused.count { fused[i] = max(0, ref[i] + res[i]) }
+        let refGrad = Reference.conv2dBackward(x, wt, dy, stride: s, padding: 1)
+        for streaming in [false, true] {
+            let kernel = PatternConvKernel(g)
+            kernel.streamingOutputMinBytes = streaming ? 0 : .max
+            let y = Tensor(shape: g.outputShape)
+            y.fill(7)  // must be overwritten
+            kernel.forward(input: x, weights: pw, bias: bias, output: y)
+            #expect(Reference.maxRelativeError(y, ref) <= 1e-5, "forward, streamed \(streaming)")
+            kernel.forward(input: x, weights: pw, bias: bias, output: y, relu: true, residual: res)
+            #expect(Reference.maxRelativeError(y, fused) <= 1e-5, "forward + residual + ReLU, streamed \(streaming)")
+            var dv = [Float](repeating: 0, count: pw.nonZeros)
+            let dx = Tensor(shape: g.inputShape)
+            dx.fill(3)
+            kernel.backward(input: x, weights: pw, gradOutput: dy, gradInput: dx, gradValues: &dv, gradBias: nil)
+            #expect(Reference.maxRelativeError(dx, refGrad.dx) <= 1e-5, "input gradient, streamed \(streaming)")
+            var i = 0
+            for f in 0..<k {
+                for e in Int(pw.rowStart[f])..<Int(pw.rowStart[f + 1]) {
+                    for t in Int(pw.tapStart[e])..<Int(pw.tapStart[e + 1]) {
+                        let want = refGrad.dw[(f * c + Int(pw.channel[e])) * 9 + Int(pw.tap[t])]
+                        #expect(abs(dv[i] - want) <= 1e-4 * max(1, abs(want)), "weight gradient, streamed \(streaming)")
+                        i += 1
+                    }
+                }
+            }
+        }
+    }
+
     @Test(arguments: patternShapes, MaskKind.allCases)
     func gradientsEqualDenseOnMaskedWeights(_ a: (Int, Int, Int, Int, Int, Int), _ kind: MaskKind) {
         let (n, c, h, w, k, s) = a

@@ -10,11 +10,12 @@ let gatherTileMax = 128
 
 /// dst[0..<128] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<128],
 /// held in 8 SIMD16 registers (1 set of 8, taps dealt round-robin);
-/// then + residual[0..<128] when given and max(0, ·) when `relu`, before the store.
+/// then + residual[0..<128] when given and max(0, ·) when `relu`, before the store,
+/// non-temporal (`streamStore`, dst 64-byte aligned) when `stream`.
 @inline(__always)
 func gatherTile16(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
                     _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>, _ relu: Bool,
-                    _ residual: UnsafePointer<Float>?) {
+                    _ residual: UnsafePointer<Float>?, _ stream: Bool) {
     let b = UnsafeRawPointer(base)
     var a0_0 = V16(repeating: initial), a0_1 = V16(repeating: initial), a0_2 = V16(repeating: initial), a0_3 = V16(repeating: initial), a0_4 = V16(repeating: initial), a0_5 = V16(repeating: initial), a0_6 = V16(repeating: initial), a0_7 = V16(repeating: initial)
     var i = i0
@@ -60,6 +61,17 @@ func gatherTile16(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: 
         o6.replace(with: 0, where: o6 .< 0)
         o7.replace(with: 0, where: o7 .< 0)
     }
+    if stream {
+        streamStore(o0, d + 0)
+        streamStore(o1, d + 64)
+        streamStore(o2, d + 128)
+        streamStore(o3, d + 192)
+        streamStore(o4, d + 256)
+        streamStore(o5, d + 320)
+        streamStore(o6, d + 384)
+        streamStore(o7, d + 448)
+        return
+    }
     d.storeBytes(of: o0, toByteOffset: 0, as: V16.self)
     d.storeBytes(of: o1, toByteOffset: 64, as: V16.self)
     d.storeBytes(of: o2, toByteOffset: 128, as: V16.self)
@@ -72,11 +84,12 @@ func gatherTile16(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: 
 
 /// dst[0..<64] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<64],
 /// held in 8 SIMD16 registers (2 sets of 4, taps dealt round-robin);
-/// then + residual[0..<64] when given and max(0, ·) when `relu`, before the store.
+/// then + residual[0..<64] when given and max(0, ·) when `relu`, before the store,
+/// non-temporal (`streamStore`, dst 64-byte aligned) when `stream`.
 @inline(__always)
 func gatherTile8(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
                     _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>, _ relu: Bool,
-                    _ residual: UnsafePointer<Float>?) {
+                    _ residual: UnsafePointer<Float>?, _ stream: Bool) {
     let b = UnsafeRawPointer(base)
     var a0_0 = V16(repeating: initial), a0_1 = V16(repeating: initial), a0_2 = V16(repeating: initial), a0_3 = V16(repeating: initial)
     var a1_0 = V16(repeating: 0), a1_1 = V16(repeating: 0), a1_2 = V16(repeating: 0), a1_3 = V16(repeating: 0)
@@ -120,6 +133,13 @@ func gatherTile8(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: U
         o2.replace(with: 0, where: o2 .< 0)
         o3.replace(with: 0, where: o3 .< 0)
     }
+    if stream {
+        streamStore(o0, d + 0)
+        streamStore(o1, d + 64)
+        streamStore(o2, d + 128)
+        streamStore(o3, d + 192)
+        return
+    }
     d.storeBytes(of: o0, toByteOffset: 0, as: V16.self)
     d.storeBytes(of: o1, toByteOffset: 64, as: V16.self)
     d.storeBytes(of: o2, toByteOffset: 128, as: V16.self)
@@ -128,11 +148,12 @@ func gatherTile8(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: U
 
 /// dst[0..<32] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<32],
 /// held in 8 SIMD16 registers (4 sets of 2, taps dealt round-robin);
-/// then + residual[0..<32] when given and max(0, ·) when `relu`, before the store.
+/// then + residual[0..<32] when given and max(0, ·) when `relu`, before the store,
+/// non-temporal (`streamStore`, dst 64-byte aligned) when `stream`.
 @inline(__always)
 func gatherTile4(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
                     _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>, _ relu: Bool,
-                    _ residual: UnsafePointer<Float>?) {
+                    _ residual: UnsafePointer<Float>?, _ stream: Bool) {
     let b = UnsafeRawPointer(base)
     var a0_0 = V16(repeating: initial), a0_1 = V16(repeating: initial)
     var a1_0 = V16(repeating: 0), a1_1 = V16(repeating: 0)
@@ -172,17 +193,23 @@ func gatherTile4(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: U
         o0.replace(with: 0, where: o0 .< 0)
         o1.replace(with: 0, where: o1 .< 0)
     }
+    if stream {
+        streamStore(o0, d + 0)
+        streamStore(o1, d + 64)
+        return
+    }
     d.storeBytes(of: o0, toByteOffset: 0, as: V16.self)
     d.storeBytes(of: o1, toByteOffset: 64, as: V16.self)
 }
 
 /// dst[0..<16] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<16],
 /// held in 8 SIMD16 registers (8 sets of 1, taps dealt round-robin);
-/// then + residual[0..<16] when given and max(0, ·) when `relu`, before the store.
+/// then + residual[0..<16] when given and max(0, ·) when `relu`, before the store,
+/// non-temporal (`streamStore`, dst 64-byte aligned) when `stream`.
 @inline(__always)
 func gatherTile2(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
                     _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>, _ relu: Bool,
-                    _ residual: UnsafePointer<Float>?) {
+                    _ residual: UnsafePointer<Float>?, _ stream: Bool) {
     let b = UnsafeRawPointer(base)
     var a0_0 = V16(repeating: initial)
     var a1_0 = V16(repeating: 0)
@@ -225,6 +252,10 @@ func gatherTile2(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: U
     }
     if relu {
         o0.replace(with: 0, where: o0 .< 0)
+    }
+    if stream {
+        streamStore(o0, d + 0)
+        return
     }
     d.storeBytes(of: o0, toByteOffset: 0, as: V16.self)
 }
@@ -421,18 +452,19 @@ let gatherTileMax = 64
 @inline(__always)
 func gatherTile16(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
                     _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>, _ relu: Bool,
-                    _ residual: UnsafePointer<Float>?) {
-    gatherTile8(dst, initial, base, i0, i1, off, w, relu, residual)
-    gatherTile8(dst + 64, initial, base + 64, i0, i1, off, w, relu, residual.map { $0 + 64 })
+                    _ residual: UnsafePointer<Float>?, _ stream: Bool) {
+    gatherTile8(dst, initial, base, i0, i1, off, w, relu, residual, stream)
+    gatherTile8(dst + 64, initial, base + 64, i0, i1, off, w, relu, residual.map { $0 + 64 }, stream)
 }
 
 /// dst[0..<64] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<64],
 /// held in 8 SIMD8 registers (1 set of 8, taps dealt round-robin);
-/// then + residual[0..<64] when given and max(0, ·) when `relu`, before the store.
+/// then + residual[0..<64] when given and max(0, ·) when `relu`, before the store (`stream`
+/// streams on AVX-512 builds only).
 @inline(__always)
 func gatherTile8(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
                     _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>, _ relu: Bool,
-                    _ residual: UnsafePointer<Float>?) {
+                    _ residual: UnsafePointer<Float>?, _ stream: Bool) {
     let b = UnsafeRawPointer(base)
     var a0_0 = V8(repeating: initial), a0_1 = V8(repeating: initial), a0_2 = V8(repeating: initial), a0_3 = V8(repeating: initial), a0_4 = V8(repeating: initial), a0_5 = V8(repeating: initial), a0_6 = V8(repeating: initial), a0_7 = V8(repeating: initial)
     var i = i0
@@ -490,11 +522,12 @@ func gatherTile8(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: U
 
 /// dst[0..<32] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<32],
 /// held in 8 SIMD8 registers (2 sets of 4, taps dealt round-robin);
-/// then + residual[0..<32] when given and max(0, ·) when `relu`, before the store.
+/// then + residual[0..<32] when given and max(0, ·) when `relu`, before the store (`stream`
+/// streams on AVX-512 builds only).
 @inline(__always)
 func gatherTile4(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
                     _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>, _ relu: Bool,
-                    _ residual: UnsafePointer<Float>?) {
+                    _ residual: UnsafePointer<Float>?, _ stream: Bool) {
     let b = UnsafeRawPointer(base)
     var a0_0 = V8(repeating: initial), a0_1 = V8(repeating: initial), a0_2 = V8(repeating: initial), a0_3 = V8(repeating: initial)
     var a1_0 = V8(repeating: 0), a1_1 = V8(repeating: 0), a1_2 = V8(repeating: 0), a1_3 = V8(repeating: 0)
@@ -546,11 +579,12 @@ func gatherTile4(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: U
 
 /// dst[0..<16] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<16],
 /// held in 8 SIMD8 registers (4 sets of 2, taps dealt round-robin);
-/// then + residual[0..<16] when given and max(0, ·) when `relu`, before the store.
+/// then + residual[0..<16] when given and max(0, ·) when `relu`, before the store (`stream`
+/// streams on AVX-512 builds only).
 @inline(__always)
 func gatherTile2(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
                     _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>, _ relu: Bool,
-                    _ residual: UnsafePointer<Float>?) {
+                    _ residual: UnsafePointer<Float>?, _ stream: Bool) {
     let b = UnsafeRawPointer(base)
     var a0_0 = V8(repeating: initial), a0_1 = V8(repeating: initial)
     var a1_0 = V8(repeating: 0), a1_1 = V8(repeating: 0)
@@ -597,11 +631,12 @@ func gatherTile2(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: U
 
 /// dst[0..<8] = initial + Σ over taps i in i0..<i1 of w[i] · base[off[i] + 0..<8],
 /// held in 8 SIMD8 registers (8 sets of 1, taps dealt round-robin);
-/// then + residual[0..<8] when given and max(0, ·) when `relu`, before the store.
+/// then + residual[0..<8] when given and max(0, ·) when `relu`, before the store (`stream`
+/// streams on AVX-512 builds only).
 @inline(__always)
 func gatherTile1(_ dst: UnsafeMutablePointer<Float>, _ initial: Float, _ base: UnsafePointer<Float>, _ i0: Int,
                     _ i1: Int, _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>, _ relu: Bool,
-                    _ residual: UnsafePointer<Float>?) {
+                    _ residual: UnsafePointer<Float>?, _ stream: Bool) {
     let b = UnsafeRawPointer(base)
     var a0_0 = V8(repeating: initial)
     var a1_0 = V8(repeating: 0)
