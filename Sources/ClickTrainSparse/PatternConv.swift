@@ -417,70 +417,79 @@ public final class PatternConvKernel {
         /// (kx = 2) and odd columns one to the right (kx = 0, column 0 zero), 8 outputs per
         /// 16-float load (16 per 32-float load with whole-vector stores when OW is a multiple
         /// of 16: 1.02-1.05x on layer2.0.conv1's weight gradient); no per-row restoring of
-        /// spilled floats, and the copy checks hoisted. Rows are taken in order for
-        /// `fillChannelGroup` channels at a time, row y of each before row y + 1: each channel
-        /// is its own page of the input, and reading several pages side by side keeps more
-        /// lines in flight from memory than one page after another (the fill alone 1.21-1.31x,
-        /// layer2.0.conv1's forward 1.13-1.19x, input not in cache).
+        /// spilled floats, and the copy checks hoisted. With `fillChannelGroup` 8 (planes of a
+        /// page or more) rows are taken in order for 8 channels at a time, row y of each before
+        /// row y + 1: reading several pages side by side keeps more lines in flight from memory
+        /// than one page after another (layer2.0.conv1's forward 1.22-1.37x, its weight
+        /// gradient 1.25-1.31x over rows in order one channel at a time, input not in cache).
         @inline(__always)
         private func stride2Fill(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, channels: Int,
                                  height h: Int, width w: Int, used: Int) {
             typealias V = SIMD16<Float>
-            let ow = width, cs = copyStride, group = fillChannelGroup
+            let ow = width, cs = copyStride
+            // Input row y of channel c: row y / 2 + e of the copies with parity py = 1 − e.
+            @inline(__always) func row(_ c: Int, _ y: Int) {
+                let e = y & 1, i = y >> 1, py = 1 - e
+                let use0 = used & (1 << py) != 0, use1 = used & (1 << (2 + py)) != 0, use2 = used & (1 << (4 + py)) != 0
+                if !(use0 || use1 || use2) { return }
+                let d0 = UnsafeMutableRawPointer(dst + c &* channelStride + py * cs + e * ow), d1 = d0 + 8 * cs
+                let d2 = d1 + 8 * cs
+                let sr = UnsafeRawPointer(src + (c &* h &+ y) &* w), o = 4 &* i &* ow
+                var ox = 0
+                if ow % 16 == 0 {
+                    // 16 outputs per copy from two 16-float loads: whole-vector stores.
+                    while ox < ow {
+                        let v = sr.loadUnaligned(fromByteOffset: 8 &* ox, as: SIMD32<Float>.self)
+                        let at = o &+ 4 &* ox
+                        if use1 { d1.storeBytes(of: v.evenHalf, toByteOffset: at, as: V.self) }
+                        if use2 { d2.storeBytes(of: v.oddHalf, toByteOffset: at, as: V.self) }
+                        if use0 {
+                            var u: V
+                            if ox == 0 {
+                                let q = v.oddHalf
+                                u = V(0, q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7], q[8], q[9], q[10], q[11], q[12],
+                                      q[13], q[14])
+                            } else {
+                                u = sr.loadUnaligned(fromByteOffset: 8 &* ox &- 4, as: SIMD32<Float>.self).evenHalf
+                            }
+                            d0.storeBytes(of: u, toByteOffset: at, as: V.self)
+                        }
+                        ox &+= 16
+                    }
+                    return
+                }
+                while ox < ow {
+                    let v = sr.loadUnaligned(fromByteOffset: 8 &* ox, as: V.self)
+                    let at = o &+ 4 &* ox
+                    if use1 { d1.storeBytes(of: v.evenHalf, toByteOffset: at, as: V8.self) }
+                    if use2 { d2.storeBytes(of: v.oddHalf, toByteOffset: at, as: V8.self) }
+                    if use0 {
+                        // x[2·ox − 1]: the odd columns moved up one lane, the row's first zero.
+                        var u: V8
+                        if ox == 0 {
+                            let odd = v.oddHalf
+                            u = V8(0, odd[0], odd[1], odd[2], odd[3], odd[4], odd[5], odd[6])
+                        } else {
+                            u = sr.loadUnaligned(fromByteOffset: 8 &* ox &- 4, as: V.self).evenHalf
+                        }
+                        d0.storeBytes(of: u, toByteOffset: at, as: V8.self)
+                    }
+                    ox &+= 8
+                }
+            }
+            let group = fillChannelGroup
+            if group == 1 {
+                // One channel at a time, its even rows, then its odd ones (1.06-1.10x over rows
+                // in order on 32->64 16x16, 1.13x over 8 channels side by side).
+                for c in 0..<channels {
+                    for e in 0..<2 { for i in 0..<h / 2 { row(c, 2 &* i &+ e) } }
+                }
+                return
+            }
             var c0 = 0
             while c0 < channels {
                 let c1 = min(c0 &+ group, channels)
-                for y in 0..<h {
-                    let e = y & 1, i = y >> 1, py = 1 - e
-                    let use0 = used & (1 << py) != 0, use1 = used & (1 << (2 + py)) != 0, use2 = used & (1 << (4 + py)) != 0
-                    if !(use0 || use1 || use2) { continue }
-                    for c in c0..<c1 {
-                        let d0 = UnsafeMutableRawPointer(dst + c &* channelStride + py * cs + e * ow), d1 = d0 + 8 * cs
-                        let d2 = d1 + 8 * cs
-                        let sr = UnsafeRawPointer(src + (c &* h &+ y) &* w), o = 4 &* i &* ow
-                        var ox = 0
-                        if ow % 16 == 0 {
-                            // 16 outputs per copy from two 16-float loads: whole-vector stores.
-                            while ox < ow {
-                                let v = sr.loadUnaligned(fromByteOffset: 8 &* ox, as: SIMD32<Float>.self)
-                                let at = o &+ 4 &* ox
-                                if use1 { d1.storeBytes(of: v.evenHalf, toByteOffset: at, as: V.self) }
-                                if use2 { d2.storeBytes(of: v.oddHalf, toByteOffset: at, as: V.self) }
-                                if use0 {
-                                    var u: V
-                                    if ox == 0 {
-                                        let q = v.oddHalf
-                                        u = V(0, q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7], q[8], q[9], q[10], q[11],
-                                              q[12], q[13], q[14])
-                                    } else {
-                                        u = sr.loadUnaligned(fromByteOffset: 8 &* ox &- 4, as: SIMD32<Float>.self).evenHalf
-                                    }
-                                    d0.storeBytes(of: u, toByteOffset: at, as: V.self)
-                                }
-                                ox &+= 16
-                            }
-                            continue
-                        }
-                        while ox < ow {
-                            let v = sr.loadUnaligned(fromByteOffset: 8 &* ox, as: V.self)
-                            let at = o &+ 4 &* ox
-                            if use1 { d1.storeBytes(of: v.evenHalf, toByteOffset: at, as: V8.self) }
-                            if use2 { d2.storeBytes(of: v.oddHalf, toByteOffset: at, as: V8.self) }
-                            if use0 {
-                                // x[2·ox − 1]: the odd columns moved up one lane, the row's first zero.
-                                var u: V8
-                                if ox == 0 {
-                                    let odd = v.oddHalf
-                                    u = V8(0, odd[0], odd[1], odd[2], odd[3], odd[4], odd[5], odd[6])
-                                } else {
-                                    u = sr.loadUnaligned(fromByteOffset: 8 &* ox &- 4, as: V.self).evenHalf
-                                }
-                                d0.storeBytes(of: u, toByteOffset: at, as: V8.self)
-                            }
-                            ox &+= 8
-                        }
-                    }
-                }
+                for y in 0..<h { for c in c0..<c1 { row(c, y) } }
                 c0 = c1
             }
         }
