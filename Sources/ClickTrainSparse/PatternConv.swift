@@ -624,7 +624,10 @@ public final class PatternConvKernel {
     /// then does not displace the input being read, nor is each line read before it is
     /// written. Measured 1.09-1.11x on layer2.0.conv1 (4 MiB out), 1.05-1.08x on 16->16 32x32
     /// (8 MiB), 1.04x on 32->32 16x16 (4 MiB), none at 2 MiB; the stride-1 input gradient
-    /// 1.10x on 16->16 32x32 (8 MiB), 1.07x on 32->32 16x16 (4 MiB).
+    /// 1.10x on 16->16 32x32 (8 MiB), 1.07x on 32->32 16x16 (4 MiB). A whole ResNet-32
+    /// training step is unchanged by it (0.995-0.999x: its batch norm then reads the output
+    /// from memory); inference with batch norm folded, where the next convolution reads the
+    /// output straight away, lost 3-4%, so `Conv2d.forwardFolding` passes `streamOutput: false`.
     public var streamingOutputMinBytes = 4 << 20
 
     /// Whether the stride-2 input gradient can run by source (`fusedStride2InputGradient`).
@@ -983,9 +986,10 @@ public final class PatternConvKernel {
 
     /// `output = conv(input, weights) + bias`, plus `residual` when given (a ResNet block's
     /// shortcut, same shape as the output), then max(0, ·) when `relu` — both fused into
-    /// the store; input [N, C, H, W], output [N, K, OH, OW].
+    /// the store; input [N, C, H, W], output [N, K, OH, OW]. `streamOutput` false keeps a
+    /// large output in cache (`streamingOutputMinBytes`): for a caller that reads it at once.
     public func forward(input: Tensor, weights pw: PatternWeights, bias: Tensor?, output: Tensor, relu: Bool = false,
-                        residual: Tensor? = nil) {
+                        residual: Tensor? = nil, streamOutput: Bool = true) {
         let g = geometry
         precondition(input.shape == g.inputShape && output.shape == g.outputShape, "pattern conv forward: shapes")
         precondition(residual == nil || residual!.shape == g.outputShape, "pattern conv forward: residual shape")
@@ -1000,7 +1004,7 @@ public final class PatternConvKernel {
         let usePatterns = usePatternCode && p.fourTap
         let grouped = groupedForward && p.cpStart.count > 1 && sh.positions == 64 && !usePatterns, groups = p.cpStart.count - 1
         let streamY = hasStreamingStores && !grouped && !usePatterns && outSize % 16 == 0
-            && 4 * g.outputShape.reduce(1, *) >= streamingOutputMinBytes
+            && 4 * g.outputShape.reduce(1, *) >= streamingOutputMinBytes && streamOutput
         p.cpOffset.withUnsafeBufferPointer { cpo in
         p.cpStart.withUnsafeBufferPointer { cps in
         p.cpFilter.withUnsafeBufferPointer { cpf in
