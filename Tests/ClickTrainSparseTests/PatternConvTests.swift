@@ -35,6 +35,48 @@ func patternMask(_ shape: [Int], removed: Double, seed: UInt64, kind: MaskKind =
     return m
 }
 
+/// A pattern-masked conv with random input, output gradient, bias and residual, and the
+/// dense reference's results on the masked weight (`seed` … `seed + 5`).
+struct MaskedConvCase {
+    let g: ConvGeometry
+    let x: Tensor, dy: Tensor, wt: Tensor, bias: Tensor, res: Tensor
+    let pw: PatternWeights
+    /// conv + bias; max(0, conv + bias + residual); the reference gradients.
+    let ref: Tensor, fused: Tensor
+    let refGrad: (dx: Tensor, dw: Tensor, db: Tensor)
+
+    init(_ a: (Int, Int, Int, Int, Int, Int), removed: Double, seed: UInt64) {
+        let (n, c, h, w, k, s) = a
+        g = ConvGeometry(batch: n, inChannels: c, height: h, width: w, outChannels: k, kernelSize: 3, stride: s, padding: 1)
+        x = Reference.random(g.inputShape, seed: seed)
+        dy = Reference.random(g.outputShape, seed: seed + 1)
+        wt = Reference.random(g.weightShape, seed: seed + 2)
+        bias = Reference.random([k], seed: seed + 3)
+        res = Reference.random(g.outputShape, seed: seed + 4)
+        let m = patternMask(g.weightShape, removed: removed, seed: seed + 5)
+        for i in 0..<wt.count { wt[i] *= m[i] }
+        pw = PatternWeights(weight: wt, mask: m)
+        ref = Reference.conv2d(x, wt, bias: bias, stride: s, padding: 1)
+        fused = Tensor(shape: g.outputShape)
+        for i in 0..<fused.count { fused[i] = max(0, ref[i] + res[i]) }
+        refGrad = Reference.conv2dBackward(x, wt, dy, stride: s, padding: 1)
+    }
+
+    /// The kept weights' gradients `dv` (in `pw.value`'s order) against the reference.
+    func expectKeptWeightGradients(_ dv: [Float], _ label: String) {
+        var i = 0
+        for f in 0..<g.outChannels {
+            for e in Int(pw.rowStart[f])..<Int(pw.rowStart[f + 1]) {
+                for t in Int(pw.tapStart[e])..<Int(pw.tapStart[e + 1]) {
+                    let want = refGrad.dw[(f * g.inChannels + Int(pw.channel[e])) * 9 + Int(pw.tap[t])]
+                    #expect(abs(dv[i] - want) <= 1e-4 * max(1, abs(want)), "weight gradient, \(label)")
+                    i += 1
+                }
+            }
+        }
+    }
+}
+
 let patternShapes = [(1, 16, 8, 8, 16, 1), (5, 8, 9, 7, 12, 2), (2, 32, 6, 6, 64, 1), (3, 3, 11, 11, 5, 2),
                      (2, 8, 20, 18, 16, 2), (2, 16, 32, 32, 16, 1), (1, 4, 28, 28, 8, 2), (2, 6, 14, 14, 8, 1),
                      (2, 8, 16, 32, 8, 2), (2, 8, 16, 16, 16, 2)]
@@ -88,18 +130,8 @@ struct PatternConvTests {
                       (11, 16, 8, 8, 40, 1, false), (9, 8, 16, 16, 40, 2, true)])
     func groupedAndPerTapPathsAgree(_ a: (Int, Int, Int, Int, Int, Int, Bool)) {
         let (n, c, h, w, k, s, plane) = a
-        let g = ConvGeometry(batch: n, inChannels: c, height: h, width: w, outChannels: k, kernelSize: 3, stride: s,
-                             padding: 1)
-        let x = Reference.random(g.inputShape, seed: 11), dy = Reference.random(g.outputShape, seed: 12)
-        let wt = Reference.random(g.weightShape, seed: 13), bias = Reference.random([k], seed: 14)
-        let res = Reference.random(g.outputShape, seed: 15)
-        let m = patternMask(g.weightShape, removed: 0.6, seed: 16)
-        for i in 0..<wt.count { wt[i] *= m[i] }
-        let pw = PatternWeights(weight: wt, mask: m)
-        let ref = Reference.conv2d(x, wt, bias: bias, stride: s, padding: 1)
-        let fused = Tensor(shape: g.outputShape)
-        for i in 0..<fused.count { fused[i] = max(0, ref[i] + res[i]) }
-        let refGrad = Reference.conv2dBackward(x, wt, dy, stride: s, padding: 1)
+        let t = MaskedConvCase((n, c, h, w, k, s), removed: 0.6, seed: 11)
+        let (g, x, dy, bias, res, pw, fused, refGrad) = (t.g, t.x, t.dy, t.bias, t.res, t.pw, t.fused, t.refGrad)
         var results: [([Float], [Float])] = []
         for grouped in [true, false] {
             let kernel = PatternConvKernel(g)
@@ -117,16 +149,7 @@ struct PatternConvTests {
             dx.fill(3)  // must be overwritten
             kernel.backward(input: x, weights: pw, gradOutput: dy, gradInput: dx, gradValues: &dv, gradBias: nil)
             #expect(Reference.maxRelativeError(dx, refGrad.dx) <= 1e-5, "input gradient, grouped \(grouped)")
-            var i = 0
-            for f in 0..<k {
-                for e in Int(pw.rowStart[f])..<Int(pw.rowStart[f + 1]) {
-                    for t in Int(pw.tapStart[e])..<Int(pw.tapStart[e + 1]) {
-                        let want = refGrad.dw[(f * c + Int(pw.channel[e])) * 9 + Int(pw.tap[t])]
-                        #expect(abs(dv[i] - want) <= 1e-4 * max(1, abs(want)), "weight gradient, grouped \(grouped)")
-                        i += 1
-                    }
-                }
-            }
+            t.expectKeptWeightGradients(dv, "grouped \(grouped)")
             results.append((y.array, dv))
         }
         if g.outHeight * g.outWidth == 64 && !plane {
@@ -224,19 +247,8 @@ struct PatternConvBackwardTests {
     /// streamed around them (`streamingOutputMinBytes`) all equal the dense reference.
     @Test(arguments: [(2, 12, 32, 32, 16, 2), (1, 20, 32, 48, 8, 2), (2, 12, 32, 32, 8, 1), (1, 20, 32, 48, 16, 1)])
     func channelGroupedFillAndStreamedOutputsAgree(_ a: (Int, Int, Int, Int, Int, Int)) {
-        let (n, c, h, w, k, s) = a
-        let g = ConvGeometry(batch: n, inChannels: c, height: h, width: w, outChannels: k, kernelSize: 3, stride: s,
-                             padding: 1)
-        let x = Reference.random(g.inputShape, seed: 31), dy = Reference.random(g.outputShape, seed: 32)
-        let wt = Reference.random(g.weightShape, seed: 33), bias = Reference.random([k], seed: 34)
-        let res = Reference.random(g.outputShape, seed: 35)
-        let m = patternMask(g.weightShape, removed: 0.5, seed: 36)
-        for i in 0..<wt.count { wt[i] *= m[i] }
-        let pw = PatternWeights(weight: wt, mask: m)
-        let ref = Reference.conv2d(x, wt, bias: bias, stride: s, padding: 1)
-        let fused = Tensor(shape: g.outputShape)
-        for i in 0..<fused.count { fused[i] = max(0, ref[i] + res[i]) }
-        let refGrad = Reference.conv2dBackward(x, wt, dy, stride: s, padding: 1)
+        let t = MaskedConvCase(a, removed: 0.5, seed: 31)
+        let (g, x, dy, bias, res, pw, ref, fused) = (t.g, t.x, t.dy, t.bias, t.res, t.pw, t.ref, t.fused)
         for streaming in [false, true] {
             let kernel = PatternConvKernel(g)
             kernel.streamingOutputMinBytes = streaming ? 0 : .max
@@ -250,17 +262,8 @@ struct PatternConvBackwardTests {
             let dx = Tensor(shape: g.inputShape)
             dx.fill(3)
             kernel.backward(input: x, weights: pw, gradOutput: dy, gradInput: dx, gradValues: &dv, gradBias: nil)
-            #expect(Reference.maxRelativeError(dx, refGrad.dx) <= 1e-5, "input gradient, streamed \(streaming)")
-            var i = 0
-            for f in 0..<k {
-                for e in Int(pw.rowStart[f])..<Int(pw.rowStart[f + 1]) {
-                    for t in Int(pw.tapStart[e])..<Int(pw.tapStart[e + 1]) {
-                        let want = refGrad.dw[(f * c + Int(pw.channel[e])) * 9 + Int(pw.tap[t])]
-                        #expect(abs(dv[i] - want) <= 1e-4 * max(1, abs(want)), "weight gradient, streamed \(streaming)")
-                        i += 1
-                    }
-                }
-            }
+            #expect(Reference.maxRelativeError(dx, t.refGrad.dx) <= 1e-5, "input gradient, streamed \(streaming)")
+            t.expectKeptWeightGradients(dv, "streamed \(streaming)")
         }
     }
 
