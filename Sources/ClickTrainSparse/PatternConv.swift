@@ -622,12 +622,12 @@ public final class PatternConvKernel {
     /// The forward pass (and the stride-1 input gradient) stores its output non-temporally from
     /// this size on, in bytes (AVX-512 x86 builds; the 8x8 grouped path never): the output
     /// then does not displace the input being read, nor is each line read before it is
-    /// written. Measured 1.09-1.11x on layer2.0.conv1 (4 MiB out), 1.05-1.08x on 16->16 32x32
+    /// written. Measured 1.05-1.12x on layer2.0.conv1 (4 MiB out), 1.05-1.08x on 16->16 32x32
     /// (8 MiB), 1.04x on 32->32 16x16 (4 MiB), none at 2 MiB; the stride-1 input gradient
     /// 1.10x on 16->16 32x32 (8 MiB), 1.07x on 32->32 16x16 (4 MiB). A whole ResNet-32
     /// training step is unchanged by it (0.995-0.999x: its batch norm then reads the output
     /// from memory); inference with batch norm folded, where the next convolution reads the
-    /// output straight away, lost 3-4%, so `Conv2d.forwardFolding` passes `streamOutput: false`.
+    /// output straight away, lost 1-4%, so `Conv2d.forwardFolding` passes `streamOutput: false`.
     public var streamingOutputMinBytes = 4 << 20
 
     /// Whether the stride-2 input gradient can run by source (`fusedStride2InputGradient`).
