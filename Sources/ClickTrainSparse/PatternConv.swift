@@ -417,11 +417,12 @@ public final class PatternConvKernel {
         /// (kx = 2) and odd columns one to the right (kx = 0, column 0 zero), 8 outputs per
         /// 16-float load (16 per 32-float load with whole-vector stores when OW is a multiple
         /// of 16: 1.02-1.05x on layer2.0.conv1's weight gradient); no per-row restoring of
-        /// spilled floats, and the copy checks hoisted. With `fillChannelGroup` 8 (planes of a
-        /// page or more) rows are taken in order for 8 channels at a time, row y of each before
-        /// row y + 1: reading several pages side by side keeps more lines in flight from memory
-        /// than one page after another (layer2.0.conv1's forward 1.22-1.37x, its weight
-        /// gradient 1.25-1.31x over rows in order one channel at a time, input not in cache).
+        /// spilled floats, and the copy checks made once per row. With `fillChannelGroup` 8
+        /// (planes of a page or more) rows are taken in order for 8 channels at a time, row y
+        /// of each before row y + 1: reading several pages side by side keeps more lines in
+        /// flight from memory than one page after another (layer2.0.conv1's forward 1.22-1.37x,
+        /// its weight gradient 1.25-1.31x over rows in order one channel at a time, input not
+        /// in cache).
         @inline(__always)
         private func stride2Fill(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, channels: Int,
                                  height h: Int, width w: Int, used: Int) {
