@@ -612,24 +612,24 @@ public final class PatternConvKernel {
     /// 16x16.
     public var fusedStride2InputGradient = true
 
-    /// The stride-2 input gradient by source writes dx with non-temporal stores (AVX-512
-    /// builds; `streamStore`) when dx is larger than this many bytes: whole 64-byte lines that
-    /// this call does not read back, so the stores skip reading each line first. Measured with
-    /// one kernel object alternating both call by call, with and without 8 MB written between
-    /// calls (batch 128): 1.13-1.19x with 8 MB of dx (16->32 32x32, layer2.0.conv1),
-    /// 0.99-1.01x with 4 MB (32->64 16x16), 0.93-1.05x with 2 MB (16->32 16x16); hence the
-    /// default of 4 MiB. 0 streams always, `Int.max` never.
-    public var streamingInputGradientMinBytes = 4 << 20
-    /// The forward pass (and the stride-1 input gradient) stores its output non-temporally from
-    /// this size on, in bytes (AVX-512 x86 builds; the 8x8 grouped path never): the output
-    /// then does not displace the input being read, nor is each line read before it is
-    /// written. Measured 1.05-1.12x on layer2.0.conv1 (4 MiB out), 1.05-1.08x on 16->16 32x32
-    /// (8 MiB), 1.04x on 32->32 16x16 (4 MiB), none at 2 MiB; the stride-1 input gradient
-    /// 1.10x on 16->16 32x32 (8 MiB), 1.07x on 32->32 16x16 (4 MiB). A whole ResNet-32
-    /// training step is unchanged by it (0.995-0.999x: its batch norm then reads the output
-    /// from memory); inference with batch norm folded, where the next convolution reads the
-    /// output straight away, lost 1-4%, so `Conv2d.forwardFolding` passes `streamOutput: false`.
-    public var streamingOutputMinBytes = 4 << 20
+    /// Outputs of this many bytes or more — the forward's, and the input gradient of the
+    /// stride-1 gather and of the stride-2 path by source — are written with non-temporal
+    /// stores (`streamStore`, AVX-512 x86 builds; not the 8x8 grouped paths): whole 64-byte
+    /// lines this call does not read back, so the stores skip reading each line first and do
+    /// not displace the input being read. 0 streams always, `Int.max` never. Measured with one
+    /// kernel object alternating both call by call (batch 128, with and without 8 MB written
+    /// between calls): stride-2 input gradient 1.13-1.19x with 8 MB (layer2.0.conv1),
+    /// 0.99-1.01x with 4 MB (32->64 16x16), 0.93-1.05x with 2 MB; forward 1.05-1.12x on
+    /// layer2.0.conv1 (4 MiB out), 1.05-1.08x on 16->16 32x32 (8 MiB), 1.04x on 32->32 16x16
+    /// (4 MiB), none at 2 MiB; stride-1 input gradient 1.10x (8 MiB), 1.07x (4 MiB). A whole
+    /// ResNet-32 training step is unchanged by it (0.995-0.999x: its batch norm then reads the
+    /// output from memory); inference with batch norm folded, where the next convolution reads
+    /// the output straight away, lost 1-4%, so `Conv2d.forwardFolding` passes
+    /// `streamOutput: false`.
+    public var streamingMinBytes = 4 << 20
+
+    /// Whether an output of `floats` floats is streamed (`streamingMinBytes`).
+    func streams(_ floats: Int) -> Bool { hasStreamingStores && 4 * floats >= streamingMinBytes }
 
     /// Whether the stride-2 input gradient can run by source (`fusedStride2InputGradient`).
     var bySource: Bool {
@@ -988,7 +988,7 @@ public final class PatternConvKernel {
     /// `output = conv(input, weights) + bias`, plus `residual` when given (a ResNet block's
     /// shortcut, same shape as the output), then max(0, ·) when `relu` — both fused into
     /// the store; input [N, C, H, W], output [N, K, OH, OW]. `streamOutput` false keeps a
-    /// large output in cache (`streamingOutputMinBytes`): for a caller that reads it at once.
+    /// large output in cache (`streamingMinBytes`): for a caller that reads it at once.
     public func forward(input: Tensor, weights pw: PatternWeights, bias: Tensor?, output: Tensor, relu: Bool = false,
                         residual: Tensor? = nil, streamOutput: Bool = true) {
         let g = geometry
@@ -1004,8 +1004,7 @@ public final class PatternConvKernel {
         let biasValues = (0..<k).map { bias?[$0] ?? 0 }
         let usePatterns = usePatternCode && p.fourTap
         let grouped = groupedForward && p.cpStart.count > 1 && sh.positions == 64 && !usePatterns, groups = p.cpStart.count - 1
-        let streamY = hasStreamingStores && !grouped && !usePatterns && outSize % 16 == 0
-            && 4 * g.outputShape.reduce(1, *) >= streamingOutputMinBytes && streamOutput
+        let streamY = streamOutput && !grouped && !usePatterns && outSize % 16 == 0 && streams(g.outputShape.reduce(1, *))
         p.cpOffset.withUnsafeBufferPointer { cpo in
         p.cpStart.withUnsafeBufferPointer { cps in
         p.cpFilter.withUnsafeBufferPointer { cpf in
@@ -1088,10 +1087,10 @@ public final class PatternConvKernel {
         // Weights in the input gradient's orders.
         let usePatterns = usePatternCode && p.fourTap && phases == 1
         let bySource = fusedStride2InputGradient && self.bySource && gradInput != nil
-        let streamDX = bySource && hasStreamingStores && 4 * g.inputShape.reduce(1, *) > streamingInputGradientMinBytes
         let groupedInput = groupedInputGradient && p.tcpStart.count > 1
-        let streamDX1 = phases == 1 && gradInput != nil && !groupedInput && !usePatterns && hasStreamingStores
-            && outSize % 16 == 0 && 4 * g.inputShape.reduce(1, *) >= streamingOutputMinBytes
+        // Streamed: dx by source, or the stride-1 gather's full tiles (positions a multiple of 16).
+        let streamDX = gradInput != nil && streams(g.inputShape.reduce(1, *))
+            && (bySource || (phases == 1 && !groupedInput && !usePatterns && outSize % 16 == 0))
         // The per-tap transposed weights only where a per-tap input-gradient gather runs (the
         // by-source and grouped paths read their own orders or `pw.value`).
         let perTapInput = gradInput != nil && !bySource && !groupedInput
@@ -1232,7 +1231,7 @@ public final class PatternConvKernel {
                             continue
                         }
                         gatherImage(sh, UnsafePointer(xp), transposed, count: c, into: dxb, scratch: tile, relu: false,
-                                    residual: nil, stream: streamDX1)
+                                    residual: nil, stream: streamDX)
                         continue
                     }
                     if let ds = dyShifted {
@@ -1300,7 +1299,7 @@ public final class PatternConvKernel {
                         }
                     }
                 }
-                if streamDX || streamDX1 { streamFence() }
+                if streamDX { streamFence() }
             }
         } } } } } } } } } } } } } } } } } } } } } } } } } } } } } } } } } } }
         // Sum the per-thread partial weight gradients in a fixed order: threads lane-wise,

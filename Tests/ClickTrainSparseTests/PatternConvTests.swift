@@ -39,7 +39,7 @@ func patternMask(_ shape: [Int], removed: Double, seed: UInt64, kind: MaskKind =
 /// dense reference's results on the masked weight (`seed` … `seed + 5`).
 struct MaskedConvCase {
     let g: ConvGeometry
-    let x: Tensor, dy: Tensor, wt: Tensor, bias: Tensor, res: Tensor
+    let x: Tensor, dy: Tensor, bias: Tensor, res: Tensor
     let pw: PatternWeights
     /// conv + bias; max(0, conv + bias + residual); the reference gradients.
     let ref: Tensor, fused: Tensor
@@ -50,7 +50,7 @@ struct MaskedConvCase {
         g = ConvGeometry(batch: n, inChannels: c, height: h, width: w, outChannels: k, kernelSize: 3, stride: s, padding: 1)
         x = Reference.random(g.inputShape, seed: seed)
         dy = Reference.random(g.outputShape, seed: seed + 1)
-        wt = Reference.random(g.weightShape, seed: seed + 2)
+        let wt = Reference.random(g.weightShape, seed: seed + 2)
         bias = Reference.random([k], seed: seed + 3)
         res = Reference.random(g.outputShape, seed: seed + 4)
         let m = patternMask(g.weightShape, removed: removed, seed: seed + 5)
@@ -122,8 +122,9 @@ struct PatternConvTests {
     /// weight gradient on the same groups over the whole plane (groups of 1 to 8 kernels with
     /// 40 filters; 8x8 planes over up to four images per pass, batches of 9 and 11 leaving
     /// passes of 1-4 images), and, that switch off, stride-1 weight gradients with OW = 16
-    /// or 32 on vertical tap pairs and 8x8 ones on `weightGradGrouped`; all switches off, the per-tap tiles: each equal to the dense
-    /// reference (64 channels: several kernels per group).
+    /// or 32 on vertical tap pairs and 8x8 ones on `weightGradGrouped`; all switches off, the
+    /// per-tap tiles: each equal to the dense reference (64 channels: several kernels per
+    /// group).
     @Test(arguments: [(2, 64, 8, 8, 32, 1, true), (2, 16, 16, 16, 24, 2, true), (2, 8, 16, 16, 12, 1, true),
                       (1, 8, 32, 32, 8, 1, true), (2, 8, 16, 16, 12, 1, false), (1, 8, 32, 32, 8, 1, false),
                       (2, 6, 32, 32, 40, 2, true), (1, 8, 16, 16, 40, 1, true), (11, 16, 8, 8, 40, 1, true),
@@ -178,7 +179,7 @@ struct PatternConvTests {
         for (bySource, streaming) in [(true, false), (true, true), (false, false)] {
             let kernel = PatternConvKernel(g)
             kernel.fusedStride2InputGradient = bySource
-            kernel.streamingInputGradientMinBytes = streaming ? 0 : .max
+            kernel.streamingMinBytes = streaming ? 0 : .max
             let dx = Tensor(shape: g.inputShape)
             dx.fill(3)  // must be overwritten
             kernel.backward(input: x, weights: pw, gradOutput: dy, gradInput: dx, gradValues: nil, gradBias: nil)
@@ -244,14 +245,14 @@ struct PatternConvBackwardTests {
     /// Planes of 1024 or more floats: the fill reads 8 channels side by side (12 and 20
     /// channels leave a partial group; stride 2 with OW = 16 and 24, the 16- and 8-wide row
     /// loops), and the forward output and stride-1 input gradient stored through the caches and
-    /// streamed around them (`streamingOutputMinBytes`) all equal the dense reference.
+    /// streamed around them (`streamingMinBytes`) all equal the dense reference.
     @Test(arguments: [(2, 12, 32, 32, 16, 2), (1, 20, 32, 48, 8, 2), (2, 12, 32, 32, 8, 1), (1, 20, 32, 48, 16, 1)])
     func channelGroupedFillAndStreamedOutputsAgree(_ a: (Int, Int, Int, Int, Int, Int)) {
         let t = MaskedConvCase(a, removed: 0.5, seed: 31)
         let (g, x, dy, bias, res, pw, ref, fused) = (t.g, t.x, t.dy, t.bias, t.res, t.pw, t.ref, t.fused)
         for streaming in [false, true] {
             let kernel = PatternConvKernel(g)
-            kernel.streamingOutputMinBytes = streaming ? 0 : .max
+            kernel.streamingMinBytes = streaming ? 0 : .max
             let y = Tensor(shape: g.outputShape)
             y.fill(7)  // must be overwritten
             kernel.forward(input: x, weights: pw, bias: bias, output: y)
