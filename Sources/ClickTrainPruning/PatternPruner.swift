@@ -42,10 +42,10 @@ public struct PatternPruningConfig: Sendable, Equatable {
     }
 }
 
-/// Runs the pruning schedule on a model's parameters: observes W and G after backward,
-/// adds the group-lasso gradient before the optimizer step, and at the stage epochs
-/// chooses patterns and connectivity and applies the masks (`Parameter.mask`, which the
-/// optimizer re-applies after every step).
+/// The pattern-pruning machinery shared by ClickTrain and prune-after-training, over a
+/// model's prunable parameters: importance, the choice of pool, patterns and connectivity,
+/// the group-lasso gradient, and hard pruning (`Parameter.mask`, which the optimizer
+/// re-applies after every step). When each happens is the training method's decision.
 public final class PatternPruner {
     public let config: PatternPruningConfig
     public private(set) var state: PruningState
@@ -89,36 +89,9 @@ public final class PatternPruner {
 
     public var prunableNames: [String] { parameters.map(\.name) }
 
-    /// "warm-up" / "regularised" / "pruned" (ClickTrain) or "dense" / "fine-tune" (PAT).
-    public func phase(epoch: Int) -> String {
-        switch config.method {
-        case .clicktrain: return epoch < config.chooseEpoch ? "warm-up" : epoch < config.hardEpoch ? "regularised" : "pruned"
-        case .pat: return epoch < config.hardEpoch ? "dense" : "fine-tune"
-        }
-    }
-
-    /// At the start of an epoch: the choice and hard pruning happen here.
-    public func beginEpoch(_ epoch: Int) {
-        switch config.method {
-        case .clicktrain:
-            if epoch >= config.chooseEpoch && !state.chosen {
-                choose(importance ?? magnitudes())  // no window seen (started past it): magnitude
-                importance = nil
-            }
-            if epoch >= config.hardEpoch && !state.hardPruned { hardPrune() }
-        case .pat:
-            if epoch >= config.hardEpoch && !state.hardPruned {
-                choose(magnitudes())
-                hardPrune()
-            }
-        }
-    }
-
-    /// After backward: accumulate (W ⊙ G)² over the last `importanceWindow` steps of the
-    /// epoch before the choice.
-    public func afterBackward(epoch: Int, step: Int, stepsPerEpoch: Int) {
-        guard config.method == .clicktrain, epoch == config.chooseEpoch - 1,
-              step >= stepsPerEpoch - config.importanceWindow else { return }
+    /// Adds (W ⊙ G)² of the current weights and gradients to the importance (ClickTrain
+    /// accumulates it over the steps before the choice).
+    public func accumulateImportance() {
         if importance == nil { importance = parameters.map { Tensor(shape: $0.shape) } }
         for (p, s) in zip(parameters, importance!) {
             let w = p.value.data, g = p.grad.data, sp = s.data
@@ -126,13 +99,23 @@ public final class PatternPruner {
         }
     }
 
-    /// Before the optimizer step: the group-lasso gradient while regularising.
-    public func beforeOptimizerStep() {
-        guard config.method == .clicktrain, state.chosen, !state.hardPruned else { return }
+    /// Adds the group-lasso gradient of the chosen patterns and connectivity (the
+    /// regularised phase between choice and hard pruning).
+    public func addGroupLassoGradient() {
         for (p, l) in zip(parameters, state.layers) {
             GroupLasso.addGradient(weight: p.value.data, grad: p.grad.data, layer: l, lambda: config.lambda)
         }
     }
+
+    /// Chooses patterns and connectivity from the accumulated importance (by magnitude
+    /// when none was accumulated, e.g. a run resumed past the window) and drops it.
+    public func chooseFromImportance() {
+        choose(importance ?? magnitudes())
+        importance = nil
+    }
+
+    /// Chooses patterns and connectivity by weight magnitude (prune after training).
+    public func chooseByMagnitude() { choose(magnitudes()) }
 
     /// W² per prunable weight: the importance of prune-after-training.
     func magnitudes() -> [Tensor] {
@@ -166,7 +149,7 @@ public final class PatternPruner {
     }
 
     /// Stage 5: masks on, weights outside them zeroed.
-    func hardPrune() {
+    public func hardPrune() {
         for (p, l) in zip(parameters, state.layers) {
             p.mask = l.mask()
             p.applyMask()

@@ -127,11 +127,6 @@ struct Bench: ParsableCommand {
                           + atLeast(2.5, \.forward_speedup_alternated) + ", input gradient "
                           + atLeast(2, \.input_grad_speedup_alternated) + ", weight gradient "
                           + atLeast(2, \.weight_grad_speedup_alternated))
-                    let gf = kl.compactMap(\.pattern_code_forward_ms).reduce(0, +)
-                    let gx = kl.compactMap(\.pattern_code_input_grad_ms).reduce(0, +)
-                    if gf > 0 {
-                        print(String(format: "    on the generated per-pattern loops (usePatternCode) instead: forward %.2f ms, input gradient %.2f ms", gf, gx))
-                    }
                     let fb = kl.map(\.format_build_ms).reduce(0, +), fr = kl.map(\.format_refresh_ms).reduce(0, +)
                     print(String(format: "    pattern format: built from weight + mask in %.2f ms for all layers (once per mask), values refreshed in %.3f ms per step", fb, fr))
                 }

@@ -65,6 +65,7 @@ struct RunConfigTests {
             epochs: 190
             learning_rate: 0.1
             schedule: [55, 130]
+            method: clicktrain
             num_patterns: 4
             epoch_choose_p_k: 61
             grp_lasso_coeff: 0.00025
@@ -72,7 +73,7 @@ struct RunConfigTests {
               module.layer1.0.conv1.weight: 55
             """
         let c = try RunConfig.decode(yaml: yaml, source: "cfg.yaml")
-        #expect(c.model == "resnet32" && c.epochs == 190 && c.schedule == [55, 130] && c.lr_schedule == "step")
+        #expect(c.model == "resnet32" && c.epochs == 190 && c.schedule == [55, 130] && c.lr_schedule == .step)
         #expect(c.lrScheduleValue == .step(milestones: [55, 130], gamma: 0.1))
         let again = try RunConfig.decode(yaml: try c.yaml(), source: "round trip")
         #expect(again == c)
@@ -105,5 +106,89 @@ struct RunConfigTests {
             "\($0)".contains("y.yaml") && "\($0)".contains("resnet21")
         }
         #expect { try RunConfig.decode(yaml: "batch_size: 0", source: "z.yaml") } throws: { "\($0)".contains("batch_size") }
+    }
+}
+
+@Suite("Configuration keys defined once")
+struct ConfigOptionTests {
+    /// config.yaml as a person writes it: short numbers, only the keys the run uses.
+    @Test func writtenConfigIsReadableAndHoldsWhatApplies() throws {
+        var c = RunConfig()
+        c.epochs = 3
+        let dense = c.yaml()
+        #expect(dense.contains("learning_rate: 0.1\n") && dense.contains("weight_decay: 0.0005\n"))
+        let keys = Set(dense.split(separator: "\n").map { String($0.prefix { $0 != ":" }) })
+        for key in ["num_patterns", "grp_lasso_coeff", "grad_prune_dist", "prunetrain_threshold", "schedule", "gamma",
+                    "prune_ratios", "compression", "data"] {
+            #expect(!keys.contains(key), "a dense cosine run's config.yaml lists \(key)")
+        }
+        c.method = .clicktrain
+        c.grad_prune = 0.9
+        c.lr_schedule = .step
+        c.schedule = [1, 2]
+        let ct = c.yaml()
+        for key in ["num_patterns: 4", "grp_lasso_coeff: 0.00025", "grad_prune_dist: gaussian", "schedule: [1, 2]",
+                    "gamma: 0.1", "compression: 8.0"] {
+            #expect(ct.contains(key + "\n"), "missing \(key)")
+        }
+        #expect(!ct.contains("prunetrain"))
+        #expect(try RunConfig.decode(yaml: ct, source: "written") == c)
+    }
+
+    /// Every option with a YAML key round-trips through config.yaml when it applies.
+    @Test func everyKeyRoundTrips() throws {
+        var c = RunConfig()
+        c.model = "resnet32"; c.dataset = .cifar10; c.data = "/tmp/some data"; c.epochs = 20; c.batch_size = 64
+        c.learning_rate = 0.05; c.momentum = 0.8; c.nesterov = true; c.weight_decay = 1e-5; c.decay_bn_bias = false
+        c.lr_schedule = .step; c.schedule = [5, 8]; c.gamma = 0.2; c.warmup_epochs = 1.5; c.label_smoothing = 0.1
+        c.crop_padding = 3; c.horizontal_flip = false; c.seed = 7; c.threads = 1; c.max_steps_per_epoch = 9
+        c.grad_prune = 0.8; c.grad_prune_dist = .lognormal; c.grad_prune_rule = .paper
+        c.grad_prune_exempt_first = true; c.grad_prune_exempt_last = true
+        c.method = .clicktrain; c.num_patterns = 8; c.pattern_weights = 4; c.pattern_pool = .generic
+        c.pool_scope = .network; c.epoch_choose_p_k = 4; c.epoch_hard_prune_p_k = 12; c.grp_lasso_coeff = 1e-4
+        c.prune_ratios = ["module.layer1.0.conv1.weight": 55]; c.importance_window = 50
+        let back = try RunConfig.decode(yaml: c.yaml(), source: "written")
+        #expect(back == c)
+        var p = RunConfig()
+        p.method = .prunetrain; p.prunetrain_interval = 2; p.prunetrain_threshold = 1e-3; p.prunetrain_penalty_share = 0.3
+        #expect(try RunConfig.decode(yaml: p.yaml(), source: "written") == p)
+        // Every YAML key of the table was exercised by one of the two.
+        let written = Set((c.yaml() + p.yaml()).split(separator: "\n").compactMap { $0.split(separator: ":").first }
+            .filter { !$0.hasPrefix(" ") }.map(String.init))
+        let keys = Set(RunConfig.options.compactMap(\.key)).subtracting(["compression"])  // absent with prune_ratios
+        #expect(keys.subtracting(written).isEmpty, "not written: \(keys.subtracting(written))")
+    }
+
+    @Test func commandLineUsesTheSameOptions() throws {
+        var c = RunConfig()
+        try c.applyCommandLine(["--epochs", "3", "--lr=0.05", "--nesterov", "--no-decay-bn-bias", "--milestones", "1,2",
+                                "--method", "pat", "--grad-prune-exempt", "first", "--flip", "on", "--dataset", "cifar-10"])
+        #expect(c.epochs == 3 && c.learning_rate == 0.05 && c.nesterov && !c.decay_bn_bias)
+        #expect(c.schedule == [1, 2] && c.lr_schedule == .step && c.method == .pat)
+        #expect(c.grad_prune_exempt_first && !c.grad_prune_exempt_last && c.horizontal_flip == true && c.dataset == .cifar10)
+        for (words, needle) in [(["--epochs", "x"], "--epochs"), (["--method", "magic"], "--method"),
+                                (["--bogus", "1"], "--bogus"), (["--lr"], "--lr"), (["--nesterov=1"], "--nesterov")] {
+            var d = RunConfig()
+            #expect { try d.applyCommandLine(words) } throws: { "\($0)".contains(needle) }
+        }
+        // Every flag is in the help.
+        for o in RunConfig.options { if let f = o.flag { #expect(RunConfig.commandLineHelp.contains("--" + f)) } }
+    }
+
+    /// Configs written before the keys were typed (long float forms, every key) still load.
+    @Test func olderConfigFilesLoad() throws {
+        let old = """
+            model: resnet20
+            dataset: fashion-mnist
+            data: ''
+            learning_rate: 1.00000001490116e-1
+            warmup_epochs: 0e+0
+            lr_schedule: cosine
+            schedule: []
+            prunetrain_threshold: 9.9999997473787516e-05
+            method: clicktrain
+            """
+        let c = try RunConfig.decode(yaml: old, source: "old.yaml")
+        #expect(c.learning_rate == 0.1 && c.data == "" && c.prunetrain_threshold == 1e-4 && c.method == .clicktrain)
     }
 }

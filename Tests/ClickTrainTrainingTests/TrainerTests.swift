@@ -12,7 +12,7 @@ func tinyRun(epochs: Int = 3, model: String = "lenet5") -> (RunConfig, String) {
     SyntheticData.writeIDXFolder(data, train: 384, test: 128, size: 16) { try! IDX.write($0, dims: $1, bytes: $2) }
     var c = RunConfig()
     c.model = model
-    c.dataset = "fashion-mnist"
+    c.dataset = .fashionMNIST
     c.data = data
     c.epochs = epochs
     c.batch_size = 32
@@ -98,7 +98,7 @@ struct TrainerTests {
     @Test(arguments: [1, 3])
     func clickTrainMasksSurviveCheckpointAndResume(_ stopAfter: Int) throws {
         var (cfg, dirA) = tinyRun(epochs: 4, model: "resnet20")
-        cfg.method = "clicktrain"
+        cfg.method = .clicktrain
         cfg.max_steps_per_epoch = 3
         cfg.batch_size = 16
         cfg.epoch_choose_p_k = 1
@@ -108,7 +108,7 @@ struct TrainerTests {
         let full = quiet(try Trainer(config: cfg, runDir: dirA))
         let mFull = try full.run()
         #expect(mFull.map(\.phase) == ["warm-up", "regularised", "pruned", "pruned"])
-        let pr = try #require(full.pruner)
+        let pr = try #require(full.method(ClickTrainMethod.self)?.pruner)
         let l = try #require(pr.state.layers.first { $0.name == "layer3.2.conv2.weight" })
         #expect(l.kernels - l.keptKernels == l.kernels * 3 / 4)
         #expect(pr.state.layers.first { $0.name == "layer2.0.conv1.weight" }!.keptKernels == 32 * 16)
@@ -122,14 +122,15 @@ struct TrainerTests {
         try quiet(Trainer(config: cfg, runDir: dirB)).run(untilEpoch: stopAfter)
         let resumed = quiet(try Trainer.resume(runDir: dirB))
         // Stopped after the warm-up: the importance window must come back from the checkpoint.
-        #expect(resumed.pruner?.importance != nil || stopAfter > 1)
-        #expect(resumed.pruner?.state.hardPruned == (stopAfter >= 2))
-        #expect(resumed.pruner?.parameters.allSatisfy { $0.mask != nil } == (stopAfter >= 2))
+        let resumedPruner = resumed.method(ClickTrainMethod.self)?.pruner
+        #expect(resumedPruner?.importance != nil || stopAfter > 1)
+        #expect(resumedPruner?.state.hardPruned == (stopAfter >= 2))
+        #expect(resumedPruner?.parameters.allSatisfy { $0.mask != nil } == (stopAfter >= 2))
         let mRes = try resumed.run()
         #expect(comparable(mRes) == comparable(mFull))
         #expect(weights(resumed) == weights(full))
         let saved = try SavedModel(path: dirB + "/model.safetensors")
-        #expect(saved.pruning == resumed.pruner?.state)
+        #expect(saved.pruning == resumedPruner?.state)
     }
 
     /// PruneTrain's rebuild through the trainer: a threshold that kills every channel makes
@@ -137,14 +138,14 @@ struct TrainerTests {
     /// and ends like the uninterrupted run; the saved model loads with its smaller shapes.
     @Test func pruneTrainRebuildsAndResumes() throws {
         var (cfg, dirA) = tinyRun(epochs: 3, model: "resnet20")
-        cfg.method = "prunetrain"
+        cfg.method = .prunetrain
         cfg.max_steps_per_epoch = 3
         cfg.batch_size = 16
         cfg.prunetrain_interval = 1
         cfg.prunetrain_threshold = 1e9
         let full = quiet(try Trainer(config: cfg, runDir: dirA))
         let m = try full.run()
-        #expect(full.prunetrain?.widths.values.allSatisfy { $0 == 1 } == true)
+        #expect(full.method(PruneTrainMethod.self)?.prunetrain.widths.values.allSatisfy { $0 == 1 } == true)
         #expect(m[0].inference_flops! == m[0].dense_inference_flops!)
         #expect(m[1].inference_flops! < m[0].inference_flops! * 0.7)
         #expect(m.last!.conv_compression! > 1.5)

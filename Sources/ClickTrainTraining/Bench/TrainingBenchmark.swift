@@ -103,10 +103,6 @@ public struct TrainingBenchmark {
         public var forward_speedup_alternated: Double
         public var input_grad_speedup_alternated: Double
         public var weight_grad_speedup_alternated: Double
-        /// The same pattern kernels on the generated per-pattern loops instead of the
-        /// generic per-tap tiles (nil where the layer has no per-pattern path).
-        public var pattern_code_forward_ms: Double?
-        public var pattern_code_input_grad_ms: Double?
         /// Building the pattern format from weight and mask (one pass), and refreshing its
         /// values for a new step (a gather).
         public var format_build_ms: Double
@@ -152,32 +148,27 @@ public struct TrainingBenchmark {
         let x = Tensor(shape: [batch, input.channels, input.size, input.size])
         for i in 0..<x.count { x[i] = rng.normal() }
         let labels = (0..<batch).map { Int32($0 % input.classes) }
-        let grad = Tensor(shape: [batch, input.classes])
         var fwd: [Double] = [], bwd: [Double] = [], step: [Double] = [], convBwd: [Double] = []
         let policy = gradPruner.map { GradientPruningPolicy(pruner: $0) }
-        policy?.install(on: model)
+        let methods: [any TrainingMethod] = policy.map { [GradientPruningMethod(policy: $0, model: model)] } ?? []
         policy?.enabled = false
-        func trainStep(record: Bool) {
+        let training = TrainingStep(model: model, optimizer: opt, methods: methods, batchSize: batch, classes: input.classes)
+        var stepIndex = 0
+        func trainStep(record: Bool) throws {
             policy?.convBackwardSeconds = 0
-            let t0 = now()
-            let logits = model.forward(x)
-            labels.withUnsafeBufferPointer { _ = softmaxCrossEntropy(logits: logits, labels: $0, grad: grad) }
-            let t1 = now()
-            _ = model.backward(grad)
-            let t2 = now()
-            opt.step()
-            let t3 = now()
+            let r = try training.run(images: x, labels: labels, info: StepInfo(epoch: 0, step: stepIndex, stepsPerEpoch: 1 << 20))
+            stepIndex += 1
             if record {
-                fwd.append(t1 - t0); bwd.append(t2 - t1); step.append(t3 - t0)
+                fwd.append(r.forwardSeconds); bwd.append(r.backwardSeconds); step.append(r.seconds)
                 convBwd.append(policy?.convBackwardSeconds ?? 0)
             }
         }
         model.train(true)
-        for _ in 0..<warmup { trainStep(record: false) }
+        for _ in 0..<warmup { try trainStep(record: false) }
         let rssBefore = ProcessMemory.currentRSSMB
         policy?.resetStatistics()
-        for _ in 0..<runs { trainStep(record: true) }
-        for _ in 0..<leakSteps { trainStep(record: false) }
+        for _ in 0..<runs { try trainStep(record: true) }
+        for _ in 0..<leakSteps { try trainStep(record: false) }
         let rssAfter = ProcessMemory.currentRSSMB
         var pruned: (bwd: Double, conv: Double, step: Double, sparsity: Double)?
         var layers: [LayerTiming]?
@@ -186,9 +177,9 @@ public struct TrainingBenchmark {
             let denseLayers = policy.layerBackwardSeconds
             fwd = []; bwd = []; step = []; convBwd = []
             policy.enabled = true
-            for _ in 0..<warmup { trainStep(record: false) }
+            for _ in 0..<warmup { try trainStep(record: false) }
             policy.resetStatistics()
-            for _ in 0..<runs { trainStep(record: true) }
+            for _ in 0..<runs { try trainStep(record: true) }
             let n = Double(runs)
             layers = policy.layerNames.compactMap { name in
                 guard let d = denseLayers[name], let p = policy.layerBackwardSeconds[name] else { return nil }
@@ -223,11 +214,11 @@ public struct TrainingBenchmark {
             for (_, c) in convs { c.usePatternKernels = true }
             var st: [Double] = []
             for i in 0..<(warmup + runs) {
-                let t = timedStep(model, opt, x, labels, grad)
+                let t = try timedStep(training, x, labels)
                 if i >= warmup { st.append(t) }
             }
             sparseTrain = median(st)
-            alternated = try alternate(sparse: model, opt: opt, x: x, labels: labels, grad: grad)
+            alternated = try alternate(sparse: training, x: x, labels: labels)
             model.train(false)
             let layers = convs.map { name, c in
                 LayerForward(layer: name, dense_ms: dl[name]! * 1e3, sparse_ms: sl[name]! * 1e3,
@@ -269,10 +260,10 @@ public struct TrainingBenchmark {
         let x = Tensor(shape: [batch, input.channels, input.size, input.size])
         for i in 0..<x.count { x[i] = rng.normal() }
         let labels = (0..<batch).map { Int32($0 % input.classes) }
-        let grad = Tensor(shape: [batch, input.classes])
-        let opt = SGD(parameters: model.parameters(), learningRate: 0.01)
+        let training = TrainingStep(model: model, optimizer: SGD(parameters: model.parameters(), learningRate: 0.01),
+                                    methods: [], batchSize: batch, classes: input.classes)
         model.train(true)
-        for _ in 0..<trainSteps { _ = timedStep(model, opt, x, labels, grad) }
+        for _ in 0..<trainSteps { _ = try timedStep(training, x, labels) }
         _ = try applyRandomPatternMasks(model, compression: target, seed: 3)
         model.train(false)
         let session = SparseInferenceSession(model: model, x: x)
@@ -280,14 +271,9 @@ public struct TrainingBenchmark {
         return session
     }
 
-    /// One training step (forward, loss, backward, SGD) of `model` on `x`, in seconds.
-    func timedStep(_ model: any Layer, _ opt: SGD, _ x: Tensor, _ labels: [Int32], _ grad: Tensor) -> Double {
-        seconds {
-            let logits = model.forward(x)
-            labels.withUnsafeBufferPointer { _ = softmaxCrossEntropy(logits: logits, labels: $0, grad: grad) }
-            _ = model.backward(grad)
-            opt.step()
-        }
+    /// One training step (forward, loss, backward, SGD) on `x`, in seconds.
+    func timedStep(_ step: TrainingStep, _ x: Tensor, _ labels: [Int32]) throws -> Double {
+        try step.run(images: x, labels: labels, info: StepInfo(epoch: 0, step: 0, stepsPerEpoch: 1)).seconds
     }
 
     /// Seconds per forward pass of `model` on `x`, `runs` of them after `warmup`.
@@ -299,21 +285,20 @@ public struct TrainingBenchmark {
     /// Dense against sparse in turns: a dense twin of the model (same seed, no masks) and
     /// the pruned `sparse` run one training step each, alternately, then one inference
     /// batch each; returns the medians of the per-pair ratios dense / sparse.
-    func alternate(sparse: any Layer, opt: SGD, x: Tensor, labels: [Int32], grad: Tensor) throws
-        -> (train: Double, infer: Double) {
+    func alternate(sparse: TrainingStep, x: Tensor, labels: [Int32]) throws -> (train: Double, infer: Double) {
         let dense = try ModelZoo.make(modelName, input: input, seed: 1)
-        let denseOpt = SGD(parameters: dense.parameters(), learningRate: 0.01)
-        let denseGrad = Tensor(shape: grad.shape)
+        let denseStep = TrainingStep(model: dense, optimizer: SGD(parameters: dense.parameters(), learningRate: 0.01),
+                                     methods: [], batchSize: batch, classes: input.classes)
         func infer(_ m: any Layer) -> Double { seconds { _ = m.forward(x) } }
         var trainRatios: [Double] = [], inferRatios: [Double] = []
-        dense.train(true); sparse.train(true)
+        dense.train(true); sparse.model.train(true)
         for i in 0..<(warmup + runs) {
-            let d = timedStep(dense, denseOpt, x, labels, denseGrad), s = timedStep(sparse, opt, x, labels, grad)
+            let d = try timedStep(denseStep, x, labels), s = try timedStep(sparse, x, labels)
             if i >= warmup { trainRatios.append(d / s) }
         }
-        dense.train(false); sparse.train(false)
+        dense.train(false); sparse.model.train(false)
         for i in 0..<(warmup + runs) {
-            let d = infer(dense), s = infer(sparse)
+            let d = infer(dense), s = infer(sparse.model)
             if i >= warmup { inferRatios.append(d / s) }
         }
         return (median(trainRatios), median(inferRatios))
@@ -367,10 +352,6 @@ public struct TrainingBenchmark {
                 alternated({ seconds { dense.backward(input: x, weight: w, gradOutput: dy, gradInput: nil, gradWeight: dw, gradBias: nil) } },
                            { seconds { sparse.backward(input: x, weights: pw, gradOutput: dy, gradInput: nil, gradValues: v.baseAddress!, gradBias: nil) } })
             }
-            sparse.usePatternCode = true
-            let gFwd = timed { sparse.forward(input: x, weights: pw, bias: nil, output: y) }
-            let gX = timed { sparse.backward(input: x, weights: pw, gradOutput: dy, gradInput: dx, gradValues: nil, gradBias: nil) }
-            let hasPatternPath = sparse.hasPatternPath
             out.append(LayerKernels(
                 layer: name, geometry: "\(g.inChannels)->\(g.outChannels) \(g.height)x\(g.width) s\(g.stride)",
                 kept_weights: Double(pw.nonZeros) / Double(w.count),
@@ -379,8 +360,6 @@ public struct TrainingBenchmark {
                 dense_weight_grad_ms: dW.dense, sparse_weight_grad_ms: dW.sparse,
                 forward_speedup_alternated: fwd.ratio, input_grad_speedup_alternated: dX.ratio,
                 weight_grad_speedup_alternated: dW.ratio,
-                pattern_code_forward_ms: hasPatternPath ? gFwd : nil,
-                pattern_code_input_grad_ms: hasPatternPath ? gX : nil,
                 format_build_ms: build, format_refresh_ms: refresh))
         }
         return out

@@ -1,0 +1,245 @@
+import ClickTrainCore
+import ClickTrainData
+import ClickTrainNN
+import ClickTrainPruning
+import Foundation
+
+/// Runs a `RunConfig`: epochs of training with the LR schedule and the configured training
+/// methods, evaluation after each epoch, `metrics.jsonl`, `model.safetensors` and a
+/// resumable checkpoint per epoch.
+public final class Trainer {
+    public let config: RunConfig
+    public let runDir: String
+    public let model: Sequential
+    public let trainSet: ImageDataset
+    public let testSet: ImageDataset
+    public let input: ModelInput
+    /// The step every batch runs through, with the run's methods and optimizer.
+    public let step: TrainingStep
+    /// The unpruned architecture's cost: the reference for compression and FLOPs saved
+    /// (a method may change the architecture itself).
+    public let denseCost: ModelCost
+    /// Epochs already completed (non-zero after a resume).
+    public internal(set) var completedEpochs = 0
+    /// Where progress lines go (stdout by default).
+    public var log: (String) -> Void = { FileHandle.standardOutput.write(Data(($0 + "\n").utf8)) }
+    /// Show an in-epoch progress bar (default: when stdout is a terminal).
+    public var showProgressBar = isatty(1) != 0
+    var elapsedBefore = 0.0
+
+    public var optimizer: SGD { step.optimizer }
+    /// The run's training methods, in the order their hooks run.
+    public var methods: [any TrainingMethod] { step.methods }
+    /// The first method of type `T`, if the run has one.
+    public func method<T: TrainingMethod>(_ type: T.Type) -> T? { methods.lazy.compactMap { $0 as? T }.first }
+
+    public var checkpointPath: String { runDir + "/checkpoint/state.safetensors" }
+    public var metricsPath: String { runDir + "/metrics.jsonl" }
+    public var modelPath: String { runDir + "/model.safetensors" }
+
+    /// A new run in `runDir` (created if needed; an existing checkpoint there is an error
+    /// unless you resume, so earlier results are never overwritten by accident).
+    public convenience init(config: RunConfig, runDir: String) throws {
+        try config.validate(source: "configuration")
+        if FileManager.default.fileExists(atPath: runDir + "/checkpoint/state.safetensors") {
+            throw RunConfig.Invalid(source: runDir, detail: "this run folder already holds a run; use --resume \(runDir) to continue it or choose another --out")
+        }
+        try self.init(validated: config, runDir: runDir)
+        try FileManager.default.createDirectory(atPath: runDir + "/checkpoint", withIntermediateDirectories: true)
+        try atomicWrite(Data(config.yaml().utf8), to: runDir + "/config.yaml")
+        try atomicWrite(Data(), to: metricsPath)
+    }
+
+    init(validated config: RunConfig, runDir: String) throws {
+        self.config = config
+        self.runDir = runDir
+        Threads.set(config.threads ?? Threads.count)
+        trainSet = try ImageDataset.load(config.dataset, directory: config.dataDirectory, train: true)
+        testSet = try ImageDataset.load(config.dataset, directory: config.dataDirectory, train: false)
+        guard trainSet.height == trainSet.width else {
+            throw RunConfig.Invalid(source: config.dataDirectory, detail: "images are \(trainSet.height)x\(trainSet.width); square images are expected")
+        }
+        input = ModelInput(channels: trainSet.channels, size: trainSet.height, classes: trainSet.classes)
+        model = try ModelZoo.make(config.model, input: input, seed: config.seed)
+        denseCost = ModelCost.measure(model, input: input)
+        let optimizer = SGD(parameters: model.parameters(), learningRate: config.learning_rate, momentum: config.momentum,
+                            nesterov: config.nesterov, weightDecay: config.weight_decay,
+                            decayBiasAndNorm: config.decay_bn_bias)
+        step = TrainingStep(model: model, optimizer: optimizer, methods: try config.makeMethods(for: model),
+                            batchSize: config.batch_size, classes: input.classes, labelSmoothing: config.label_smoothing)
+    }
+
+    public func readMetrics() -> [EpochMetrics] {
+        guard let text = try? String(contentsOfFile: metricsPath, encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").compactMap { try? JSONDecoder().decode(EpochMetrics.self, from: Data($0.utf8)) }
+    }
+
+    var trainAugmentation: Augmentation {
+        let norm = config.dataset.normalization
+        let pad = config.crop_padding ?? (input.size <= 28 ? 2 : 4)
+        return Augmentation(mean: norm.mean, std: norm.std, cropPadding: pad,
+                            horizontalFlip: config.horizontal_flip ?? config.dataset.flipByDefault)
+    }
+
+    var prunes: Bool { methods.contains { $0.prunesWeights } }
+
+    /// Trains the remaining epochs (or up to `untilEpoch`); returns every epoch's metrics
+    /// so far, including resumed ones.
+    @discardableResult
+    public func run(untilEpoch: Int? = nil) throws -> [EpochMetrics] {
+        let lastEpoch = min(untilEpoch ?? config.epochs, config.epochs)
+        let start = now()
+        if completedEpochs == 0 {
+            log("training \(ModelZoo.canonicalName(config.model)) on \(config.dataset.rawValue) (\(trainSet.count) train / \(testSet.count) test images, \(input.channels)x\(input.size)x\(input.size)), \(config.epochs) epochs, batch \(config.batch_size), \(Threads.count) threads → \(runDir)")
+        } else {
+            log("resuming \(runDir) after epoch \(completedEpochs) of \(config.epochs)")
+        }
+        while completedEpochs < lastEpoch {
+            var m = try trainEpoch()
+            var note = methods.map { $0.addMetrics(to: &m) }.joined()
+            completedEpochs += 1
+            for method in methods {
+                guard let change = method.epochEnd(completedEpochs: completedEpochs) else { continue }
+                modelChanged(change)
+                let after = ModelCost.measure(model, input: input)
+                note += String(format: "  %@: %.2f MFLOPs per image", change.summary, after.inferenceFLOPs / 1e6)
+            }
+            try appendMetrics(m)
+            try saveCheckpoint(elapsed: elapsedBefore + now() - start)
+            try saveModel()
+            if prunes { note += String(format: "  conv compression %.2fx", m.conv_compression ?? 1) }
+            log(String(format: "epoch %3d/%d  lr %.4f  loss %.4f  acc %.2f%%  test loss %.4f  test acc %.2f%%  %.0f img/s  %.1f s  [%@]",
+                       m.epoch, config.epochs, m.lr, m.train_loss, 100 * m.train_acc, m.test_loss, 100 * m.test_acc,
+                       m.images_per_s, m.seconds, m.phase) + note)
+        }
+        let all = readMetrics()
+        if let last = all.last {
+            log(String(format: "done: test accuracy %.2f%% after %d epochs, %.1f s in all; model in %@",
+                       100 * last.test_acc, last.epoch, elapsedBefore + now() - start, modelPath))
+            let tf = all.compactMap(\.train_flops).reduce(0, +), dtf = all.compactMap(\.dense_train_flops).reduce(0, +)
+            if prunes, dtf > 0, let inf = last.inference_flops, let dinf = last.dense_inference_flops {
+                log(String(format: "      conv compression %.2fx, training FLOPs saved %.1f%%, inference FLOPs saved %.1f%%",
+                           last.conv_compression ?? 1, 100 * (1 - tf / dtf), 100 * (1 - inf / dinf)))
+            }
+            if Set(all.map(\.phase)).count > 1 { log("      time per phase: " + Trainer.phaseTimes(all)) }
+        }
+        return all
+    }
+
+    /// The next epoch's steps and evaluation: its metrics, before the methods add theirs.
+    func trainEpoch() throws -> EpochMetrics {
+        let epoch = completedEpochs
+        for method in methods { try method.epochStart(epoch: epoch) }
+        let phase = methods.lazy.compactMap { $0.phase(epoch: epoch) }.first ?? "dense"
+        let loader = BatchLoader(dataset: trainSet, batchSize: config.batch_size, augmentation: trainAugmentation,
+                                 shuffle: true, seed: config.seed, epoch: epoch, dropLast: true)
+        defer { loader.cancel() }
+        let steps = config.max_steps_per_epoch > 0 ? min(loader.batchCount, config.max_steps_per_epoch) : loader.batchCount
+        let schedule = config.lrScheduleValue
+        model.train(true)
+        var lossSum = 0.0, correct = 0, seen = 0, backwardTime = 0.0
+        var lr: Float = config.learning_rate
+        let t0 = now()
+        var lastBar = 0.0
+        for i in 0..<steps {
+            guard let batch = loader.next() else { break }
+            lr = schedule.rate(base: config.learning_rate, epoch: Double(epoch) + Double(i) / Double(steps),
+                               totalEpochs: config.epochs, warmupEpochs: config.warmup_epochs)
+            step.optimizer.learningRate = lr
+            let r: TrainingStep.Result
+            do {
+                r = try step.run(images: batch.images, labels: batch.labels,
+                                 info: StepInfo(epoch: epoch, step: i, stepsPerEpoch: steps))
+            } catch let e as TrainingStep.NonFiniteLoss {
+                throw TrainingError.nonFiniteLoss(epoch: epoch + 1, step: i + 1, loss: e.loss, runDir: runDir,
+                                                  lastGoodEpoch: completedEpochs)
+            }
+            backwardTime += r.backwardSeconds
+            lossSum += Double(r.loss) * Double(batch.count)
+            correct += r.correct
+            seen += batch.count
+            if showProgressBar, now() - lastBar > 0.25 || i == steps - 1 {
+                lastBar = now()
+                let rate = Double(seen) / (lastBar - t0)
+                let text = progressBar(i + 1, steps) + String(format: " %d/%d  loss %.4f  acc %.2f%%  %.0f img/s",
+                    i + 1, steps, lossSum / Double(seen), 100 * Double(correct) / Double(seen), rate)
+                FileHandle.standardOutput.write(Data(("\r" + text + "\u{1B}[K").utf8))
+            }
+        }
+        loader.cancel()
+        let trainTime = now() - t0
+        if showProgressBar { FileHandle.standardOutput.write(Data("\r\u{1B}[K".utf8)) }
+        let (testLoss, testAcc) = evaluate()
+        var m = EpochMetrics(epoch: epoch + 1, lr: Double(lr), train_loss: lossSum / Double(max(seen, 1)),
+                             train_acc: Double(correct) / Double(max(seen, 1)), test_loss: testLoss, test_acc: testAcc,
+                             images_per_s: Double(seen) / trainTime, seconds: now() - t0, phase: phase,
+                             backward_seconds: backwardTime)
+        let cost = ModelCost.measure(model, input: input)  // before any rebuild: what this epoch ran
+        m.conv_compression = Double(denseCost.convWeights) / Double(max(cost.convNonZero, 1))
+        m.inference_flops = cost.inferenceFLOPs
+        m.dense_inference_flops = denseCost.denseInferenceFLOPs
+        m.train_flops = Double(seen) * cost.trainingFLOPs(sparse: methods.contains { $0.trainsSparse })
+        m.dense_train_flops = Double(seen) * denseCost.trainingFLOPs(sparse: false)
+        return m
+    }
+
+    /// Epochs and seconds spent in each phase, in the order the phases came:
+    /// "warm-up 3 epochs 412.0 s, regularised 4 epochs 560.3 s, pruned 3 epochs 371.9 s".
+    public static func phaseTimes(_ metrics: [EpochMetrics]) -> String {
+        var order: [String] = [], epochs: [String: Int] = [:], seconds: [String: Double] = [:]
+        for m in metrics {
+            if epochs[m.phase] == nil { order.append(m.phase) }
+            epochs[m.phase, default: 0] += 1
+            seconds[m.phase, default: 0] += m.seconds
+        }
+        return order.map { String(format: "%@ %d epoch%@ %.1f s", $0, epochs[$0]!, epochs[$0]! == 1 ? "" : "s", seconds[$0]!) }
+            .joined(separator: ", ")
+    }
+
+    /// Mean loss and accuracy on the test set (evaluation mode).
+    public func evaluate() -> (loss: Double, accuracy: Double) {
+        Trainer.evaluate(model: model, dataset: testSet, batchSize: config.batch_size,
+                         augmentation: trainAugmentation.evaluation)
+    }
+
+    public static func evaluate(model: any Layer, dataset: ImageDataset, batchSize: Int, augmentation: Augmentation)
+        -> (loss: Double, accuracy: Double)
+    {
+        model.train(false)
+        defer { model.train(true) }
+        let loader = BatchLoader(dataset: dataset, batchSize: batchSize, augmentation: augmentation, shuffle: false,
+                                 seed: 0, epoch: 0, dropLast: false)
+        var lossSum = 0.0, correct = 0, seen = 0
+        while let b = loader.next() {
+            let logits = model.forward(b.images)
+            let (l, ok) = softmaxCrossEntropy(logits: logits, labels: b.labels, grad: nil)
+            lossSum += Double(l) * Double(b.count)
+            correct += ok
+            seen += b.count
+        }
+        return (lossSum / Double(max(seen, 1)), Double(correct) / Double(max(seen, 1)))
+    }
+
+    /// A method reshaped the model: a new optimizer over its parameters, carrying
+    /// momentum over by name (sliced where a parameter lost channels), and every method
+    /// re-attached.
+    func modelChanged(_ change: ModelChange) {
+        var old: [String: Tensor] = [:]
+        for (p, b) in zip(optimizer.parameters, optimizer.momentumBuffers) { old[p.name] = b }
+        let o = optimizer
+        let fresh = SGD(parameters: model.parameters(), learningRate: o.learningRate, momentum: o.momentum,
+                        nesterov: o.nesterov, weightDecay: o.weightDecay, decayBiasAndNorm: o.decayBiasAndNorm)
+        for (p, b) in zip(fresh.parameters, fresh.momentumBuffers) {
+            guard var m = old[p.name] else { continue }
+            if m.shape != b.shape, let s = change.slices[p.name] { m = m.keeping(axis: s.axis, indices: s.indices) }
+            if m.shape == b.shape { b.copy(from: m) }
+        }
+        step.optimizer = fresh
+        for method in methods { method.modelDidChange() }
+    }
+}
+
+func progressBar(_ done: Int, _ total: Int, width: Int = 24) -> String {
+    let filled = total > 0 ? done * width / total : width
+    return "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "]"
+}

@@ -1,0 +1,68 @@
+import ClickTrainCore
+import ClickTrainNN
+import Foundation
+
+/// One training step — forward, loss, backward, the methods' hooks, optimizer step — the
+/// same for `clicktrain train` and `clicktrain bench`.
+public final class TrainingStep {
+    public let model: any Layer
+    public var optimizer: SGD
+    /// Called in order at every hook.
+    public var methods: [any TrainingMethod]
+    public var labelSmoothing: Float
+    /// The loss gradient [batch, classes], reused every step.
+    let grad: Tensor
+
+    public struct Result: Sendable {
+        public var loss: Float
+        /// Images whose arg-max logit is their label.
+        public var correct: Int
+        /// Forward pass and loss.
+        public var forwardSeconds: Double
+        /// `model.backward` alone.
+        public var backwardSeconds: Double
+        /// The whole step, hooks and optimizer included.
+        public var seconds: Double
+    }
+
+    /// The loss was not finite; nothing was changed (no backward, no update).
+    public struct NonFiniteLoss: Error {
+        public let loss: Float
+    }
+
+    /// - Parameters: batchSize and classes size the loss gradient (smaller batches use its first rows).
+    public init(model: any Layer, optimizer: SGD, methods: [any TrainingMethod], batchSize: Int, classes: Int,
+                labelSmoothing: Float = 0) {
+        self.model = model
+        self.optimizer = optimizer
+        self.methods = methods
+        self.labelSmoothing = labelSmoothing
+        grad = Tensor(shape: [batchSize, classes])
+    }
+
+    /// Runs one step on `images` [B, C, H, W] with their `labels` (B ≤ the batch size).
+    public func run(images: Tensor, labels: UnsafeBufferPointer<Int32>, info: StepInfo) throws -> Result {
+        var info = info
+        let t0 = now()
+        for m in methods { m.stepStart(info) }
+        let logits = model.forward(images)
+        let n = images.shape[0]
+        let g = n == grad.shape[0] ? grad : grad.firstRows(n)
+        let (loss, correct) = softmaxCrossEntropy(logits: logits, labels: labels, labelSmoothing: labelSmoothing, grad: g)
+        guard loss.isFinite else { throw NonFiniteLoss(loss: loss) }
+        info.loss = loss
+        let t1 = now()
+        _ = model.backward(g)
+        let t2 = now()
+        for m in methods { m.afterBackward(info) }
+        for m in methods { m.beforeOptimizerStep(info) }
+        optimizer.step()
+        let t3 = now()
+        return Result(loss: loss, correct: correct, forwardSeconds: t1 - t0, backwardSeconds: t2 - t1, seconds: t3 - t0)
+    }
+
+    /// `run` with labels from an array.
+    public func run(images: Tensor, labels: [Int32], info: StepInfo) throws -> Result {
+        try labels.withUnsafeBufferPointer { try run(images: images, labels: $0, info: info) }
+    }
+}
