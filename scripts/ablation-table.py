@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints issue 6's ablation table: which choices take ClickTrain from the published
+"""Prints the ablation table: which choices take ClickTrain from the published
 algorithm's accuracy loss to ours. Every figure comes from the runs' metrics.jsonl and
 config.yaml (runs made by scripts/compare-methods.sh and scripts/ablation.sh).
 

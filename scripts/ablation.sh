@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 6's ablation: which choices take ClickTrain from the published algorithm's accuracy
+# The ablation: which choices take ClickTrain from the published algorithm's accuracy
 # loss to ours. ResNet-20 on Fashion-MNIST, 10 epochs, seed 1 (same data order as
 # scripts/compare-methods.sh, whose dense and clicktrain runs are the two ends):
 #

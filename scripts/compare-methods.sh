@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs dense, ClickTrain, prune-after-training and PruneTrain with the same schedule and
-# seed, then prints the README's comparison table (issue 6):
+# seed, then prints the README's comparison table:
 #
 #   scripts/compare-methods.sh [OUT_DIR] [EPOCHS] [SEED]
 #

@@ -38,6 +38,17 @@ struct Bench: ParsableCommand {
     var serve = false
 
     func run() throws {
+        try reportingErrors { try runChecked() }
+    }
+
+    func runChecked() throws {
+        try requireFlag(threads.map { $0 >= 1 } ?? true, "--threads must be at least 1, got \(threads ?? 0)")
+        try requireFlag(batch >= 1, "--batch must be at least 1, got \(batch)")
+        try requireFlag(classes >= 1, "--classes must be at least 1, got \(classes)")
+        try requireFlag(warmup >= 0, "--warmup must be at least 0, got \(warmup)")
+        try requireFlag(runs >= 1, "--runs must be at least 1, got \(runs)")
+        try requireFlag(leakSteps >= 0, "--leak-steps must be at least 0, got \(leakSteps)")
+        try requireFlag(compression >= 1 && compression.isFinite, "--compression must be a finite ratio of at least 1, got \(compression)")
         if let t = threads { Threads.set(t) } else { Threads.set(Threads.count) }
         let inp = try parseInput(input, classes: classes)
         var b = TrainingBenchmark(modelName: model, batch: batch, input: inp)
@@ -46,7 +57,7 @@ struct Bench: ParsableCommand {
         b.leakSteps = leakSteps
         if sparse { b.sparseCompression = compression }
         if let p = gradPrune {
-            guard p >= 0 && p < 1 else { throw ValidationError("--grad-prune must be in [0, 1), got \(p)") }
+            try requireFlag(p >= 0 && p < 1, "--grad-prune must be in [0, 1), got \(p)")
             b.gradPruner = GradientPruner(rate: p, distribution: gradPruneDist, rule: gradPruneRule, seed: 1)
         }
         if serve && !inferenceOnly { throw ValidationError("--serve goes with --sparse --inference-only") }

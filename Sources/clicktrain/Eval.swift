@@ -19,6 +19,8 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            try requireFlag(threads.map { $0 >= 1 } ?? true, "--threads must be at least 1, got \(threads ?? 0)")
+            try requireFlag(batchSize >= 1, "--batch-size must be at least 1, got \(batchSize)")
             if let t = threads { Threads.set(t) } else { Threads.set(Threads.count) }
             let probe = try SavedModel(path: modelFile, modelName: model)
             let kind = try dataset.map { try DatasetKind(name: $0) } ?? probe.dataset ?? .fashionMNIST

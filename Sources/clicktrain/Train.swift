@@ -30,7 +30,7 @@ struct Train: ParsableCommand {
     func run() throws {
         try reportingErrors {
             if let dir = resume {
-                try Trainer.resume(runDir: dir).run()
+                try watched(Trainer.resume(runDir: dir)).run()
                 return
             }
             var cfg = try config.map { try RunConfig.load(yamlFile: $0) } ?? RunConfig()
@@ -47,8 +47,17 @@ struct Train: ParsableCommand {
             try cfg.applyCommandLine(settings)
             try cfg.validate(source: config ?? "command line")
             let dir = out ?? defaultRunDir(cfg)
-            try Trainer(config: cfg, runDir: dir).run()
+            try watched(Trainer(config: cfg, runDir: dir)).run()
         }
+    }
+
+    /// `trainer` with SIGINT/SIGTERM saying which checkpoint survives and how to resume.
+    func watched(_ trainer: Trainer) -> Trainer {
+        describeInterrupt(runDir: trainer.runDir, checkpointedEpochs: trainer.completedEpochs)
+        let dir = trainer.runDir
+        trainer.onCheckpoint = { describeInterrupt(runDir: dir, checkpointedEpochs: $0) }
+        installInterruptHandlers()
+        return trainer
     }
 
     func defaultRunDir(_ cfg: RunConfig) -> String {
@@ -70,4 +79,13 @@ func reportingErrors(_ body: () throws -> Void) throws {
         FileHandle.standardError.write(Data("error: \(error)\n".utf8))
         throw ExitCode(1)
     }
+}
+
+/// A flag value outside its range: one line naming the flag and what it accepts.
+struct FlagError: Error, CustomStringConvertible {
+    let description: String
+}
+
+func requireFlag(_ ok: Bool, _ message: @autoclosure () -> String) throws {
+    if !ok { throw FlagError(description: message()) }
 }

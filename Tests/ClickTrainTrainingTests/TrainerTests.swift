@@ -206,8 +206,10 @@ struct TrainerTests {
         kill(p.processIdentifier, SIGKILL)
         p.waitUntilExit()
         #expect(p.terminationReason == .uncaughtSignal)
-        let t = try Trainer.resume(runDir: dir)  // loads: not corrupt
-        #expect(t.completedEpochs >= 1 && t.completedEpochs < 6)
+        do {  // loads: not corrupt (the trainer, and its hold on the folder, end with the block)
+            let t = try Trainer.resume(runDir: dir)
+            #expect(t.completedEpochs >= 1 && t.completedEpochs < 6)
+        }
         let r = try launch(["train", "--resume", dir])
         r.waitUntilExit()
         #expect(r.terminationStatus == 0)

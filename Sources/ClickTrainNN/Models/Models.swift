@@ -15,6 +15,17 @@ public struct ModelInput: Sendable, Equatable {
 }
 
 /// An unknown model name, with the list of known ones.
+/// A model asked for an input it cannot take (no channels or classes, images too small).
+public struct ModelInputError: Error, CustomStringConvertible {
+    public let model: String
+    public let input: ModelInput
+    public let minimumSize: Int
+    public var description: String {
+        "\(model) cannot take \(input.channels)x\(input.size)x\(input.size) images with \(input.classes) classes: "
+            + "it needs at least 1 channel, 1 class and images of at least \(minimumSize)x\(minimumSize)"
+    }
+}
+
 public struct UnknownModelError: Error, CustomStringConvertible {
     public let name: String
     public init(name: String) { self.name = name }
@@ -36,7 +47,23 @@ public enum ModelZoo {
         return n
     }
 
+    /// The smallest square image a model takes (its pooling and strides leave at least one
+    /// pixel), or nil for an unknown name.
+    public static func minimumImageSize(_ name: String) -> Int? {
+        switch canonicalName(name) {
+        case "lenet5": return 12
+        case "resnet18", "resnet50": return 32
+        case let n where names.contains(n): return 1
+        default: return nil
+        }
+    }
+
+    /// Builds a model by name; throws for an unknown name or an input it cannot take.
     public static func make(_ name: String, input: ModelInput, seed: UInt64) throws -> Sequential {
+        guard let minSize = minimumImageSize(name) else { throw UnknownModelError(name: name) }
+        guard input.channels >= 1, input.classes >= 1, input.size >= minSize else {
+            throw ModelInputError(model: canonicalName(name), input: input, minimumSize: minSize)
+        }
         var rng = RNG(seed: seed, stream: 0x30DE1)
         let model: Sequential
         switch canonicalName(name) {

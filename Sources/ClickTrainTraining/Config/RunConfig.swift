@@ -110,9 +110,12 @@ public struct RunConfig: Equatable, Sendable {
         public var description: String { "\(source): \(detail)" }
     }
 
-    /// Checks ranges and combinations; `source` names the file or "command line" in the message.
+    /// Checks ranges and combinations; `source` names the file or "command line" in the
+    /// message, which then names the flags instead of the YAML keys.
     public func validate(source: String) throws {
-        func bad(_ d: String) -> Invalid { Invalid(source: source, detail: d) }
+        func bad(_ d: String) -> Invalid {
+            Invalid(source: source, detail: source == "command line" ? RunConfig.flagNames(in: d) : d)
+        }
         guard ModelZoo.names.contains(ModelZoo.canonicalName(model)) else { throw bad(UnknownModelError(name: model).description) }
         guard epochs >= 1 else { throw bad("epochs must be at least 1, got \(epochs)") }
         guard batch_size >= 1 else { throw bad("batch_size must be at least 1, got \(batch_size)") }
@@ -129,6 +132,38 @@ public struct RunConfig: Equatable, Sendable {
         if let c = epoch_choose_p_k, c < 0 || c > epochs { throw bad("epoch_choose_p_k must be in 0…epochs, got \(c)") }
         if let h = epoch_hard_prune_p_k, h < 0 || h > epochs { throw bad("epoch_hard_prune_p_k must be in 0…epochs, got \(h)") }
         guard compression >= 1, compression.isFinite else { throw bad("compression must be at least 1, got \(compression)") }
+        guard gamma > 0, gamma.isFinite else { throw bad("gamma must be positive, got \(gamma)") }
+        guard warmup_epochs >= 0, warmup_epochs.isFinite else { throw bad("warmup_epochs must be >= 0, got \(warmup_epochs)") }
+        guard schedule.allSatisfy({ $0 >= 0 }) else { throw bad("schedule (milestones) must be epochs >= 0, got \(schedule)") }
+        if let p = crop_padding, p < 0 { throw bad("crop_padding must be >= 0, got \(p)") }
+        guard max_steps_per_epoch >= 0 else { throw bad("max_steps_per_epoch must be >= 0, got \(max_steps_per_epoch)") }
+        guard (1...126).contains(num_patterns) else { throw bad("num_patterns must be in 1…126, got \(num_patterns)") }
+        guard (1...9).contains(pattern_weights) else { throw bad("pattern_weights must be in 1…9, got \(pattern_weights)") }
+        guard grp_lasso_coeff >= 0, grp_lasso_coeff.isFinite else { throw bad("grp_lasso_coeff must be >= 0, got \(grp_lasso_coeff)") }
+        guard importance_window >= 1 else { throw bad("importance_window must be at least 1, got \(importance_window)") }
+        guard prunetrain_threshold >= 0, prunetrain_threshold.isFinite else {
+            throw bad("prunetrain_threshold must be >= 0, got \(prunetrain_threshold)")
+        }
+        for (layer, r) in prune_ratios ?? [:] where !(r >= 0 && r < 100) {
+            throw bad("prune_ratios: '\(layer)' = \(r), expected a percentage in [0, 100)")
+        }
+        if method == .clicktrain, let c = epoch_choose_p_k, let h = epoch_hard_prune_p_k, c > h {
+            throw bad("epoch_choose_p_k (\(c)) must not come after epoch_hard_prune_p_k (\(h)): patterns are chosen before hard pruning")
+        }
+        if method == .clicktrain, epoch_choose_p_k == 0 {
+            throw bad("epoch_choose_p_k must be at least 1: the pattern choice needs one epoch of importance")
+        }
+    }
+
+    /// `text` with every YAML key that has a flag written as the flag (`--choose-epoch`).
+    static func flagNames(in text: String) -> String {
+        var out = text
+        for o in options.sorted(by: { ($0.key ?? "").count > ($1.key ?? "").count }) {
+            guard let key = o.key, let flag = o.flag, o.flagValue == nil else { continue }
+            out = out.replacingOccurrences(of: #"(?<![A-Za-z_-])"# + key + #"(?![A-Za-z_])"#, with: "--" + flag,
+                                           options: .regularExpression)
+        }
+        return out
     }
 
     public var lrScheduleValue: LRSchedule {

@@ -118,26 +118,48 @@ public enum SafeTensors {
     }
 }
 
-/// Writes `data` to `path` via a temporary file + fsync + rename (atomic on POSIX).
+/// A file could not be written (full disk, file-size limit, permissions): names the file
+/// and the system's reason.
+public struct FileWriteError: Error, CustomStringConvertible {
+    public let path: String
+    public let code: Int32
+    public var description: String { "cannot write '\(path)': \(String(cString: strerror(code)))" }
+}
+
+/// Writes `data` to `path` via a temporary file + fsync + rename (atomic on POSIX): a
+/// failure at any point leaves the old file as it was and no temporary file behind.
 public func atomicWrite(_ data: Data, to path: String) throws {
     let dir = (path as NSString).deletingLastPathComponent
     let tmp = (dir.isEmpty ? "." : dir) + "/.\((path as NSString).lastPathComponent).tmp-\(getpid())"
-    guard FileManager.default.createFile(atPath: tmp, contents: nil) else {
-        throw CocoaError(.fileWriteNoPermission, userInfo: [NSFilePathErrorKey: tmp])
-    }
-    let h = try FileHandle(forWritingTo: URL(fileURLWithPath: tmp))
-    do {
-        try h.write(contentsOf: data)
-        try h.synchronize()
-        try h.close()
-    } catch {
-        try? h.close()
+    let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw FileWriteError(path: tmp, code: errno) }
+    func fail(_ code: Int32) -> FileWriteError {
+        close(fd)
         unlink(tmp)
-        throw error
+        return FileWriteError(path: path, code: code)
+    }
+    let ok = data.withUnsafeBytes { raw -> Int32 in
+        var done = 0
+        while done < raw.count {
+            let n = write(fd, raw.baseAddress! + done, raw.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                return errno
+            }
+            done += n
+        }
+        return 0
+    }
+    if ok != 0 { throw fail(ok) }
+    if fsync(fd) != 0 { throw fail(errno) }
+    if close(fd) != 0 {
+        let e = errno
+        unlink(tmp)
+        throw FileWriteError(path: path, code: e)
     }
     guard rename(tmp, path) == 0 else {
         let e = errno
         unlink(tmp)
-        throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path, "errno": e])
+        throw FileWriteError(path: path, code: e)
     }
 }

@@ -47,6 +47,10 @@ public enum TrainingError: Error, CustomStringConvertible {
     case nonFiniteLoss(epoch: Int, step: Int, loss: Float, runDir: String, lastGoodEpoch: Int)
     case noCheckpoint(runDir: String)
     case badCheckpoint(path: String, detail: String)
+    /// Saving the epoch's files failed; the previous checkpoint is untouched.
+    case notSaved(epoch: Int, detail: String, runDir: String)
+    /// Another process holds the run folder.
+    case folderInUse(runDir: String)
 
     public var description: String {
         switch self {
@@ -58,6 +62,12 @@ public enum TrainingError: Error, CustomStringConvertible {
         case .noCheckpoint(let dir):
             return "cannot resume: '\(dir)/checkpoint/state.safetensors' does not exist (was the run started in '\(dir)'?)"
         case .badCheckpoint(let p, let d): return "cannot resume from '\(p)': \(d)"
+        case .notSaved(let e, let d, let dir):
+            let next = e > 1 ? "the checkpoint of epoch \(e - 1) is intact; free space and continue with: clicktrain train --resume \(dir)"
+                : "nothing was saved; free space and start the run again"
+            return "training stopped: epoch \(e) could not be saved (\(d)); \(next)"
+        case .folderInUse(let dir):
+            return "'\(dir)' is in use by another clicktrain process training there; wait for it to end or choose another --out"
         }
     }
 }

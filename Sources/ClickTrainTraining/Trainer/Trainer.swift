@@ -26,6 +26,10 @@ public final class Trainer {
     /// Show an in-epoch progress bar (default: when stdout is a terminal).
     public var showProgressBar = isatty(1) != 0
     var elapsedBefore = 0.0
+    /// Held while this trainer may write the run folder.
+    var lock: RunLock?
+    /// Called after each epoch's checkpoint is saved, with the epochs it covers.
+    public var onCheckpoint: ((Int) -> Void)?
 
     public var optimizer: SGD { step.optimizer }
     /// The run's training methods, in the order their hooks run.
@@ -41,11 +45,17 @@ public final class Trainer {
     /// unless you resume, so earlier results are never overwritten by accident).
     public convenience init(config: RunConfig, runDir: String) throws {
         try config.validate(source: "configuration")
-        if FileManager.default.fileExists(atPath: runDir + "/checkpoint/state.safetensors") {
+        let checkpoint = runDir + "/checkpoint/state.safetensors"
+        if FileManager.default.fileExists(atPath: checkpoint) {
             throw RunConfig.Invalid(source: runDir, detail: "this run folder already holds a run; use --resume \(runDir) to continue it or choose another --out")
         }
         try self.init(validated: config, runDir: runDir)
         try FileManager.default.createDirectory(atPath: runDir + "/checkpoint", withIntermediateDirectories: true)
+        lock = try RunLock(runDir: runDir)
+        // Checked again under the lock: a run started meanwhile may have saved its first epoch.
+        if FileManager.default.fileExists(atPath: checkpoint) {
+            throw RunConfig.Invalid(source: runDir, detail: "this run folder already holds a run; use --resume \(runDir) to continue it or choose another --out")
+        }
         try atomicWrite(Data(config.yaml().utf8), to: runDir + "/config.yaml")
         try atomicWrite(Data(), to: metricsPath)
     }
@@ -104,9 +114,14 @@ public final class Trainer {
                 let after = ModelCost.measure(model, input: input)
                 note += String(format: "  %@: %.2f MFLOPs per image", change.summary, after.inferenceFLOPs / 1e6)
             }
-            try appendMetrics(m)
-            try saveCheckpoint(elapsed: elapsedBefore + now() - start)
-            try saveModel()
+            do {
+                try appendMetrics(m)
+                try saveCheckpoint(elapsed: elapsedBefore + now() - start)
+                onCheckpoint?(completedEpochs)
+                try saveModel()
+            } catch {
+                throw TrainingError.notSaved(epoch: completedEpochs, detail: "\(error)", runDir: runDir)
+            }
             if prunes { note += String(format: "  conv compression %.2fx", m.conv_compression ?? 1) }
             log(String(format: "epoch %3d/%d  lr %.4f  loss %.4f  acc %.2f%%  test loss %.4f  test acc %.2f%%  %.0f img/s  %.1f s  [%@]",
                        m.epoch, config.epochs, m.lr, m.train_loss, 100 * m.train_acc, m.test_loss, 100 * m.test_acc,
@@ -242,4 +257,22 @@ public final class Trainer {
 func progressBar(_ done: Int, _ total: Int, width: Int = 24) -> String {
     let filled = total > 0 ? done * width / total : width
     return "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "]"
+}
+
+/// An exclusive lock on a run folder (a POSIX record lock on its `.lock` file), so two
+/// processes never train into one folder. The system drops it when the process ends,
+/// however it ends, so a crashed run leaves nothing stuck.
+final class RunLock {
+    let fd: Int32
+
+    init(runDir: String) throws {
+        fd = open(runDir + "/.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw FileWriteError(path: runDir + "/.lock", code: errno) }
+        guard lockf(fd, F_TLOCK, 0) == 0 else {
+            close(fd)
+            throw TrainingError.folderInUse(runDir: runDir)
+        }
+    }
+
+    deinit { close(fd) }
 }

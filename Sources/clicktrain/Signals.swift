@@ -1,0 +1,40 @@
+import Foundation
+
+// What SIGINT and SIGTERM print before the process ends: set from the training loop after
+// every checkpoint, read by the handler (which may only call async-signal-safe functions,
+// hence a C string prepared in advance).
+nonisolated(unsafe) private var interruptMessage: UnsafeMutablePointer<CChar>?
+nonisolated(unsafe) private var interruptMessageLength = 0
+
+/// The line a signal prints; the previous string is kept alive, since a handler running at
+/// this moment may still be reading it.
+func setInterruptMessage(_ text: String) {
+    let p = strdup(text)
+    interruptMessageLength = p.map { strlen($0) } ?? 0
+    interruptMessage = p
+}
+
+/// SIGINT and SIGTERM end the process at once with the prepared message and the usual
+/// exit status (128 + signal). Checkpoints are written atomically, so the last finished
+/// epoch's checkpoint is whole whatever moment the signal comes.
+func installInterruptHandlers() {
+    // A parent may have started us with these signals blocked; they are ours to take now.
+    var set = sigset_t()
+    sigemptyset(&set)
+    sigaddset(&set, SIGINT)
+    sigaddset(&set, SIGTERM)
+    pthread_sigmask(SIG_UNBLOCK, &set, nil)
+    for sig in [SIGINT, SIGTERM] {
+        signal(sig) { s in
+            if let m = interruptMessage { _ = write(2, m, interruptMessageLength) }
+            _exit(128 + s)
+        }
+    }
+}
+
+/// Keeps the interrupt message of a run in `runDir` up to date: `epochs` finished ones.
+func describeInterrupt(runDir: String, checkpointedEpochs epochs: Int) {
+    setInterruptMessage(epochs > 0
+        ? "\ninterrupted: the checkpoint of epoch \(epochs) in \(runDir) is intact; continue with: clicktrain train --resume \(runDir)\n"
+        : "\ninterrupted before the first epoch ended: nothing was saved in \(runDir); start the run again\n")
+}
