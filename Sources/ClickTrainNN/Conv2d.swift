@@ -146,7 +146,7 @@ public final class Conv2d: Layer {
         precondition(output == nil || output!.shape == g.outputShape, "forwardFolding: output buffer shape")
         let y = output ?? outputs.get(g.outputShape)
         input = x
-        // The next layer reads y at once: stored through the caches (see `streamingMinBytes`).
+        // The next layer reads y at once: stored through the caches, not streamed past them.
         f.kernel.forward(input: x, weights: f.weights, bias: f.shift, output: y, relu: relu, residual: residual,
                          streamOutput: false)
         return y

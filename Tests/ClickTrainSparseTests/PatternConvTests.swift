@@ -1,5 +1,5 @@
 import ClickTrainCore
-import ClickTrainSparse
+@_spi(Testing) import ClickTrainSparse
 import ClickTrainTestSupport
 import ClickTrainCodegen
 import Foundation
@@ -8,7 +8,8 @@ import Testing
 enum MaskKind: CaseIterable, Sendable {
     /// The four 2x2 corner patterns (ClickTrain's generic pool).
     case corners
-    /// Any of the 126 patterns keeping 4 of 9 taps (every per-pattern loop).
+    /// Any of the 126 patterns keeping 4 of 9 taps (many patterns per channel in the
+    /// grouped paths).
     case anyFourTaps
     /// Kernels keeping 1 to 9 taps (the generic per-tap tiles).
     case mixed
@@ -98,33 +99,31 @@ struct PatternConvTests {
         #expect(pw.nonZeros == (0..<wt.count).filter { wt[$0] != 0 }.count)
         #expect(pw.rowStart[1] == 0)  // filter 0 lost every kernel
         let ref = Reference.conv2d(x, wt, bias: bias, stride: s, padding: 1)
-        for patternCode in [true, false] {
-            let y = Tensor(shape: g.outputShape)
-            y.fill(7)  // must be overwritten
-            let kernel = PatternConvKernel(g)
-            kernel.usePatternCode = patternCode
-            kernel.forward(input: x, weights: pw, bias: bias, output: y)
-            #expect(Reference.maxRelativeError(y, ref) <= 1e-5, "per-pattern code \(patternCode)")
-            // Residual and ReLU fused into the tiles' stores (and the partial tile's copy-out).
-            let res = Reference.random(g.outputShape, seed: 5)
-            kernel.forward(input: x, weights: pw, bias: bias, output: y, relu: true, residual: res)
-            let fused = Tensor(shape: g.outputShape)
-            for i in 0..<fused.count { fused[i] = max(0, ref[i] + res[i]) }
-            #expect(Reference.maxRelativeError(y, fused) <= 1e-5, "residual + ReLU, per-pattern code \(patternCode)")
-            kernel.forward(input: x, weights: pw, bias: bias, output: y, relu: true)
-            for i in 0..<fused.count { fused[i] = max(0, ref[i]) }
-            #expect(Reference.maxRelativeError(y, fused) <= 1e-5, "ReLU, per-pattern code \(patternCode)")
-        }
+        let y = Tensor(shape: g.outputShape)
+        y.fill(7)  // must be overwritten
+        let kernel = PatternConvKernel(g)
+        kernel.forward(input: x, weights: pw, bias: bias, output: y)
+        #expect(Reference.maxRelativeError(y, ref) <= 1e-5)
+        // Residual and ReLU fused into the tiles' stores (and the partial tile's copy-out).
+        let res = Reference.random(g.outputShape, seed: 5)
+        kernel.forward(input: x, weights: pw, bias: bias, output: y, relu: true, residual: res)
+        let fused = Tensor(shape: g.outputShape)
+        for i in 0..<fused.count { fused[i] = max(0, ref[i] + res[i]) }
+        #expect(Reference.maxRelativeError(y, fused) <= 1e-5, "residual + ReLU")
+        kernel.forward(input: x, weights: pw, bias: bias, output: y, relu: true)
+        for i in 0..<fused.count { fused[i] = max(0, ref[i]) }
+        #expect(Reference.maxRelativeError(y, fused) <= 1e-5, "ReLU")
     }
 
     /// 8x8 outputs with 4-tap kernels run forward, weight gradient and (stride 1) input
     /// gradient on the (channel, pattern) or (filter, pattern) groups, larger planes their
     /// weight gradient on the same groups over the whole plane (groups of 1 to 8 kernels with
     /// 40 filters; 8x8 planes over up to four images per pass, batches of 9 and 11 leaving
-    /// passes of 1-4 images), and, that switch off, stride-1 weight gradients with OW = 16
-    /// or 32 on vertical tap pairs and 8x8 ones on `weightGradGrouped`; all switches off, the
-    /// per-tap tiles: each equal to the dense reference (64 channels: several kernels per
-    /// group).
+    /// passes of 1-4 images), and, the plane paths turned off (`PatternStrategy`), stride-1
+    /// weight gradients with OW = 16 or 32 on vertical tap pairs and 8x8 ones on
+    /// `weightGradGrouped`; all these paths off, the per-tap tiles: each equal to the dense
+    /// reference (64 channels: several kernels per group). On builds without AVX-512 the
+    /// strategy chooses the per-tap tiles throughout.
     @Test(arguments: [(2, 64, 8, 8, 32, 1, true), (2, 16, 16, 16, 24, 2, true), (2, 8, 16, 16, 12, 1, true),
                       (1, 8, 32, 32, 8, 1, true), (2, 8, 16, 16, 12, 1, false), (1, 8, 32, 32, 8, 1, false),
                       (2, 6, 32, 32, 40, 2, true), (1, 8, 16, 16, 40, 1, true), (11, 16, 8, 8, 40, 1, true),
@@ -136,11 +135,16 @@ struct PatternConvTests {
         var results: [([Float], [Float])] = []
         for grouped in [true, false] {
             let kernel = PatternConvKernel(g)
-            kernel.groupedForward = grouped
-            kernel.groupedWeightGradient = grouped
-            kernel.groupedInputGradient = grouped
-            kernel.pairedWeightGradient = grouped
-            kernel.planeWeightGradient = grouped && plane
+            if !grouped {
+                kernel.strategy.groupedForward = false
+                kernel.strategy.groupedWeightGradient = false
+                kernel.strategy.groupedInputGradient = false
+                kernel.strategy.pairedWeightGradient = false
+            }
+            if !(grouped && plane) {
+                kernel.strategy.planeWeightGradient = false
+                kernel.strategy.smallPlaneImagesPerPass = 1
+            }
             let y = Tensor(shape: g.outputShape)
             y.fill(7)
             kernel.forward(input: x, weights: pw, bias: bias, output: y, relu: true, residual: res)
@@ -163,8 +167,8 @@ struct PatternConvTests {
     /// Stride 2 with OW in {8, 16, 32, 64}: the input gradient by source (four parity planes in
     /// registers, kernels read once per shift class, the last 64 positions from the tail
     /// buffer), with dx stored through the caches and streamed around them, and by plane
-    /// (switch off) all equal the dense reference; 32x32 and 16x16 inputs (four tiles of 64
-    /// and one), corner and arbitrary patterns.
+    /// (that path turned off) all equal the dense reference; 32x32 and 16x16 inputs (four
+    /// tiles of 64 and one), corner and arbitrary patterns.
     @Test(arguments: [(2, 16, 32, 32, 24, 2), (3, 8, 16, 16, 16, 2), (1, 4, 64, 64, 8, 2)], MaskKind.allCases)
     func stride2InputGradientBySourceAndByPlaneAgree(_ a: (Int, Int, Int, Int, Int, Int), _ kind: MaskKind) {
         let (n, c, h, w, k, s) = a
@@ -178,8 +182,9 @@ struct PatternConvTests {
         let ref = Reference.conv2dBackward(x, wt, dy, stride: s, padding: 1)
         for (bySource, streaming) in [(true, false), (true, true), (false, false)] {
             let kernel = PatternConvKernel(g)
-            kernel.fusedStride2InputGradient = bySource
-            kernel.streamingMinBytes = streaming ? 0 : .max
+            #expect(kernel.strategy.fusedStride2InputGradient)
+            kernel.strategy.fusedStride2InputGradient = bySource
+            kernel.strategy.streamingMinBytes = streaming ? 0 : .max
             let dx = Tensor(shape: g.inputShape)
             dx.fill(3)  // must be overwritten
             kernel.backward(input: x, weights: pw, gradOutput: dy, gradInput: dx, gradValues: nil, gradBias: nil)
@@ -214,15 +219,41 @@ struct PatternConvTests {
     }
 
     @Test func generatedSourceIsUpToDate() throws {
-        // Regenerating the per-pattern kernels must change nothing (run `swift run
+        // Regenerating the register tiles must change nothing (run `swift run
         // generate-kernels` after editing the generator).
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()
         let path = root.appendingPathComponent("Sources/ClickTrainSparse/Generated/PatternTiles.swift")
         let committed = try String(contentsOf: path, encoding: .utf8)
         #expect(committed == PatternKernelSource.source(), "Generated/PatternTiles.swift is stale: run `swift run generate-kernels`")
-        #expect(PatternKernelSource.fourTapPatterns.count == 126)
-        #expect(Set(PatternKernelSource.fourTapPatterns.map { $0 }).count == 126)
+    }
+
+    /// The paths each geometry runs: by source for even stride-2 inputs with OW in
+    /// {8, 16, 32, 64}; the 64-position planes' grouped paths together (stride 1 for the input
+    /// gradient), larger planes' plane and pair paths together (both need the 16-lane partial
+    /// sums of AVX-512 builds).
+    @Test func strategyFollowsTheGeometry() {
+        func strategy(_ c: Int, _ h: Int, _ w: Int, _ k: Int, _ s: Int) -> PatternStrategy {
+            PatternStrategy(ConvGeometry(batch: 2, inChannels: c, height: h, width: w, outChannels: k, kernelSize: 3,
+                                         stride: s, padding: 1))
+        }
+        for (c, h, w, k) in [(16, 32, 32, 32), (32, 16, 16, 64), (4, 64, 64, 8), (8, 16, 32, 8)] {
+            #expect(strategy(c, h, w, k, 2).fusedStride2InputGradient, "\(c)->\(k) \(h)x\(w) stride 2")
+        }
+        for (c, h, w, k, s) in [(8, 9, 7, 12, 2), (8, 20, 18, 16, 2), (4, 28, 28, 8, 2), (16, 32, 32, 16, 1)] {
+            #expect(!strategy(c, h, w, k, s).fusedStride2InputGradient, "\(c)->\(k) \(h)x\(w) stride \(s)")
+        }
+        let small = strategy(64, 8, 8, 64, 1), smallStride2 = strategy(32, 16, 16, 64, 2)
+        for st in [small, smallStride2] {
+            #expect(st.groupedWeightGradient == st.groupedForward && (st.smallPlaneImagesPerPass > 1) == st.groupedForward)
+            #expect(!st.planeWeightGradient && !st.pairedWeightGradient)
+        }
+        #expect(small.groupedInputGradient == small.groupedForward && !smallStride2.groupedInputGradient)
+        let plane = strategy(16, 32, 32, 16, 1)
+        #expect(!plane.groupedForward && !plane.groupedInputGradient && !plane.groupedWeightGradient)
+        #expect(plane.smallPlaneImagesPerPass == 1 && plane.pairedWeightGradient == plane.planeWeightGradient)
+        #expect(!strategy(16, 32, 32, 32, 2).pairedWeightGradient)
+        #expect(small.streamingMinBytes == 4 << 20)
     }
 
     @Test func csrViewMatchesTheIm2colMatrix() {
@@ -245,14 +276,14 @@ struct PatternConvBackwardTests {
     /// Planes of 1024 or more floats: the fill reads 8 channels side by side (12 and 20
     /// channels leave a partial group; stride 2 with OW = 16 and 24, the 16- and 8-wide row
     /// loops), and the forward output and stride-1 input gradient stored through the caches and
-    /// streamed around them (`streamingMinBytes`) all equal the dense reference.
+    /// streamed around them (`PatternStrategy.streamingMinBytes`) all equal the dense reference.
     @Test(arguments: [(2, 12, 32, 32, 16, 2), (1, 20, 32, 48, 8, 2), (2, 12, 32, 32, 8, 1), (1, 20, 32, 48, 16, 1)])
     func channelGroupedFillAndStreamedOutputsAgree(_ a: (Int, Int, Int, Int, Int, Int)) {
         let t = MaskedConvCase(a, removed: 0.5, seed: 31)
         let (g, x, dy, bias, res, pw, ref, fused) = (t.g, t.x, t.dy, t.bias, t.res, t.pw, t.ref, t.fused)
         for streaming in [false, true] {
             let kernel = PatternConvKernel(g)
-            kernel.streamingMinBytes = streaming ? 0 : .max
+            kernel.strategy.streamingMinBytes = streaming ? 0 : .max
             let y = Tensor(shape: g.outputShape)
             y.fill(7)  // must be overwritten
             kernel.forward(input: x, weights: pw, bias: bias, output: y)
@@ -281,22 +312,19 @@ struct PatternConvBackwardTests {
         let pw = PatternWeights(weight: wt, mask: m)
         let ref = Reference.conv2dBackward(x, wt, dy, stride: s, padding: 1)
         var dv = [Float](repeating: 0, count: pw.nonZeros)
-        for patternCode in [true, false] {
-            let kernel = PatternConvKernel(g)
-            kernel.usePatternCode = patternCode
-            let dx = Tensor(shape: g.inputShape), db = Tensor(shape: [k])
-            dx.fill(3)  // must be overwritten
-            kernel.backward(input: x, weights: pw, gradOutput: dy, gradInput: dx, gradValues: &dv, gradBias: db)
-            #expect(Reference.maxRelativeError(dx, ref.dx) <= 1e-5, "input gradient, per-pattern code \(patternCode)")
-            #expect(Reference.maxRelativeError(db, ref.db) <= 1e-5, "bias gradient")
-            // Input gradient alone, then weight gradient alone: the same results.
-            let dx2 = Tensor(shape: g.inputShape)
-            kernel.backward(input: x, weights: pw, gradOutput: dy, gradInput: dx2, gradValues: nil, gradBias: nil)
-            #expect(dx2.array == dx.array)
-            var dv2 = [Float](repeating: 0, count: pw.nonZeros)
-            kernel.backward(input: x, weights: pw, gradOutput: dy, gradInput: nil, gradValues: &dv2, gradBias: nil)
-            #expect(dv2 == dv)
-        }
+        let kernel = PatternConvKernel(g)
+        let dx = Tensor(shape: g.inputShape), db = Tensor(shape: [k])
+        dx.fill(3)  // must be overwritten
+        kernel.backward(input: x, weights: pw, gradOutput: dy, gradInput: dx, gradValues: &dv, gradBias: db)
+        #expect(Reference.maxRelativeError(dx, ref.dx) <= 1e-5, "input gradient")
+        #expect(Reference.maxRelativeError(db, ref.db) <= 1e-5, "bias gradient")
+        // Input gradient alone, then weight gradient alone: the same results.
+        let dx2 = Tensor(shape: g.inputShape)
+        kernel.backward(input: x, weights: pw, gradOutput: dy, gradInput: dx2, gradValues: nil, gradBias: nil)
+        #expect(dx2.array == dx.array)
+        var dv2 = [Float](repeating: 0, count: pw.nonZeros)
+        kernel.backward(input: x, weights: pw, gradOutput: dy, gradInput: nil, gradValues: &dv2, gradBias: nil)
+        #expect(dv2 == dv)
         // The kept weights' gradients, scattered back to [K, C, 3, 3], equal the dense
         // gradient on the mask; the pruned ones are never computed.
         let gradAsWeight = PatternWeights(weight: wt, mask: m)
