@@ -62,10 +62,9 @@ extension PatternConvKernel {
         let tilePacked = inputGradTiles.packed, tileCount = inputGradTiles.start.count
         let wStart = sh.tileStart, wWidth = sh.tileWidth, wCount = wStart.count
         // The weight gradient's path (`strategy`; the first that runs): the plane path over
-        // several images, by group, the plane path, vertical pairs, per tap.
+        // several images, the plane path, vertical pairs, per tap.
         let imagesPerPass = strategy.smallPlaneImagesPerPass
         let multiImage = wantWeights && imagesPerPass > 1 && p.cpStart.count > 1
-        let grouped = strategy.groupedWeightGradient && p.cpStart.count > 1
         let planeGrouped = strategy.planeWeightGradient && p.cpStart.count > 1
         let paired = strategy.pairedWeightGradient
         let imageFloats = c * sh.channelStride
@@ -128,10 +127,6 @@ extension PatternConvKernel {
                                             groups: p.cpStart.count - 1, positions: outSize, images: nb,
                                             xImage: 4 * imageFloats, yImage: 4 * k * outSize)
                         }
-                    } else if wantWeights && grouped {
-                        sh.fill(xin + b * c * h * w, into: xp, channels: c, height: h, width: w, used: p.usedCopies)
-                        weightGradGrouped(dwv, UnsafePointer(dy + b * k * outSize), UnsafePointer(xp), cpo!, cps, cpf!, cpk!,
-                                          groups: p.cpStart.count - 1)
                     } else if wantWeights && planeGrouped {
                         sh.fill(xin + b * c * h * w, into: xp, channels: c, height: h, width: w, used: p.usedCopies)
                         weightGradPlane(dwv, UnsafePointer(dy + b * k * outSize), UnsafePointer(xp), cpo!, cps, cpf!, cpk!,

@@ -25,10 +25,6 @@ import ClickTrainCore
     /// The same on 64-position planes over this many images per pass (their copies side by
     /// side, so that a pass is as long as on a 16x16 plane); 1: not on these planes.
     public var smallPlaneImagesPerPass: Int
-    /// Weight gradient of 64-position planes by group one image at a time
-    /// (`weightGradGrouped`, the group's four input taps in registers while its kernels'
-    /// output gradients stream past), where the multi-image plane pass does not run.
-    public var groupedWeightGradient: Bool
     /// Stride-1 weight gradient by vertical pairs of taps (`weightPairTile`) when OW is 16 or
     /// 32 and OH·OW a multiple of 128: a kernel's taps (ky, kx) and (ky + 1, kx) read one
     /// copy OW floats apart, loaded once for both.
@@ -54,7 +50,6 @@ import ClickTrainCore
         groupedInputGradient = lanes16 && positions == 64 && g.stride == 1
         planeWeightGradient = lanes16 && positions % 32 == 0 && positions != 64
         smallPlaneImagesPerPass = lanes16 && positions == 64 ? 4 : 1
-        groupedWeightGradient = lanes16 && positions == 64
         pairedWeightGradient = lanes16 && g.stride == 1 && (ow == 16 || ow == 32) && positions % 128 == 0
         fusedStride2InputGradient = g.stride == 2 && g.height % 2 == 0 && g.width % 2 == 0 && ow >= 8 && 64 % ow == 0
             && positions % 64 == 0
@@ -67,14 +62,13 @@ import ClickTrainCore
         (!groupedForward || choice.groupedForward) && (!groupedInputGradient || choice.groupedInputGradient)
             && (!planeWeightGradient || choice.planeWeightGradient)
             && (smallPlaneImagesPerPass <= 1 || choice.smallPlaneImagesPerPass > 1)
-            && (!groupedWeightGradient || choice.groupedWeightGradient)
             && (!pairedWeightGradient || choice.pairedWeightGradient)
             && (!fusedStride2InputGradient || choice.fusedStride2InputGradient)
     }
 
     /// Whether the plan lists (input channel, pattern) groups for one of these paths.
     var channelGroups: Bool {
-        groupedForward || planeWeightGradient || smallPlaneImagesPerPass > 1 || groupedWeightGradient
+        groupedForward || planeWeightGradient || smallPlaneImagesPerPass > 1
     }
 }
 

@@ -1,34 +1,5 @@
-// The weight gradient's kernels: by (input channel, pattern) group on 64-position planes,
-// over the whole plane, by vertical tap pairs, and per tap (`weightTile`).
-
-/// One image's weight gradient for 64-position planes, kernels grouped by (input channel,
-/// pattern): per group its four taps' inputs (4 x 64 floats) in sixteen registers, then per
-/// kernel its filter's output gradient (4 registers) against them: 16 multiply-adds for 4
-/// loads, each tap's 16-lane partial sums updated once.
-@inline(__always)
-func weightGradGrouped(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ xp: UnsafePointer<Float>,
-                       _ offsets: UnsafePointer<Int32>, _ start: UnsafePointer<Int32>, _ filter: UnsafePointer<Int32>,
-                       _ slot: UnsafePointer<Int32>, groups: Int) {
-    typealias V = SIMD16<Float>
-    let x = UnsafeRawPointer(xp), g = UnsafeRawPointer(dy), out = UnsafeMutableRawPointer(dw)
-    for gi in 0..<groups {
-        let (a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3) = groupTaps(x, offsets + 4 * gi)
-        for j in Int(start[gi])..<Int(start[gi + 1]) {
-            let y = g + 256 * Int(filter[j])
-            let y0 = y.loadUnaligned(as: V.self), y1 = y.loadUnaligned(fromByteOffset: 64, as: V.self)
-            let y2 = y.loadUnaligned(fromByteOffset: 128, as: V.self), y3 = y.loadUnaligned(fromByteOffset: 192, as: V.self)
-            var pa = y0 * a0, qa = y1 * a1, pb = y0 * b0, qb = y1 * b1
-            var pc = y0 * c0, qc = y1 * c1, pd = y0 * d0, qd = y1 * d1
-            pa.addProduct(y2, a2); qa.addProduct(y3, a3); pb.addProduct(y2, b2); qb.addProduct(y3, b3)
-            pc.addProduct(y2, c2); qc.addProduct(y3, c3); pd.addProduct(y2, d2); qd.addProduct(y3, d3)
-            let at = 64 * Int(slot[j])
-            out.storeBytes(of: out.loadUnaligned(fromByteOffset: at, as: V.self) + pa + qa, toByteOffset: at, as: V.self)
-            out.storeBytes(of: out.loadUnaligned(fromByteOffset: at + 64, as: V.self) + pb + qb, toByteOffset: at + 64, as: V.self)
-            out.storeBytes(of: out.loadUnaligned(fromByteOffset: at + 128, as: V.self) + pc + qc, toByteOffset: at + 128, as: V.self)
-            out.storeBytes(of: out.loadUnaligned(fromByteOffset: at + 192, as: V.self) + pd + qd, toByteOffset: at + 192, as: V.self)
-        }
-    }
-}
+// The weight gradient's kernels: by (input channel, pattern) group over the whole plane,
+// by vertical tap pairs, and per tap (`weightTile`).
 
 /// A number of kernels one pass of `weightGradPlane` takes (a type, so each count gets its
 /// own specialised loop with only its accumulators).
@@ -41,7 +12,7 @@ enum PlaneKernels6: PlaneKernelCount { static var n: Int { 6 } }
 
 
 /// One image's weight gradient for planes of `positions` floats (a multiple of 32), kernels
-/// grouped by (input channel, pattern) as in `weightGradGrouped`: per group, up to six
+/// grouped by (input channel, pattern): per group, up to six
 /// kernels in one pass hold their 4 x 4 tap sums in registers over the whole plane, each
 /// 16-position step loading the group's four input taps once and each kernel's output
 /// gradient once; the sums are added to the partials once per kernel and image.
