@@ -62,6 +62,10 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: cpuFlags),
+        // The file readers as fuzz targets (scripts/fuzz.sh), replayed by the tests.
+        .target(name: "ClickTrainFuzzTargets", dependencies: ["ClickTrainData", "ClickTrainTraining"],
+                swiftSettings: cpuFlags),
+        .executableTarget(name: "clicktrain-fuzz", dependencies: ["ClickTrainFuzzTargets"], swiftSettings: cpuFlags),
         // The generator of Sources/ClickTrainSparse/Generated (swift run generate-kernels).
         .target(name: "ClickTrainCodegen"),
         .executableTarget(name: "generate-kernels", dependencies: ["ClickTrainCodegen"]),
@@ -79,6 +83,7 @@ let package = Package(
         .testTarget(name: "ClickTrainDataTests", dependencies: ["ClickTrainData", "ClickTrainTestSupport"],
                     swiftSettings: cpuFlags),
         .testTarget(name: "ClickTrainTrainingTests",
-                    dependencies: ["ClickTrainTraining", "ClickTrainTestSupport"], swiftSettings: cpuFlags),
+                    dependencies: ["ClickTrainTraining", "ClickTrainTestSupport", "ClickTrainFuzzTargets"],
+                    swiftSettings: cpuFlags),
     ]
 )

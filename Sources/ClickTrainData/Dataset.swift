@@ -136,26 +136,33 @@ public enum CIFAR {
             guard let data = FileManager.default.contents(atPath: path) else {
                 throw DataError.missingFile(path: path, hint: "")
             }
-            guard data.count > 0, data.count % record == 0 else {
-                let whole = data.count / record
-                throw DataError.truncated(path: path, expectedBytes: (whole + 1) * record, actualBytes: data.count)
-            }
-            let n = data.count / record
-            pixels.reserveCapacity(pixels.count + n * 3072)
-            try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
-                let b = raw.bindMemory(to: UInt8.self)
-                for r in 0..<n {
-                    let base = r * record
-                    let label = Int(b[base + labelBytes - 1])
-                    guard label < classes else {
-                        throw DataError.corrupt(path: path, detail: "record \(r) has label \(label), expected < \(classes)")
-                    }
-                    labels.append(Int32(label))
-                    pixels.append(contentsOf: b[(base + labelBytes)..<(base + record)])
-                }
-            }
+            try parse(data, path: path, labelBytes: labelBytes, classes: classes, pixels: &pixels, labels: &labels)
         }
         return ImageDataset(channels: 3, height: 32, width: 32, classes: classes, pixels: pixels, labels: labels)
+    }
+
+    /// Appends the records of one file's bytes to `pixels` and `labels`.
+    public static func parse(_ data: Data, path: String, labelBytes: Int, classes: Int, pixels: inout [UInt8],
+                             labels: inout [Int32]) throws {
+        let record = labelBytes + 3072
+        guard data.count > 0, data.count % record == 0 else {
+            let whole = data.count / record
+            throw DataError.truncated(path: path, expectedBytes: (whole + 1) * record, actualBytes: data.count)
+        }
+        let n = data.count / record
+        pixels.reserveCapacity(pixels.count + n * 3072)
+        try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+            let b = raw.bindMemory(to: UInt8.self)
+            for r in 0..<n {
+                let base = r * record
+                let label = Int(b[base + labelBytes - 1])
+                guard label < classes else {
+                    throw DataError.corrupt(path: path, detail: "record \(r) has label \(label), expected < \(classes)")
+                }
+                labels.append(Int32(label))
+                pixels.append(contentsOf: b[(base + labelBytes)..<(base + record)])
+            }
+        }
     }
 
     /// Writes records in the same format (tests, exports).

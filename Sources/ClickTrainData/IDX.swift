@@ -13,28 +13,53 @@ public enum IDX {
 
     /// The whole (decompressed) content of a file, raw or gzip.
     public static func readAll(_ path: String) throws -> [UInt8] {
-        guard FileManager.default.fileExists(atPath: path) else {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            if FileManager.default.fileExists(atPath: path) { throw DataError.corrupt(path: path, detail: "cannot read") }
             throw DataError.missingFile(path: path, hint: "")
         }
-        guard let f = gzopen(path, "rb") else { throw DataError.corrupt(path: path, detail: "cannot open") }
-        defer { gzclose(f) }
+        return try decompress([UInt8](data), path: path)
+    }
+
+    /// `bytes` as they are, or inflated when they start with the gzip magic (1f 8b); several
+    /// gzip members one after another are inflated one after another, as gunzip does.
+    public static func decompress(_ bytes: [UInt8], path: String) throws -> [UInt8] {
+        guard bytes.count >= 2, bytes[0] == 0x1f, bytes[1] == 0x8b else { return bytes }
+        var stream = z_stream()
+        // 15 + 16: a gzip header and trailer around a deflate stream of up to 32 KiB windows.
+        guard inflateInit2_(&stream, 15 + 16, zlibVersion(), Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+            throw DataError.corrupt(path: path, detail: "gzip: cannot start zlib")
+        }
+        defer { inflateEnd(&stream) }
         var out: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { gzread(f, $0.baseAddress, UInt32($0.count)) }
-            if n < 0 {
-                var errnum: Int32 = 0
-                let msg = gzerror(f, &errnum).map { String(cString: $0) } ?? "read error"
-                throw DataError.corrupt(path: path, detail: "gzip: \(msg)")
+        try bytes.withUnsafeBufferPointer { input in
+            stream.next_in = UnsafeMutablePointer(mutating: input.baseAddress!)
+            stream.avail_in = UInt32(input.count)
+            while true {
+                let (status, produced) = chunk.withUnsafeMutableBufferPointer { buf -> (Int32, Int) in
+                    stream.next_out = buf.baseAddress
+                    stream.avail_out = UInt32(buf.count)
+                    let status = inflate(&stream, Z_NO_FLUSH)
+                    return (status, buf.count - Int(stream.avail_out))
+                }
+                out += chunk[0..<produced]
+                switch status {
+                case Z_STREAM_END:
+                    // Another member follows, or the end of the file.
+                    guard stream.avail_in > 0 else { return }
+                    guard inflateReset(&stream) == Z_OK else { throw DataError.corrupt(path: path, detail: "gzip: cannot restart") }
+                case Z_OK:
+                    if stream.avail_in == 0 && produced == 0 {
+                        throw DataError.truncated(path: path, expectedBytes: out.count + 1, actualBytes: out.count)
+                    }
+                case Z_BUF_ERROR:
+                    // No progress possible: the input ended inside a member.
+                    throw DataError.corrupt(path: path, detail: "gzip: the file ends inside the compressed data (truncated)")
+                default:
+                    let msg = stream.msg.map { String(cString: $0) } ?? "error \(status)"
+                    throw DataError.corrupt(path: path, detail: "gzip: \(msg)")
+                }
             }
-            if n == 0 { break }
-            out += chunk[0..<Int(n)]
-        }
-        // gzread stops quietly at a truncated gzip stream; gzerror then reports it.
-        var errnum: Int32 = 0
-        let msg = gzerror(f, &errnum).map { String(cString: $0) } ?? ""
-        if errnum != Z_OK && errnum != Z_STREAM_END {
-            throw DataError.corrupt(path: path, detail: "gzip: \(msg)")
         }
         return out
     }
@@ -62,7 +87,15 @@ public enum IDX {
             dims.append(Int(b[o]) << 24 | Int(b[o + 1]) << 16 | Int(b[o + 2]) << 8 | Int(b[o + 3]))
         }
         let header = 4 + 4 * rank
-        let expected = dims.reduce(1, *)
+        // The product of four 32-bit sizes can overflow: check it against the file instead.
+        var expected = 1
+        for d in dims {
+            let (p, overflow) = expected.multipliedReportingOverflow(by: d)
+            guard !overflow, p <= b.count else {
+                throw DataError.truncated(path: path, expectedBytes: overflow ? Int.max : p, actualBytes: b.count - header)
+            }
+            expected = p
+        }
         guard b.count - header >= expected else {
             throw DataError.truncated(path: path, expectedBytes: expected, actualBytes: b.count - header)
         }

@@ -62,6 +62,7 @@ struct HardeningTests {
             (["train", "--data", cfg.data, "--num-patterns", "0"], "--num-patterns"),
             (["train", "--data", cfg.data, "--crop-padding", "-1"], "--crop-padding"),
             (["train", "--data", cfg.data, "--epochs"], "--epochs"),
+            (["train", "--data", cfg.data, "--batch-size", "100000"], "batch_size"),
         ]
         for (args, needle) in cases {
             let r = try runClicktrain(args + ["--out", SyntheticData.temporaryDirectory("bad")].filter { _ in args[0] == "train" })

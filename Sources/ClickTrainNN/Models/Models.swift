@@ -52,8 +52,7 @@ public enum ModelZoo {
     public static func minimumImageSize(_ name: String) -> Int? {
         switch canonicalName(name) {
         case "lenet5": return 12
-        case "resnet18", "resnet50": return 32
-        case let n where names.contains(n): return 1
+        case let n where names.contains(n): return 1  // padding keeps every map at least 1x1
         default: return nil
         }
     }

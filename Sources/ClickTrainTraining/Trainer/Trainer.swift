@@ -69,6 +69,9 @@ public final class Trainer {
         guard trainSet.height == trainSet.width else {
             throw RunConfig.Invalid(source: config.dataDirectory, detail: "images are \(trainSet.height)x\(trainSet.width); square images are expected")
         }
+        guard config.batch_size <= trainSet.count else {
+            throw RunConfig.Invalid(source: config.dataDirectory, detail: "batch_size \(config.batch_size) is larger than the training set's \(trainSet.count) images")
+        }
         input = ModelInput(channels: trainSet.channels, size: trainSet.height, classes: trainSet.classes)
         model = try ModelZoo.make(config.model, input: input, seed: config.seed)
         denseCost = ModelCost.measure(model, input: input)
