@@ -4,7 +4,7 @@ import PackageDescription
 import Foundation
 
 // Our own SIMD/scalar loops need a target CPU with AVX2+FMA, or every FMA becomes a
-// library call (DESIGN.md §5). The build targets AVX-512 (skylake-avx512: AVX-512 F/CD/BW/DQ/VL, with the AVX512
+// library call. The build targets AVX-512 (skylake-avx512: AVX-512 F/CD/BW/DQ/VL, with the AVX512
 // condition that turns on the 512-bit pattern-conv tiles) when the building machine has
 // it, else haswell (AVX2 + FMA), which runs on every x86 server of the last decade.
 // CLICKTRAIN_TARGET_CPU overrides the choice (`haswell` for a binary that must also run on

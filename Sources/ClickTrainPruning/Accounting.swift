@@ -1,7 +1,7 @@
 import ClickTrainCore
 import ClickTrainNN
 
-/// FLOPs and compression from a model's actual masks (SPEC §2). A multiply-add counts
+/// FLOPs and compression from a model's actual masks. A multiply-add counts
 /// as 2 FLOPs; conv and linear layers are counted (BN, ReLU and pooling are <1% here and
 /// left out, for dense and pruned alike).
 public struct ModelCost: Sendable, Codable {

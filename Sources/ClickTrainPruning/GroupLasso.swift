@@ -1,6 +1,6 @@
 import ClickTrainCore
 
-/// ClickTrain's modified group lasso (SPEC §2, stage 4): one group per kernel for its
+/// ClickTrain's modified group lasso (stage 4 of the method): one group per kernel for its
 /// off-pattern weights and one per removed kernel,
 /// `λ · ( Σ_k sqrt(‖W_k ⊙ ¬P_k‖² + ε) + Σ_{k removed} sqrt(‖W_k‖² + ε) )`, ε = 1e-8.
 public enum GroupLasso {

@@ -2,7 +2,7 @@ import ClickTrainCore
 import ClickTrainNN
 import Foundation
 
-/// The PruneTrain baseline (Lym et al., SC'19; SPEC §3): group lasso over every conv's
+/// The PruneTrain baseline (Lym et al., SC'19): group lasso over every conv's
 /// output channels (filters) and input channels, with λ set at the first step so that
 /// `λ·GL / (λ·GL + loss) = 0.2`, and every `interval` epochs the channels whose weights
 /// all fell below `threshold` are removed and the network rebuilt smaller.

@@ -20,7 +20,7 @@ public enum ThresholdRule: String, Sendable, Codable, CaseIterable {
     case calibrated
 }
 
-/// Stochastic, unbiased pruning of activation gradients (SPEC §4): entries with |g| < τ
+/// Stochastic, unbiased pruning of activation gradients (Ye et al., ECCV'20): entries with |g| < τ
 /// become sign(g)·τ with probability |g|/τ and 0 otherwise; larger entries pass.
 ///
 /// The random numbers come from a counter-based hash of (seed, call, element), so the

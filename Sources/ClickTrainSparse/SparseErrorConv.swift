@@ -1,7 +1,7 @@
 import ClickTrainCore
 
 /// Backward convolutions that skip the zeros of the output gradient, with the
-/// activation-gradient pruning fused in (SPEC §4).
+/// activation-gradient pruning fused in.
 ///
 /// Each image is processed on its own (threads split the batch):
 /// 1. its input goes channels-last into a zero-bordered scratch (8x8 blocks transposed in

@@ -34,7 +34,7 @@ public struct UnknownModelError: Error, CustomStringConvertible {
     }
 }
 
-/// Builds the networks of SPEC §1 by name. Parameters get PyTorch `state_dict` names.
+/// Builds the model zoo's networks by name. Parameters get PyTorch `state_dict` names.
 public enum ModelZoo {
     public static let names = ["lenet5", "resnet20", "resnet32", "resnet56", "resnet110", "vgg11", "vgg13", "vgg16",
                                "resnet18", "resnet50"]
