@@ -139,6 +139,7 @@ struct ConfigOptionTests {
     @Test func everyKeyRoundTrips() throws {
         var c = RunConfig()
         c.model = "resnet32"; c.dataset = .cifar10; c.data = "/tmp/some data"; c.epochs = 20; c.batch_size = 64
+        c.init_weights = "/tmp/weights: v1.safetensors"
         c.learning_rate = 0.05; c.momentum = 0.8; c.nesterov = true; c.weight_decay = 1e-5; c.decay_bn_bias = false
         c.lr_schedule = .step; c.schedule = [5, 8]; c.gamma = 0.2; c.warmup_epochs = 1.5; c.label_smoothing = 0.1
         c.crop_padding = 3; c.horizontal_flip = false; c.seed = 7; c.threads = 1; c.max_steps_per_epoch = 9

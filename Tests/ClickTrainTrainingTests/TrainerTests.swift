@@ -228,3 +228,55 @@ func clicktrainExecutable() -> String? {
     }
     return nil
 }
+
+@Suite("Starting from saved weights")
+struct InitWeightsTests {
+    /// A run started with `init_weights` begins from the file's weights; a classifier with
+    /// another class count starts fresh with a note; another mismatch names the tensor.
+    @Test func initLoadsWeightsAndToleratesOnlyTheHead() throws {
+        let (cfg, dir) = tinyRun(epochs: 1)
+        try quiet(Trainer(config: cfg, runDir: dir)).run()
+        let file = dir + "/model.safetensors"
+        let saved = try SafeTensors.read(file)
+
+        var c = cfg
+        c.init_weights = file
+        let t = try Trainer(config: c, runDir: SyntheticData.temporaryDirectory("run"))
+        for (name, entry) in t.model.stateDict() {
+            if case .parameter(let p) = entry, case .f32(_, let vals)? = saved.tensors[name] {
+                #expect(p.value.array == vals, "\(name)")
+            }
+        }
+        #expect(t.startNotes.isEmpty)
+
+        // The head with 7 classes instead of 10 (PyTorch DataParallel names): the rest loads.
+        var tensors: [(String, SafeTensors.Value)] = []
+        for name in saved.order {
+            var v = saved.tensors[name]!
+            if name.hasPrefix("fc3."), case .f32(let shape, let vals) = v {
+                let per = shape.count == 2 ? shape[1] : 1
+                v = .f32(shape: [7] + shape.dropFirst(), values: Array(vals.prefix(7 * per)))
+            }
+            tensors.append(("module." + name, v))
+        }
+        let headFile = SyntheticData.temporaryDirectory("w") + ".safetensors"
+        try SafeTensors.write(tensors, to: headFile)
+        c.init_weights = headFile
+        let h = try Trainer(config: c, runDir: SyntheticData.temporaryDirectory("run"))
+        #expect(h.startNotes.count == 1 && h.startNotes[0].contains("fc3"), "\(h.startNotes)")
+        let conv = try #require(h.model.parameters().first { $0.name == "conv1.weight" })
+        guard case .f32(_, let convVals)? = saved.tensors["conv1.weight"] else { Issue.record("no conv1"); return }
+        #expect(conv.value.array == convVals)
+
+        // Another tensor misshapen: an error naming it, and no run folder content.
+        tensors = saved.order.map { name in
+            name == "conv2.weight" ? (name, .f32(shape: [1], values: [0])) : (name, saved.tensors[name]!)
+        }
+        let badFile = SyntheticData.temporaryDirectory("w") + ".safetensors"
+        try SafeTensors.write(tensors, to: badFile)
+        c.init_weights = badFile
+        #expect { try Trainer(config: c, runDir: SyntheticData.temporaryDirectory("run")) } throws: {
+            "\($0)".contains("conv2.weight")
+        }
+    }
+}

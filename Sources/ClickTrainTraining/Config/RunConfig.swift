@@ -41,6 +41,8 @@ public struct RunConfig: Equatable, Sendable {
     public var dataset: DatasetKind = .fashionMNIST
     /// Data folder; empty means the data set's default location.
     public var data = ""
+    /// Starting weights (a `state_dict` safetensors file with PyTorch names); empty: random.
+    public var init_weights = ""
     public var epochs = 12
     public var batch_size = 128
     public var learning_rate: Float = 0.1

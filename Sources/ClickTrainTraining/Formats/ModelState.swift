@@ -26,12 +26,36 @@ public enum ModelState {
         }
     }
 
+    /// Starting weights for a new run from a `state_dict` file with PyTorch names (ours, or
+    /// one saved by PyTorch for the same architecture; a DataParallel `module.` prefix is
+    /// dropped). A classifier head whose class count differs is left as initialised, and
+    /// said so in the returned notes; any other missing, extra or misshapen tensor is an
+    /// error naming it.
+    public static func initialize(_ model: any Layer, from path: String) throws -> [String] {
+        var saved = try SafeTensors.read(path).tensors
+        if !saved.isEmpty, saved.keys.allSatisfy({ $0.hasPrefix("module.") }) {
+            saved = Dictionary(uniqueKeysWithValues: saved.map { (String($0.key.dropFirst(7)), $0.value) })
+        }
+        var skip = Set<String>(), notes: [String] = []
+        if let (name, head) = model.namedModules().last(where: { $0.1 is Linear }), let fc = head as? Linear,
+           case .f32(let shape, _)? = saved[name + ".weight"], shape.count == 2, shape[1] == fc.inFeatures,
+           shape[0] != fc.outFeatures {
+            skip = [name + ".weight", name + ".bias"]
+            saved[name + ".weight"] = nil
+            saved[name + ".bias"] = nil
+            notes.append("\(path): '\(name)' has \(shape[0]) classes there and \(fc.outFeatures) here: it starts freshly initialised")
+        }
+        try load(saved, into: model, path: path, skipping: skip)
+        return notes
+    }
+
     /// Copies saved tensors into the model. Every state entry must be present with its
-    /// exact shape; unknown names are an error too (a different architecture).
+    /// exact shape (except those in `skipping`); unknown names are an error too (a
+    /// different architecture).
     public static func load(_ saved: [String: SafeTensors.Value], into model: any Layer, prefix: String = "",
-                            path: String, allowExtra: Bool = false) throws {
+                            path: String, allowExtra: Bool = false, skipping: Set<String> = []) throws {
         var used = Set<String>()
-        for (name, entry) in model.stateDict() {
+        for (name, entry) in model.stateDict() where !skipping.contains(prefix + name) {
             let key = prefix + name
             guard let v = saved[key] else { throw StateLoadError(path: path, detail: "tensor '\(key)' is missing") }
             used.insert(key)

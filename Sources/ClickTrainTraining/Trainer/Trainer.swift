@@ -28,6 +28,8 @@ public final class Trainer {
     var elapsedBefore = 0.0
     /// Held while this trainer may write the run folder.
     var lock: RunLock?
+    /// Notes printed when the run starts (e.g. about its starting weights).
+    public internal(set) var startNotes: [String] = []
     /// Called after each epoch's checkpoint is saved, with the epochs it covers.
     public var onCheckpoint: ((Int) -> Void)?
 
@@ -50,6 +52,7 @@ public final class Trainer {
             throw RunConfig.Invalid(source: runDir, detail: "this run folder already holds a run; use --resume \(runDir) to continue it or choose another --out")
         }
         try self.init(validated: config, runDir: runDir)
+        if !config.init_weights.isEmpty { startNotes = try ModelState.initialize(model, from: config.init_weights) }
         try FileManager.default.createDirectory(atPath: runDir + "/checkpoint", withIntermediateDirectories: true)
         lock = try RunLock(runDir: runDir)
         // Checked again under the lock: a run started meanwhile may have saved its first epoch.
@@ -107,6 +110,8 @@ public final class Trainer {
         } else {
             log("resuming \(runDir) after epoch \(completedEpochs) of \(config.epochs)")
         }
+        for note in startNotes { log("note: " + note) }
+        startNotes = []
         while completedEpochs < lastEpoch {
             var m = try trainEpoch()
             var note = methods.map { $0.addMetrics(to: &m) }.joined()
