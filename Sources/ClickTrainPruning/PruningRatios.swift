@@ -47,13 +47,21 @@ public enum PruningRatios {
         return Dictionary(uniqueKeysWithValues: zip(layers.map(\.0), r))
     }
 
+    /// Our parameter name for a name in the official configs: without DataParallel's
+    /// `module.` prefix, `feature.N` (their VGG) as `features.N`, `.weight` appended if absent.
+    public static func parameterName(official key: String) -> String {
+        var name = key.hasPrefix("module.") ? String(key.dropFirst(7)) : key
+        if name.hasPrefix("feature.") { name = "features." + name.dropFirst(8) }
+        if !name.hasSuffix(".weight") { name += ".weight" }
+        return name
+    }
+
     /// Reads the official configs' `prune_ratios` (percent, keys with a `module.` prefix
     /// from DataParallel) onto our parameter names; every key must name a prunable layer.
     public static func fromOfficial(_ raw: [String: Double], prunable: [String]) throws -> [String: Double] {
         var out: [String: Double] = [:]
         for (key, value) in raw {
-            var name = key.hasPrefix("module.") ? String(key.dropFirst(7)) : key
-            if !name.hasSuffix(".weight") { name += ".weight" }
+            let name = parameterName(official: key)
             guard prunable.contains(name) else {
                 throw Error(detail: "prune_ratios: '\(key)' is not a prunable 3x3 conv of this model (prunable: \(prunable.prefix(3).joined(separator: ", ")), …)")
             }

@@ -44,7 +44,9 @@ struct Train: ParsableCommand {
                         """.utf8))
                 }
             }
+            let fileEpochs = cfg.epochs
             try cfg.applyCommandLine(settings)
+            cfg.rescaleSchedule(from: fileEpochs)  // a published file's schedule follows --epochs
             try cfg.validate(source: config ?? "command line")
             let dir = out ?? defaultRunDir(cfg)
             try watched(Trainer(config: cfg, runDir: dir)).run()

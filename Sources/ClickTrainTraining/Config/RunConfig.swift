@@ -99,6 +99,11 @@ public struct RunConfig: Equatable, Sendable {
     /// PruneTrain: share of the group-lasso penalty in the first step's loss, which sets λ.
     public var prunetrain_penalty_share: Float = 0.2
 
+    /// Read from a published ClickTrain file (sections, file-name model and data set): its
+    /// ratios may name layers the model lacks (skipped with a warning, where our own flat
+    /// configs are strict) and a new `--epochs` rescales its schedule. Not a key.
+    public var published = false
+
     public init() {}
 
     /// A configuration error: `source` is the file or "command line".

@@ -104,6 +104,8 @@ extension RunConfig {
                          help: "Connectivity ratios in percent per layer, as in the official configs (YAML only).",
                          defaultText: "derived from compression",
                          read: { c, v in
+                             // Every entry commented out, as published files often have it: no ratios.
+                             if case .scalar(let s) = v, ["", "null", "~"].contains(s) { c.prune_ratios = nil; return }
                              guard case .map(let pairs) = v else { throw ConfigValueError(detail: "expected a mapping of layer: percent") }
                              var r: [String: Double] = [:]
                              for (k, s) in pairs {
@@ -154,12 +156,26 @@ extension RunConfig {
         guard let node else { return cfg }
         guard let map = node.mapping else { throw Invalid(source: source, detail: "expected a mapping of keys to values") }
         let byKey = Dictionary(uniqueKeysWithValues: options.compactMap { o in o.key.map { ($0, o) } })
+        let (entries, published) = flattened(map)
         var settings: [(ConfigOption, ConfigInput)] = []
-        for (k, v) in map {
-            guard let key = k.string, let option = byKey[key] else { continue }
-            settings.append((option, try input(v, key: key, source: source)))
+        if published, let names = publishedNames(of: source) {
+            // The file's name gives data set and model unless its keys do.
+            if !entries.contains(where: { $0.0 == "dataset" }) {
+                settings.append((byKey["dataset"]!, .scalar(names.dataset.rawValue)))
+            }
+            if !entries.contains(where: { $0.0 == "model" }) { settings.append((byKey["model"]!, .scalar(names.model))) }
+        }
+        for (key, v) in entries {
+            guard let option = byKey[key] else { continue }
+            var value = try input(v, key: key, source: source)
+            // Published milestones are one string: '55 130'.
+            if published, key == "schedule", case .scalar(let s) = value {
+                value = .list(s.split(whereSeparator: { $0 == " " || $0 == "," }).map(String.init))
+            }
+            settings.append((option, value))
         }
         try cfg.apply(settings, source: source, commandLine: false)
+        cfg.published = published
         try cfg.validate(source: source)
         return cfg
     }
@@ -188,7 +204,7 @@ extension RunConfig {
     public static func unusedKeys(yaml text: String) -> [String] {
         guard let node = try? Yams.compose(yaml: text), let map = node.mapping else { return [] }
         let known = Set(options.compactMap(\.key))
-        return map.keys.compactMap(\.string).filter { !known.contains($0) }.sorted()
+        return flattened(map).entries.map(\.0).filter { !known.contains($0) }.sorted()
     }
 
     /// `config.yaml`: the keys that apply to this run, as a person would write them.

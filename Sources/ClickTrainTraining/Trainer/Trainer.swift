@@ -52,19 +52,19 @@ public final class Trainer {
             throw RunConfig.Invalid(source: runDir, detail: "this run folder already holds a run; use --resume \(runDir) to continue it or choose another --out")
         }
         try self.init(validated: config, runDir: runDir)
-        if !config.init_weights.isEmpty { startNotes = try ModelState.initialize(model, from: config.init_weights) }
+        if !config.init_weights.isEmpty { startNotes += try ModelState.initialize(model, from: config.init_weights) }
         try FileManager.default.createDirectory(atPath: runDir + "/checkpoint", withIntermediateDirectories: true)
         lock = try RunLock(runDir: runDir)
         // Checked again under the lock: a run started meanwhile may have saved its first epoch.
         if FileManager.default.fileExists(atPath: checkpoint) {
             throw RunConfig.Invalid(source: runDir, detail: "this run folder already holds a run; use --resume \(runDir) to continue it or choose another --out")
         }
-        try atomicWrite(Data(config.yaml().utf8), to: runDir + "/config.yaml")
+        try atomicWrite(Data(self.config.yaml().utf8), to: runDir + "/config.yaml")
         try atomicWrite(Data(), to: metricsPath)
     }
 
-    init(validated config: RunConfig, runDir: String) throws {
-        self.config = config
+    init(validated given: RunConfig, runDir: String) throws {
+        var config = given
         self.runDir = runDir
         Threads.set(config.threads ?? Threads.count)
         trainSet = try ImageDataset.load(config.dataset, directory: config.dataDirectory, train: true)
@@ -77,12 +77,23 @@ public final class Trainer {
         }
         input = ModelInput(channels: trainSet.channels, size: trainSet.height, classes: trainSet.classes)
         model = try ModelZoo.make(config.model, input: input, seed: config.seed)
+        var notes: [String] = []
+        if config.published, config.method.usesPatterns, config.prune_ratios != nil {
+            let (ratios, skipped) = config.publishedRatios(for: model)
+            config.prune_ratios = ratios
+            if !skipped.isEmpty {
+                notes.append("skipping prune_ratios for layers \(config.model) does not have: \(skipped.joined(separator: ", "))")
+            }
+        }
+        config.published = false  // its ratios now fit the model: from here on a flat config
+        self.config = config
         denseCost = ModelCost.measure(model, input: input)
         let optimizer = SGD(parameters: model.parameters(), learningRate: config.learning_rate, momentum: config.momentum,
                             nesterov: config.nesterov, weightDecay: config.weight_decay,
                             decayBiasAndNorm: config.decay_bn_bias)
         step = TrainingStep(model: model, optimizer: optimizer, methods: try config.makeMethods(for: model),
                             batchSize: config.batch_size, classes: input.classes, labelSmoothing: config.label_smoothing)
+        startNotes = notes
     }
 
     public func readMetrics() -> [EpochMetrics] {
