@@ -83,7 +83,15 @@ public enum SafeTensors {
                   let shape = e["shape"] as? [Int], let off = e["data_offsets"] as? [Int], off.count == 2
             else { throw fail("tensor '\(name)' lacks dtype, shape or data_offsets") }
             guard let dt = DType(rawValue: dts) else { throw fail("tensor '\(name)' has dtype \(dts); F32 and I64 are supported") }
-            let bytes = shape.reduce(1, *) * dt.size
+            // Sizes come from the file: negative or overflowing products are errors, not traps.
+            var bytes = dt.size
+            for d in shape {
+                let (p, overflow) = bytes.multipliedReportingOverflow(by: d)
+                guard d >= 0, !overflow, p <= body.count else {
+                    throw fail("tensor '\(name)' has shape \(shape), larger than the file or negative")
+                }
+                bytes = p
+            }
             guard off[0] >= 0, off[1] == off[0] + bytes, off[1] <= body.count else {
                 throw fail("tensor '\(name)' (\(dts) \(shape)) has byte range \(off) in a \(body.count)-byte data section: truncated or corrupt")
             }
