@@ -130,7 +130,6 @@ public struct ImageDataset: Sendable {
 /// planes of 32x32). CIFAR-100 records carry a coarse then a fine label; the fine is used.
 public enum CIFAR {
     public static func read(_ paths: [String], labelBytes: Int, classes: Int) throws -> ImageDataset {
-        let record = labelBytes + 3072
         var pixels: [UInt8] = [], labels: [Int32] = []
         for path in paths {
             guard let data = FileManager.default.contents(atPath: path) else {

@@ -7,7 +7,7 @@ import Foundation
 /// corpus and on every input that once crashed. A reader may throw on bad input; it must
 /// never crash, hang or read out of bounds.
 public enum FuzzTarget: String, CaseIterable, Sendable {
-    /// `SafeTensors.decode`: checkpoints, saved models, `--init` files.
+    /// `SafeTensors.decode`: checkpoints, saved models, `--init` files; and a pattern file's expansion.
     case safetensors
     /// `IDX.decompress` (raw or gzip) and `IDX.parse`: what `IDX.read` does to a file.
     case idx
@@ -20,7 +20,9 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     public func run(_ data: Data) {
         switch self {
         case .safetensors:
-            _ = try? SafeTensors.decode(data, path: "fuzz.safetensors")
+            if let st = try? SafeTensors.decode(data, path: "fuzz.safetensors") {
+                _ = try? PatternFile.expand(st.tensors, metadata: st.metadata, path: "fuzz.safetensors")
+            }
         case .idx:
             _ = try? IDX.parse(IDX.decompress([UInt8](data), path: "fuzz.idx"), path: "fuzz.idx")
         case .cifar:

@@ -6,19 +6,32 @@ import Foundation
 /// shape and byte range, an optional `__metadata__` string map, then the raw data.
 public enum SafeTensors {
     public enum DType: String, Sendable {
-        case f32 = "F32", i64 = "I64"
-        var size: Int { self == .f32 ? 4 : 8 }
+        case f32 = "F32", i64 = "I64", u8 = "U8"
+        var size: Int {
+            switch self {
+            case .f32: return 4
+            case .i64: return 8
+            case .u8: return 1
+            }
+        }
     }
 
-    /// One tensor as stored: float32 values, or int64 values.
+    /// One tensor as stored: float32, int64 or unsigned byte values.
     public enum Value: Sendable, Equatable {
         case f32(shape: [Int], values: [Float])
         case i64(shape: [Int], values: [Int64])
+        case u8(shape: [Int], values: [UInt8])
 
         public var shape: [Int] {
-            switch self { case .f32(let s, _), .i64(let s, _): return s }
+            switch self { case .f32(let s, _), .i64(let s, _), .u8(let s, _): return s }
         }
-        var dtype: DType { if case .f32 = self { return .f32 } else { return .i64 } }
+        var dtype: DType {
+            switch self {
+            case .f32: return .f32
+            case .i64: return .i64
+            case .u8: return .u8
+            }
+        }
     }
 
     public struct Error: Swift.Error, CustomStringConvertible {
@@ -52,6 +65,7 @@ public enum SafeTensors {
             switch v {
             case .f32(_, let vals): vals.withUnsafeBytes { out.append(contentsOf: $0) }
             case .i64(_, let vals): vals.withUnsafeBytes { out.append(contentsOf: $0) }
+            case .u8(_, let vals): out.append(contentsOf: vals)
             }
         }
         return out
@@ -82,7 +96,7 @@ public enum SafeTensors {
             guard let e = entry as? [String: Any], let dts = e["dtype"] as? String,
                   let shape = e["shape"] as? [Int], let off = e["data_offsets"] as? [Int], off.count == 2
             else { throw fail("tensor '\(name)' lacks dtype, shape or data_offsets") }
-            guard let dt = DType(rawValue: dts) else { throw fail("tensor '\(name)' has dtype \(dts); F32 and I64 are supported") }
+            guard let dt = DType(rawValue: dts) else { throw fail("tensor '\(name)' has dtype \(dts); F32, I64 and U8 are supported") }
             // Sizes come from the file: negative or overflowing products are errors, not traps.
             var bytes = dt.size
             for d in shape {
@@ -101,6 +115,8 @@ public enum SafeTensors {
                 tensors[name] = .f32(shape: shape, values: slice.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) })
             case .i64:
                 tensors[name] = .i64(shape: shape, values: slice.withUnsafeBytes { Array($0.bindMemory(to: Int64.self)) })
+            case .u8:
+                tensors[name] = .u8(shape: shape, values: [UInt8](slice))
             }
             ranges.append((name, off[0]))
         }

@@ -44,13 +44,19 @@ public struct SavedModel {
             }
             try PruneTrain.apply(widths: widths, to: model)
         }
-        try ModelState.load(saved.tensors, into: model, path: path)
         let pj = ((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent("pruning.json")
-        if let data = FileManager.default.contents(atPath: pj) {
+        if meta["format"] == PatternFile.format {
+            // model.pattern.safetensors: the weights and the pruning state are both in the file.
+            let (dense, state) = try PatternFile.expand(saved.tensors, metadata: meta, path: path)
+            try ModelState.load(dense, into: model, path: path)
+            pruning = state
+        } else if let data = FileManager.default.contents(atPath: pj) {
+            try ModelState.load(saved.tensors, into: model, path: path)
             do { pruning = try JSONDecoder().decode(PruningState.self, from: data) } catch {
                 throw StateLoadError(path: pj, detail: "not a valid pruning state: \(error)")
             }
         } else {
+            try ModelState.load(saved.tensors, into: model, path: path)
             pruning = nil
         }
         // Hard-pruned models get their masks back, so inference runs the sparse kernels.

@@ -104,8 +104,8 @@ extension RunConfig {
         }
         switch method {
         case .dense: break
-        case .clicktrain: methods.append(ClickTrainMethod(pruner: try patternPruner(for: model)))
-        case .pat: methods.append(PruneAfterTrainingMethod(pruner: try patternPruner(for: model)))
+        case .clicktrain: methods.append(ClickTrainMethod(pruner: try patternPruner(for: model), model: model))
+        case .pat: methods.append(PruneAfterTrainingMethod(pruner: try patternPruner(for: model), model: model))
         case .prunetrain:
             let pt = try PruneTrain(model: model, interval: prunetrain_interval ?? max(1, epochs / 5),
                                     threshold: prunetrain_threshold, penaltyShare: prunetrain_penalty_share)

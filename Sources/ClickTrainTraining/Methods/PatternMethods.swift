@@ -4,11 +4,16 @@ import ClickTrainPruning
 import Foundation
 
 /// What ClickTrain and prune-after-training share as training methods: a `PatternPruner`,
-/// its checkpoint (state, importance, masks) and `pruning.json`.
+/// its checkpoint (state, importance, masks), `pruning.json`, and once hard-pruned the
+/// compact `model.pattern.safetensors`.
 public class PatternPruningMethod: TrainingMethod {
     public let pruner: PatternPruner
+    let model: any Layer
 
-    init(pruner: PatternPruner) { self.pruner = pruner }
+    init(pruner: PatternPruner, model: any Layer) {
+        self.pruner = pruner
+        self.model = model
+    }
 
     public func phase(epoch: Int) -> String? { nil }
     public func epochStart(epoch: Int) throws {}
@@ -45,10 +50,14 @@ public class PatternPruningMethod: TrainingMethod {
         return nil
     }
 
-    public func runFiles() throws -> [(name: String, contents: Data)] {
+    public func runFiles(modelMetadata: [String: String]) throws -> [(name: String, contents: Data)] {
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
-        return [("pruning.json", try enc.encode(pruner.state))]
+        var files = [("pruning.json", try enc.encode(pruner.state))]
+        if pruner.state.hardPruned {
+            files.append(("model.pattern.safetensors", try PatternFile.encode(model, state: pruner.state, metadata: modelMetadata)))
+        }
+        return files
     }
 }
 

@@ -97,8 +97,9 @@ public protocol TrainingMethod: AnyObject {
     func restore(from checkpoint: MethodCheckpoint) throws -> ModelChange?
     /// Metadata the method adds to `model.safetensors`.
     func modelMetadata() -> [String: String]
-    /// Files the method writes into the run folder next to the model (name, contents).
-    func runFiles() throws -> [(name: String, contents: Data)]
+    /// Files the method writes into the run folder next to the model (name, contents);
+    /// `modelMetadata` is that of `model.safetensors`.
+    func runFiles(modelMetadata: [String: String]) throws -> [(name: String, contents: Data)]
 }
 
 extension TrainingMethod {
@@ -115,5 +116,5 @@ extension TrainingMethod {
     public func checkpoint() throws -> MethodCheckpoint { MethodCheckpoint() }
     public func restore(from checkpoint: MethodCheckpoint) throws -> ModelChange? { nil }
     public func modelMetadata() -> [String: String] { [:] }
-    public func runFiles() throws -> [(name: String, contents: Data)] { [] }
+    public func runFiles(modelMetadata: [String: String]) throws -> [(name: String, contents: Data)] { [] }
 }

@@ -82,7 +82,7 @@ extension Trainer {
         for method in methods { meta.merge(method.modelMetadata()) { a, _ in a } }
         try SafeTensors.write(ModelState.tensors(of: model), metadata: meta, to: modelPath)
         for method in methods {
-            for (name, contents) in try method.runFiles() { try atomicWrite(contents, to: runDir + "/" + name) }
+            for (name, contents) in try method.runFiles(modelMetadata: meta) { try atomicWrite(contents, to: runDir + "/" + name) }
         }
     }
 }
