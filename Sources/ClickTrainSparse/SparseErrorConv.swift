@@ -157,7 +157,7 @@ public final class SparseErrorConvKernel {
                     let base = (b * k + f) * plane
                     let gp: UnsafePointer<Float>
                     if tau > 0 {
-                        pr.applyRange(gradOutput.data + base, into: pb, count: plane, tau: tau, key: key, indexBase: base)
+                        _ = pr.applyRange(gradOutput.data + base, into: pb, count: plane, tau: tau, key: key, indexBase: base)
                         gp = UnsafePointer(pb)
                     } else {
                         gp = UnsafePointer(gradOutput.data + base)

@@ -75,10 +75,10 @@ struct RunConfigTests {
         let c = try RunConfig.decode(yaml: yaml, source: "cfg.yaml")
         #expect(c.model == "resnet32" && c.epochs == 190 && c.schedule == [55, 130] && c.lr_schedule == .step)
         #expect(c.lrScheduleValue == .step(milestones: [55, 130], gamma: 0.1))
-        let again = try RunConfig.decode(yaml: try c.yaml(), source: "round trip")
+        let again = try RunConfig.decode(yaml: c.yaml(), source: "round trip")
         #expect(again == c)
         #expect(RunConfig.unusedKeys(yaml: yaml).isEmpty)
-        #expect(RunConfig.unusedKeys(yaml: try c.yaml()).isEmpty)
+        #expect(RunConfig.unusedKeys(yaml: c.yaml()).isEmpty)
     }
 
     @Test func timePerPhaseSumsEpochsInOrder() throws {
