@@ -183,6 +183,19 @@ public struct RunConfig: Equatable, Sendable {
 
     public var dataDirectory: String { data.isEmpty ? dataset.defaultDirectory : data }
 
+    /// The schedule epochs left to defaults, written out as they will be used (so that a
+    /// run's `config.yaml` says when it chooses, hard-prunes or rebuilds).
+    public func resolvingDefaults() -> RunConfig {
+        var c = self
+        if method.usesPatterns {
+            let d = PatternPruningConfig.defaultEpochs(totalEpochs: epochs)
+            if method == .clicktrain { c.epoch_choose_p_k = epoch_choose_p_k ?? d.choose }
+            c.epoch_hard_prune_p_k = epoch_hard_prune_p_k ?? d.hard
+        }
+        if method == .prunetrain { c.prunetrain_interval = prunetrain_interval ?? max(1, epochs / 5) }
+        return c
+    }
+
     /// Reads a YAML file (see `decode(yaml:source:)`).
     public static func load(yamlFile path: String) throws -> RunConfig {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {

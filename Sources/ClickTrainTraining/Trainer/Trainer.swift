@@ -86,6 +86,7 @@ public final class Trainer {
             }
         }
         config.published = false  // its ratios now fit the model: from here on a flat config
+        config = config.resolvingDefaults()
         self.config = config
         denseCost = ModelCost.measure(model, input: input)
         let optimizer = SGD(parameters: model.parameters(), learningRate: config.learning_rate, momentum: config.momentum,
