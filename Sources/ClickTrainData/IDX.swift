@@ -24,6 +24,7 @@ public enum IDX {
     /// gzip members one after another are inflated one after another, as gunzip does.
     public static func decompress(_ bytes: [UInt8], path: String) throws -> [UInt8] {
         guard bytes.count >= 2, bytes[0] == 0x1f, bytes[1] == 0x8b else { return bytes }
+        guard bytes.count <= Int(UInt32.max) else { throw DataError.corrupt(path: path, detail: "gzip files over 4 GiB are not read") }
         var stream = z_stream()
         // 15 + 16: a gzip header and trailer around a deflate stream of up to 32 KiB windows.
         guard inflateInit2_(&stream, 15 + 16, zlibVersion(), Int32(MemoryLayout<z_stream>.size)) == Z_OK else {

@@ -162,6 +162,7 @@ public final class PatternPruner {
         guard saved.layers.isEmpty || saved.layers.map(\.name) == prunableNames else {
             throw PruningRatios.Error(detail: "the saved pruning state is for other layers")
         }
+        for (p, l) in zip(parameters, saved.layers) { try l.check(weightShape: p.shape) }
         state = saved
         importance = saved2
         if state.hardPruned {

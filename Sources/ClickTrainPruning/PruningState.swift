@@ -27,6 +27,18 @@ public struct PrunedLayer: Codable, Sendable, Equatable {
     }
 
     public var kernels: Int { shape[0] * shape[1] }
+
+    /// Checks a layer read from a file against the weight it is for: one pattern and flag
+    /// per kernel, every pattern in the pool.
+    public func check(weightShape: [Int]) throws {
+        guard shape == weightShape, shape.count == 4, shape[2] == 3, shape[3] == 3 else {
+            throw PruningRatios.Error(detail: "layer '\(name)' is \(shape), its weight \(weightShape)")
+        }
+        guard patternIDs.count == kernels, removed.count == kernels, !pool.isEmpty,
+              patternIDs.allSatisfy({ Int($0) < pool.count }) else {
+            throw PruningRatios.Error(detail: "layer '\(name)': patterns, flags or pool do not fit its \(kernels) kernels")
+        }
+    }
     public var keptKernels: Int { removed.filter { !$0 }.count }
 
     /// The 0/1 mask of the weight: the kernel's pattern, or zeros when removed.

@@ -25,6 +25,9 @@ struct Eval: ParsableCommand {
             let probe = try SavedModel(path: modelFile, modelName: model)
             let kind = try dataset.map { try DatasetKind(name: $0) } ?? probe.dataset ?? .fashionMNIST
             let test = try ImageDataset.load(kind, directory: data ?? kind.defaultDirectory, train: false)
+            guard test.classes <= probe.input.classes else {
+                throw StateLoadError(path: modelFile, detail: "the model has \(probe.input.classes) classes, \(kind.rawValue) has \(test.classes)")
+            }
             let inp = ModelInput(channels: test.channels, size: test.height, classes: probe.input.classes)
             guard inp == probe.input else {
                 throw StateLoadError(path: modelFile, detail: "the model takes \(probe.input.channels)x\(probe.input.size)x\(probe.input.size) images, \(kind.rawValue) has \(inp.channels)x\(inp.size)x\(inp.size)")

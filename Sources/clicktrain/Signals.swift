@@ -4,19 +4,16 @@ import Foundation
 // every checkpoint, read by the handler (which may only call async-signal-safe functions,
 // hence a C string prepared in advance).
 nonisolated(unsafe) private var interruptMessage: UnsafeMutablePointer<CChar>?
-nonisolated(unsafe) private var interruptMessageLength = 0
 
 /// The line a signal prints; the previous string is kept alive, since a handler running at
 /// this moment may still be reading it.
 func setInterruptMessage(_ text: String) {
-    let p = strdup(text)
-    interruptMessageLength = p.map { strlen($0) } ?? 0
-    interruptMessage = p
+    interruptMessage = strdup(text)
 }
 
-/// SIGINT and SIGTERM end the process at once with the prepared message and the usual
-/// exit status (128 + signal). Checkpoints are written atomically, so the last finished
-/// epoch's checkpoint is whole whatever moment the signal comes.
+/// SIGINT and SIGTERM end the process at once with the prepared message, then by the
+/// signal itself (so a calling shell sees it). Checkpoints are written atomically, so the
+/// last finished epoch's checkpoint is whole whatever moment the signal comes.
 func installInterruptHandlers() {
     // A parent may have started us with these signals blocked; they are ours to take now.
     var set = sigset_t()
@@ -26,7 +23,14 @@ func installInterruptHandlers() {
     pthread_sigmask(SIG_UNBLOCK, &set, nil)
     for sig in [SIGINT, SIGTERM] {
         signal(sig) { s in
-            if let m = interruptMessage { _ = write(2, m, interruptMessageLength) }
+            if let m = interruptMessage { _ = write(2, m, strlen(m)) }
+            // Again, by default and unblocked (a handler runs with its signal blocked).
+            signal(s, SIG_DFL)
+            var own = sigset_t()
+            sigemptyset(&own)
+            sigaddset(&own, s)
+            pthread_sigmask(SIG_UNBLOCK, &own, nil)
+            raise(s)
             _exit(128 + s)
         }
     }

@@ -45,8 +45,8 @@ struct Train: ParsableCommand {
                 }
             }
             let fileEpochs = cfg.epochs
-            try cfg.applyCommandLine(settings)
-            cfg.rescaleSchedule(from: fileEpochs)  // a published file's schedule follows --epochs
+            let given = try cfg.applyCommandLine(settings)
+            cfg.rescaleSchedule(from: fileEpochs, except: given)  // a published file's schedule follows --epochs
             try cfg.validate(source: config ?? "command line")
             let dir = out ?? defaultRunDir(cfg)
             try watched(Trainer(config: cfg, runDir: dir)).run()

@@ -39,6 +39,10 @@ struct PublishedConfigTests {
         try c.applyCommandLine(["--epochs", "19"])
         c.rescaleSchedule(from: 190)
         #expect(c.epochs == 19 && c.epoch_choose_p_k == 6 && c.epoch_hard_prune_p_k == 14 && c.schedule == [6, 13])
+        var given = try load("cifar10_resnet32_v1.yaml")
+        let keys = try given.applyCommandLine(["--epochs", "19", "--hard-prune-epoch", "17"])
+        given.rescaleSchedule(from: 190, except: keys)  // a flag given with the file is taken as written
+        #expect(given.epoch_choose_p_k == 6 && given.epoch_hard_prune_p_k == 17)
         var flat = RunConfig()
         flat.epoch_choose_p_k = 61
         flat.epochs = 19

@@ -44,14 +44,15 @@ extension RunConfig {
     }
 
     /// A new length for a run read from a published file: the choice and hard-prune epochs
-    /// and the LR milestones scale with the epochs, as the file's schedule is meant.
-    public mutating func rescaleSchedule(from old: Int) {
+    /// and the LR milestones scale with the epochs, as the file's schedule is meant, except
+    /// those in `given` (keys set on the command line, taken as written).
+    public mutating func rescaleSchedule(from old: Int, except given: Set<String> = []) {
         guard published, old > 0, epochs != old else { return }
         let f = Double(epochs) / Double(old)
         func scaled(_ e: Int) -> Int { min(epochs, max(0, Int((Double(e) * f).rounded()))) }
-        epoch_choose_p_k = epoch_choose_p_k.map(scaled)
-        epoch_hard_prune_p_k = epoch_hard_prune_p_k.map(scaled)
-        schedule = schedule.map(scaled)
+        if !given.contains("epoch_choose_p_k") { epoch_choose_p_k = epoch_choose_p_k.map(scaled) }
+        if !given.contains("epoch_hard_prune_p_k") { epoch_hard_prune_p_k = epoch_hard_prune_p_k.map(scaled) }
+        if !given.contains("schedule") { schedule = schedule.map(scaled) }
         if method == .clicktrain, let c = epoch_choose_p_k, c < 1 { epoch_choose_p_k = 1 }
     }
 

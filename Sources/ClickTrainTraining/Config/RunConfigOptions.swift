@@ -223,8 +223,10 @@ extension RunConfig {
     }
 
     /// Settings from command-line words (`--epochs 3`, `--lr=0.05`, `--nesterov`): every
-    /// option with a flag in `options`. Unknown words are an error naming them.
-    public mutating func applyCommandLine(_ words: [String]) throws {
+    /// option with a flag in `options`. Unknown words are an error naming them. Returns the
+    /// YAML keys the words set.
+    @discardableResult
+    public mutating func applyCommandLine(_ words: [String]) throws -> Set<String> {
         let byFlag = Dictionary(uniqueKeysWithValues: RunConfig.options.compactMap { o in o.flag.map { ($0, o) } })
         var settings: [(ConfigOption, ConfigInput)] = []
         var i = 0
@@ -254,6 +256,7 @@ extension RunConfig {
             i += 1
         }
         try apply(settings, source: "command line", commandLine: true)
+        return Set(settings.compactMap(\.0.key))
     }
 
     /// The options' help, one entry per flag, for `clicktrain train --help`.

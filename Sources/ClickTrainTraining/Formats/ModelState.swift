@@ -74,7 +74,8 @@ public enum ModelState {
             case .counter(let c):
                 switch v {
                 case .i64(_, let vals) where vals.count == 1: c.value = vals[0]
-                case .f32(_, let vals) where vals.count == 1: c.value = Int64(vals[0])
+                case .f32(_, let vals) where vals.count == 1 && Int64(exactly: vals[0].rounded()) != nil:
+                    c.value = Int64(exactly: vals[0].rounded())!
                 default: throw StateLoadError(path: path, detail: "tensor '\(key)' must hold one integer")
                 }
             }

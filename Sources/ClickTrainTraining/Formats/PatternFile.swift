@@ -82,7 +82,8 @@ public enum PatternFile {
         for name in infos.keys.sorted() {
             let info = infos[name]!
             guard info.shape.count == 4, info.shape[2] == 3, info.shape[3] == 3, info.shape[0] > 0, info.shape[1] > 0,
-                  info.shape[0] <= 1 << 16, info.shape[1] <= 1 << 16 else {
+                  info.shape[0] <= 1 << 22, info.shape[1] <= 1 << 22,
+                  info.shape[0] * info.shape[1] <= 1 << 22 else {  // far above any model's layer
                 throw bad("layer '\(name)' has shape \(info.shape), not [F, C, 3, 3]")
             }
             let kernels = info.shape[0] * info.shape[1]

@@ -106,7 +106,7 @@ public enum SafeTensors {
                 }
                 bytes = p
             }
-            guard off[0] >= 0, off[1] == off[0] + bytes, off[1] <= body.count else {
+            guard off[0] >= 0, off[1] >= off[0], off[1] <= body.count, off[1] - off[0] == bytes else {
                 throw fail("tensor '\(name)' (\(dts) \(shape)) has byte range \(off) in a \(body.count)-byte data section: truncated or corrupt")
             }
             let slice = body.subdata(in: off[0]..<off[1])

@@ -66,6 +66,7 @@ public struct SavedModel {
                 guard let w = params[l.name], w.shape == l.shape else {
                     throw StateLoadError(path: pj, detail: "layer '\(l.name)' does not match the model")
                 }
+                do { try l.check(weightShape: w.shape) } catch { throw StateLoadError(path: pj, detail: "\(error)") }
                 w.mask = l.mask()
                 w.applyMask()
             }

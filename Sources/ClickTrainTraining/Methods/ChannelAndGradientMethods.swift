@@ -125,8 +125,10 @@ extension RunConfig {
                                                   otherConvWeights: other, n: pattern_weights)
         }
         let d = PatternPruningConfig.defaultEpochs(totalEpochs: epochs)
-        var pc = PatternPruningConfig(chooseEpoch: epoch_choose_p_k ?? d.choose, hardEpoch: epoch_hard_prune_p_k ?? d.hard,
-                                      ratios: ratios)
+        let hard = epoch_hard_prune_p_k ?? d.hard
+        // PAT chooses by magnitude when it prunes: its choice is the hard-prune epoch.
+        let choose = method == .pat ? hard : epoch_choose_p_k ?? d.choose
+        var pc = PatternPruningConfig(chooseEpoch: choose, hardEpoch: hard, ratios: ratios)
         pc.method = method == .pat ? .pat : .clicktrain
         pc.n = pattern_weights
         pc.poolSize = num_patterns

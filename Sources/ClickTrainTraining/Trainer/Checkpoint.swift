@@ -15,6 +15,9 @@ extension Trainer {
         do { cfg = try RunConfig.decode(yaml: yaml, source: path) } catch {
             throw TrainingError.badCheckpoint(path: path, detail: "its config does not parse: \(error)")
         }
+        guard (0...cfg.epochs).contains(epoch) else {
+            throw TrainingError.badCheckpoint(path: path, detail: "epoch \(epoch) is outside the run's 0…\(cfg.epochs)")
+        }
         let t = try Trainer(validated: cfg, runDir: runDir)
         t.lock = try RunLock(runDir: runDir)
         // The methods' own state first: it may reshape the model the weights are loaded into.

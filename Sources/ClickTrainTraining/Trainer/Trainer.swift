@@ -80,7 +80,7 @@ public final class Trainer {
         var notes: [String] = []
         if config.published, config.method.usesPatterns, config.prune_ratios != nil {
             let (ratios, skipped) = config.publishedRatios(for: model)
-            config.prune_ratios = ratios
+            config.prune_ratios = ratios.isEmpty ? nil : ratios  // none fits: ratios from compression
             if !skipped.isEmpty {
                 notes.append("skipping prune_ratios for layers \(config.model) does not have: \(skipped.joined(separator: ", "))")
             }
@@ -135,10 +135,11 @@ public final class Trainer {
                 note += String(format: "  %@: %.2f MFLOPs per image", change.summary, after.inferenceFLOPs / 1e6)
             }
             do {
+                // The checkpoint last: once it is there, every file of the epoch is.
                 try appendMetrics(m)
+                try saveModel()
                 try saveCheckpoint(elapsed: elapsedBefore + now() - start)
                 onCheckpoint?(completedEpochs)
-                try saveModel()
             } catch {
                 throw TrainingError.notSaved(epoch: completedEpochs, detail: "\(error)", runDir: runDir)
             }
@@ -205,6 +206,10 @@ public final class Trainer {
         let trainTime = now() - t0
         if showProgressBar { FileHandle.standardOutput.write(Data("\r\u{1B}[K".utf8)) }
         let (testLoss, testAcc) = evaluate()
+        guard testLoss.isFinite else {  // the last steps broke the weights
+            throw TrainingError.nonFiniteLoss(epoch: epoch + 1, step: steps, loss: Float(testLoss), runDir: runDir,
+                                              lastGoodEpoch: completedEpochs)
+        }
         var m = EpochMetrics(epoch: epoch + 1, lr: Double(lr), train_loss: lossSum / Double(max(seen, 1)),
                              train_acc: Double(correct) / Double(max(seen, 1)), test_loss: testLoss, test_acc: testAcc,
                              images_per_s: Double(seen) / trainTime, seconds: now() - t0, phase: phase,
@@ -289,8 +294,10 @@ final class RunLock {
         fd = open(runDir + "/.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw FileWriteError(path: runDir + "/.lock", code: errno) }
         guard lockf(fd, F_TLOCK, 0) == 0 else {
+            let e = errno
             close(fd)
-            throw TrainingError.folderInUse(runDir: runDir)
+            if e == EACCES || e == EAGAIN { throw TrainingError.folderInUse(runDir: runDir) }
+            throw RunConfig.Invalid(source: runDir, detail: "cannot lock the run folder: \(String(cString: strerror(e)))")
         }
     }
 
