@@ -14,11 +14,15 @@ struct Export: ParsableCommand {
     @Argument(help: "A model.safetensors written by clicktrain train.") var modelFile: String
     @Option(help: "The ONNX file to write.") var onnx: String
     @Option(help: "Model name, when the file's metadata does not say it.") var model: String?
+    @Option(help: "Data set whose normalisation the graph starts with. [default: the one the model was trained on]")
+    var dataset: String?
 
     func run() throws {
         try reportingErrors {
             let saved = try SavedModel(path: modelFile, modelName: model)
-            let kind = saved.dataset ?? .fashionMNIST
+            guard let kind = try dataset.map({ try DatasetKind(name: $0) }) ?? saved.dataset else {
+                throw StateLoadError(path: modelFile, detail: "its metadata does not name the data set; pass --dataset")
+            }
             let data = try ONNXExport.encode(saved.model, input: saved.input, normalization: kind.normalization,
                                              name: saved.name)
             try atomicWrite(data, to: onnx)

@@ -20,6 +20,7 @@ extension Trainer {
         }
         let t = try Trainer(validated: cfg, runDir: runDir)
         t.lock = try RunLock(runDir: runDir)
+        RunLock.removeLeftovers(in: runDir)
         // The methods' own state first: it may reshape the model the weights are loaded into.
         var own = MethodCheckpoint(metadata: ck.metadata)
         for (name, value) in ck.tensors where !name.hasPrefix("model.") && !name.hasPrefix("optimizer.") {

@@ -55,6 +55,7 @@ public final class Trainer {
         if !config.init_weights.isEmpty { startNotes += try ModelState.initialize(model, from: config.init_weights) }
         try FileManager.default.createDirectory(atPath: runDir + "/checkpoint", withIntermediateDirectories: true)
         lock = try RunLock(runDir: runDir)
+        RunLock.removeLeftovers(in: runDir)
         // Checked again under the lock: a run started meanwhile may have saved its first epoch.
         if FileManager.default.fileExists(atPath: checkpoint) {
             throw RunConfig.Invalid(source: runDir, detail: "this run folder already holds a run; use --resume \(runDir) to continue it or choose another --out")
@@ -289,6 +290,17 @@ func progressBar(_ done: Int, _ total: Int, width: Int = 24) -> String {
 /// however it ends, so a crashed run leaves nothing stuck.
 final class RunLock {
     let fd: Int32
+
+    /// Temporary files of atomic writes that a killed process left (`.NAME.tmp-PID`): only
+    /// the lock holder may remove them.
+    static func removeLeftovers(in runDir: String) {
+        for dir in [runDir, runDir + "/checkpoint"] {
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+            where name.hasPrefix(".") && name.contains(".tmp-") {
+                unlink(dir + "/" + name)
+            }
+        }
+    }
 
     init(runDir: String) throws {
         fd = open(runDir + "/.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
