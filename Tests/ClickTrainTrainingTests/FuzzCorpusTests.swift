@@ -6,8 +6,7 @@ import Testing
 /// through the same reader functions libFuzzer drives: each must return (or throw), never crash.
 @Suite("Fuzz corpus and regressions")
 struct FuzzCorpusTests {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("Fuzz")
+    static let root = repositoryRoot.appendingPathComponent("Fuzz")
 
     @Test(arguments: FuzzTarget.allCases)
     func replay(_ target: FuzzTarget) throws {

@@ -6,21 +6,9 @@ import ClickTrainTraining
 import Foundation
 import Testing
 
-/// Whether `python3` with onnxruntime and NumPy is there (`.ci/run` installs them).
-let onnxRuntimeAvailable: Bool = {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = ["python3", "-c", "import numpy, onnxruntime"]
-    p.standardOutput = FileHandle.nullDevice
-    p.standardError = FileHandle.nullDevice
-    guard (try? p.run()) != nil else { return false }
-    p.waitUntilExit()
-    return p.terminationStatus == 0
-}()
-
 /// Exported models run in onnxruntime and give our logits: every model family, dense and
 /// pruned to patterns, with batch-norm statistics that are not the identity.
-@Suite("ONNX export checked by onnxruntime", .enabled(if: onnxRuntimeAvailable || ProcessInfo.processInfo.environment["CI"] != nil))
+@Suite("ONNX export checked by onnxruntime", .enabled(if: pythonChecksRun))
 struct ONNXTests {
     @Test(arguments: [("lenet5", 1, 16, false), ("resnet20", 3, 16, false), ("resnet20", 3, 16, true),
                       ("vgg11", 3, 32, false), ("vgg11", 3, 32, true), ("resnet18", 3, 32, false),
@@ -59,17 +47,9 @@ struct ONNXTests {
         }
         try raw(x.array, "x.f32")
         try raw(logits, "y.f32")
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("scripts/check-onnx.py").path
-        let p = Process(), out = Pipe()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", script, onnx, dir + "/x.f32", dir + "/y.f32", "\(n)", "\(c)", "\(size)", "\(size)", "10"]
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        #expect(p.terminationStatus == 0, "\(name) pruned \(pruned): \(text)")
+        let r = runPython(["scripts/check-onnx.py", onnx, dir + "/x.f32", dir + "/y.f32", "\(n)", "\(c)", "\(size)",
+                           "\(size)", "10"])
+        #expect(r.status == 0, "\(name) pruned \(pruned): \(r.output)")
     }
 
     @Test func unknownLayersAreNamed() throws {

@@ -11,12 +11,9 @@ import Testing
 @Suite("Compact pattern files")
 struct PatternFileTests {
     @Test func roundTripSizeAndAccuracy() throws {
-        var (cfg, dir) = tinyRun(epochs: 2, model: "resnet20")
-        cfg.method = .clicktrain
+        var (cfg, dir) = shortResNetRun(epochs: 2, method: .clicktrain)
         cfg.epoch_choose_p_k = 1
         cfg.epoch_hard_prune_p_k = 1
-        cfg.max_steps_per_epoch = 3
-        cfg.batch_size = 16
         try quiet(Trainer(config: cfg, runDir: dir)).run()
         let dense = try SavedModel(path: dir + "/model.safetensors")
         let compact = try SavedModel(path: dir + "/model.pattern.safetensors")
@@ -39,31 +36,19 @@ struct PatternFileTests {
         #expect(accDense.accuracy == accCompact.accuracy && accDense.loss == accCompact.loss)
 
         // scripts/expand-pattern-file.py (NumPy only) gives back model.safetensors' tensors.
-        guard onnxRuntimeAvailable || ProcessInfo.processInfo.environment["CI"] != nil else { return }
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("scripts/expand-pattern-file.py").path
-        let p = Process(), out = Pipe()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", script, dir + "/model.pattern.safetensors", dir + "/expanded.safetensors",
-                       "--compare", dir + "/model.safetensors"]
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        #expect(p.terminationStatus == 0, "\(text)")
+        guard pythonChecksRun else { return }
+        let r = runPython(["scripts/expand-pattern-file.py", dir + "/model.pattern.safetensors",
+                           dir + "/expanded.safetensors", "--compare", dir + "/model.safetensors"])
+        #expect(r.status == 0, "\(r.output)")
         #expect(try SavedModel(path: dir + "/expanded.safetensors").model.parameters().map { $0.value.array }
             == dense.model.parameters().map { $0.value.array })
     }
 
     /// A damaged pattern file is a clear error, never a crash.
     @Test func inconsistentFilesAreErrors() throws {
-        var (cfg, dir) = tinyRun(epochs: 1, model: "resnet20")
-        cfg.method = .pat
+        var (cfg, dir) = shortResNetRun(epochs: 1, method: .pat)
         cfg.epoch_choose_p_k = 0
         cfg.epoch_hard_prune_p_k = 0
-        cfg.max_steps_per_epoch = 1
-        cfg.batch_size = 16
         try quiet(Trainer(config: cfg, runDir: dir)).run()
         let st = try SafeTensors.read(dir + "/model.pattern.safetensors")
         let name = "layer2.1.conv1.weight"

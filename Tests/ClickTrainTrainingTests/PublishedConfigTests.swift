@@ -10,8 +10,7 @@ import Testing
 /// layers the model lacks or all commented out, data set and model from the file name.
 @Suite("Published ClickTrain configs as they are")
 struct PublishedConfigTests {
-    static let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures/published-configs").path
+    static let dir = repositoryRoot.appendingPathComponent("Tests/Fixtures/published-configs").path
 
     func load(_ name: String) throws -> RunConfig { try RunConfig.load(yamlFile: PublishedConfigTests.dir + "/" + name) }
 

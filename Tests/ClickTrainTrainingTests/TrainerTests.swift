@@ -23,6 +23,15 @@ func tinyRun(epochs: Int = 3, model: String = "lenet5") -> (RunConfig, String) {
     return (c, SyntheticData.temporaryDirectory("run"))
 }
 
+/// `tinyRun` on ResNet-20 with `method`, three steps of 16 images per epoch.
+func shortResNetRun(epochs: Int, method: MethodKind = .dense) -> (RunConfig, String) {
+    var (c, dir) = tinyRun(epochs: epochs, model: "resnet20")
+    c.method = method
+    c.max_steps_per_epoch = 3
+    c.batch_size = 16
+    return (c, dir)
+}
+
 func weights(_ t: Trainer) -> [Float] { t.model.parameters().flatMap { $0.value.array } }
 
 func quiet(_ t: Trainer) -> Trainer {
@@ -63,10 +72,7 @@ struct TrainerTests {
 
     @Test(arguments: [0.0, 0.9])
     func resumeEndsExactlyLikeAnUninterruptedRun(_ gradPrune: Double) throws {
-        let (cfg, dirA) = tinyRun(epochs: 3, model: "resnet20")
-        var c = cfg
-        c.max_steps_per_epoch = 3
-        c.batch_size = 16
+        var (c, dirA) = shortResNetRun(epochs: 3)
         c.grad_prune = gradPrune
         let full = try quiet(Trainer(config: c, runDir: dirA))
         let mFull = try full.run()
@@ -97,10 +103,7 @@ struct TrainerTests {
     /// kept in the checkpoint and re-attached on resume, with the same end as one run.
     @Test(arguments: [1, 3])
     func clickTrainMasksSurviveCheckpointAndResume(_ stopAfter: Int) throws {
-        var (cfg, dirA) = tinyRun(epochs: 4, model: "resnet20")
-        cfg.method = .clicktrain
-        cfg.max_steps_per_epoch = 3
-        cfg.batch_size = 16
+        var (cfg, dirA) = shortResNetRun(epochs: 4, method: .clicktrain)
         cfg.epoch_choose_p_k = 1
         cfg.epoch_hard_prune_p_k = 2
         // Official-style ratios (percent, `module.` prefix) for two layers; others keep all kernels.
@@ -143,10 +146,7 @@ struct TrainerTests {
     /// each block keep one inner channel after epoch 1; resume rebuilds the same shapes
     /// and ends like the uninterrupted run; the saved model loads with its smaller shapes.
     @Test func pruneTrainRebuildsAndResumes() throws {
-        var (cfg, dirA) = tinyRun(epochs: 3, model: "resnet20")
-        cfg.method = .prunetrain
-        cfg.max_steps_per_epoch = 3
-        cfg.batch_size = 16
+        var (cfg, dirA) = shortResNetRun(epochs: 3, method: .prunetrain)
         cfg.prunetrain_interval = 1
         cfg.prunetrain_threshold = 1e9
         let full = quiet(try Trainer(config: cfg, runDir: dirA))

@@ -4,19 +4,10 @@ import ClickTrainSparse
 import Foundation
 
 /// A value as a YAML file or a command line gives it: one scalar, a list or a mapping.
-public enum ConfigInput: Equatable, Sendable {
+public enum ConfigInput: Sendable {
     case scalar(String)
     case list([String])
     case map([(String, String)])
-
-    public static func == (a: ConfigInput, b: ConfigInput) -> Bool {
-        switch (a, b) {
-        case (.scalar(let x), .scalar(let y)): return x == y
-        case (.list(let x), .list(let y)): return x == y
-        case (.map(let x), .map(let y)): return x.map(\.0) == y.map(\.0) && x.map(\.1) == y.map(\.1)
-        default: return false
-        }
-    }
 }
 
 /// A scalar type a configuration key can hold: parsed from text, written back as a person
