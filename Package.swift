@@ -34,6 +34,7 @@ let package = Package(
         .library(name: "ClickTrainPruning", targets: ["ClickTrainPruning"]),
         .library(name: "ClickTrainData", targets: ["ClickTrainData"]),
         .library(name: "ClickTrainTraining", targets: ["ClickTrainTraining"]),
+        .library(name: "ClickTrainDistributed", targets: ["ClickTrainDistributed"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -44,6 +45,10 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CDNNL", path: "Sources/CDNNL", providers: [.apt(["libdnnl-dev"])]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+        // Open MPI, linked by ClickTrainDistributed alone: a program that trains in one process
+        // does not need it.
+        .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
+                       providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
         .target(name: "ClickTrainCore", dependencies: ["CBLAS", "CDNNL"], swiftSettings: cpuFlags),
         .target(name: "ClickTrainSparse", dependencies: ["ClickTrainCore"], swiftSettings: cpuFlags),
         .target(name: "ClickTrainNN", dependencies: ["ClickTrainCore", "ClickTrainSparse"], swiftSettings: cpuFlags),
@@ -54,11 +59,12 @@ let package = Package(
             dependencies: ["ClickTrainCore", "ClickTrainSparse", "ClickTrainNN", "ClickTrainPruning", "ClickTrainData",
                            .product(name: "Yams", package: "Yams")],
             swiftSettings: cpuFlags),
+        .target(name: "ClickTrainDistributed", dependencies: ["ClickTrainCore", "CMPI"], swiftSettings: cpuFlags),
         .executableTarget(
             name: "clicktrain",
             dependencies: [
                 "ClickTrainCore", "ClickTrainSparse", "ClickTrainNN", "ClickTrainPruning", "ClickTrainData",
-                "ClickTrainTraining",
+                "ClickTrainTraining", "ClickTrainDistributed",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: cpuFlags),

@@ -11,6 +11,23 @@ public enum Threads {
     /// Number of threads kernels use (default: all cores).
     public static var count: Int { _count }
 
+    /// The cores this process may run on (its CPU affinity; a launcher such as `mpirun`
+    /// may bind it to fewer than the machine has).
+    public static var allowedCores: Int {
+        #if os(Linux)
+        // `Cpus_allowed` is the affinity mask in hex (sched_getaffinity needs _GNU_SOURCE).
+        if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed:") }) {
+            let bits = line.dropFirst("Cpus_allowed:".count).compactMap { $0.hexDigitValue }
+                .reduce(0) { $0 + $1.nonzeroBitCount }
+            if bits > 0 { return bits }
+        }
+        return ProcessInfo.processInfo.activeProcessorCount
+        #else
+        return ProcessInfo.processInfo.activeProcessorCount
+        #endif
+    }
+
     /// Sets the thread count for OpenBLAS, oneDNN (OpenMP) and `parallelFor`.
     public static func set(_ n: Int) {
         precondition(n >= 1, "Threads.set: need at least 1 thread, got \(n)")

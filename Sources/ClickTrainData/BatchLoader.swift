@@ -42,6 +42,9 @@ public final class BatchLoader: @unchecked Sendable {
     public let augmentation: Augmentation
     public let order: [Int]
     public let batchCount: Int
+    /// This loader's part of every batch: rows shard·n/shards ..< (shard+1)·n/shards of a
+    /// batch of n (data parallelism; the crops and flips stay those of the whole batch).
+    public let shard: Int, shards: Int
     private let seed: UInt64, epoch: Int
     private let slots: [(Tensor, UnsafeMutablePointer<Int32>)]
     private let filled = DispatchSemaphore(value: 0)
@@ -55,8 +58,11 @@ public final class BatchLoader: @unchecked Sendable {
     ///   - shuffle: seeded shuffle for `epoch`, else dataset order.
     ///   - dropLast: drop the last incomplete batch (training), else keep it (evaluation).
     public init(dataset: ImageDataset, batchSize: Int, augmentation: Augmentation, shuffle: Bool, seed: UInt64,
-                epoch: Int, dropLast: Bool, prefetch: Int = 2) {
+                epoch: Int, dropLast: Bool, prefetch: Int = 2, shard: Int = 0, shards: Int = 1) {
         precondition(batchSize > 0, "batch size must be positive")
+        precondition(shards >= 1 && (0..<shards).contains(shard), "shard \(shard) of \(shards)")
+        self.shard = shard
+        self.shards = shards
         self.dataset = dataset
         self.batchSize = batchSize
         self.augmentation = augmentation
@@ -70,8 +76,8 @@ public final class BatchLoader: @unchecked Sendable {
         order = idx
         batchCount = dropLast ? dataset.count / batchSize : (dataset.count + batchSize - 1) / batchSize
         slots = (0...prefetch).map { _ in
-            (Tensor(shape: [batchSize, dataset.channels, dataset.height, dataset.width]),
-             UnsafeMutablePointer<Int32>.allocate(capacity: batchSize))
+            (Tensor(shape: [(batchSize + shards - 1) / shards, dataset.channels, dataset.height, dataset.width]),
+             UnsafeMutablePointer<Int32>.allocate(capacity: (batchSize + shards - 1) / shards))
         }
         free = DispatchSemaphore(value: prefetch)
         let t = Thread { self.produce() }  // keeps the loader alive until the producer ends
@@ -109,14 +115,21 @@ public final class BatchLoader: @unchecked Sendable {
         consumed += 1
         holding = true
         let (images, labels) = slots[b % slots.count]
+        let rows = rowRange(batch: b).count
+        return Batch(images: rows == images.shape[0] ? images : images.firstRows(rows),
+                     labels: UnsafeBufferPointer(start: labels, count: rows), index: b)
+    }
+
+    /// The rows of batch `b` this loader delivers.
+    private func rowRange(batch b: Int) -> Range<Int> {
         let n = min(batchSize, dataset.count - b * batchSize)
-        return Batch(images: n == batchSize ? images : images.firstRows(n),
-                     labels: UnsafeBufferPointer(start: labels, count: n), index: b)
+        return shard * n / shards..<(shard + 1) * n / shards
     }
 
     private func fill(slot: Int, batch b: Int) {
         let (images, labels) = slots[slot]
         let n = min(batchSize, dataset.count - b * batchSize)
+        let rows = rowRange(batch: b)
         var rng = RNG(seed: seed, stream: (UInt64(epoch) << 32) | UInt64(b) | (1 << 62))
         let c = dataset.channels, h = dataset.height, w = dataset.width, plane = h * w
         let aug = augmentation
@@ -125,7 +138,6 @@ public final class BatchLoader: @unchecked Sendable {
         dataset.pixels.withUnsafeBufferPointer { px in
             for i in 0..<n {
                 let src = order[b * batchSize + i]
-                labels[i] = dataset.labels[src]
                 var dy = 0, dx = 0
                 if aug.cropPadding > 0 {
                     let p = aug.cropPadding
@@ -133,9 +145,12 @@ public final class BatchLoader: @unchecked Sendable {
                     dx = Int(rng.next() % UInt64(2 * p + 1)) - p
                 }
                 let flip = aug.horizontalFlip && (rng.next() & 1) == 1
+                guard rows.contains(i) else { continue }  // another rank's image: its draws only
+                let row = i - rows.lowerBound
+                labels[row] = dataset.labels[src]
                 for ch in 0..<c {
                     let s = px.baseAddress! + src * c * plane + ch * plane
-                    let d = images.data + (i * c + ch) * plane
+                    let d = images.data + (row * c + ch) * plane
                     let zero = shift[ch]  // a padded (black) pixel after normalisation
                     for y in 0..<h {
                         let sy = y + dy

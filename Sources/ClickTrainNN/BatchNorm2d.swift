@@ -10,6 +10,9 @@ public final class BatchNorm2d: Layer {
     public let numBatchesTracked = Counter()
     public var isTraining = true
     public var needsInputGradient = true
+    /// When set, training uses the statistics of the batch of all the group's ranks
+    /// together (synchronised batch norm), not this process's shard alone.
+    public var group: (any ProcessGroup)?
 
     private let savedMean: Tensor, savedInvStd: Tensor
     private var input: Tensor?
@@ -40,6 +43,7 @@ public final class BatchNorm2d: Layer {
         b.runningVar.copy(from: runningVar.keeping(axis: 0, indices: keep))
         b.numBatchesTracked.value = numBatchesTracked.value
         b.isTraining = isTraining
+        b.group = group
         return b
     }
 
@@ -58,6 +62,12 @@ public final class BatchNorm2d: Layer {
         let y = outputs.get(x.shape)
         input = x
         if isTraining { numBatchesTracked.value += 1 }
+        if isTraining, let group {
+            batchNormForwardSynced(x: x, gamma: weight.value, beta: bias.value, runningMean: runningMean,
+                                   runningVar: runningVar, momentum: momentum, eps: eps, y: y, savedMean: savedMean,
+                                   savedInvStd: savedInvStd, group: group)
+            return y
+        }
         batchNormForward(x: x, gamma: weight.value, beta: bias.value, runningMean: runningMean,
                          runningVar: runningVar, training: isTraining, momentum: momentum, eps: eps, y: y,
                          savedMean: savedMean, savedInvStd: savedInvStd)
@@ -67,7 +77,11 @@ public final class BatchNorm2d: Layer {
     public func backward(_ gradOutput: Tensor) -> Tensor {
         guard let x = input else { preconditionFailure("BatchNorm2d.backward before forward") }
         let dx = gradInputs.get(x.shape)
-        if isTraining {
+        if isTraining, let group {
+            batchNormBackwardSynced(x: x, gamma: weight.value, savedMean: savedMean, savedInvStd: savedInvStd,
+                                    gradOutput: gradOutput, gradInput: dx, gradGamma: weight.grad, gradBeta: bias.grad,
+                                    group: group)
+        } else if isTraining {
             batchNormBackward(x: x, gamma: weight.value, savedMean: savedMean, savedInvStd: savedInvStd,
                               gradOutput: gradOutput, gradInput: dx, gradGamma: weight.grad, gradBeta: bias.grad)
         } else {

@@ -73,6 +73,9 @@ public final class Sequential: Layer {
     }
 
     public var children: [(String, any Layer)] { layers }
+    /// Called after each layer's backward, with that layer: its parameters' gradients are
+    /// final from then on (data parallelism starts exchanging them while backward goes on).
+    public var childBackwardDone: ((any Layer) -> Void)?
 
     /// At inference a chain of residual blocks (a ResNet stage) writes its pruned convs'
     /// results into two alternating block outputs and one shared inner buffer: block i
@@ -113,7 +116,10 @@ public final class Sequential: Layer {
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
         var g = gradOutput
-        for (_, l) in layers.reversed() { g = l.backward(g) }
+        for (_, l) in layers.reversed() {
+            g = l.backward(g)
+            childBackwardDone?(l)
+        }
         return g
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import ClickTrainCore
 import ClickTrainData
+import ClickTrainDistributed
 import ClickTrainNN
 import ClickTrainTraining
 import Foundation
@@ -28,15 +29,30 @@ struct Train: ParsableCommand {
     var settings: [String] = []
 
     func run() throws {
-        try reportingErrors {
+        let group: MPIProcessGroup?
+        do { group = try MPIProcessGroup.joinIfLaunched() } catch {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        do {
+            try reportingErrors { try train(group: group) }
+        } catch let e as ExitCode where e.rawValue != 0 && (group?.size ?? 1) > 1 {
+            group!.abort(code: e.rawValue)  // one rank failing ends the job
+        }
+        group?.finish()
+    }
+
+    func train(group: MPIProcessGroup?) throws {
+        if let g = group, g.size > 1 { errorPrefix = "rank \(g.rank) of \(g.size): " }
+        do {
             if let dir = resume {
-                try watched(Trainer.resume(runDir: dir)).run()
+                try watched(Trainer.resume(runDir: dir, group: group)).run()
                 return
             }
             var cfg = try config.map { try RunConfig.load(yamlFile: $0) } ?? RunConfig()
             if let path = config, let text = try? String(contentsOfFile: path, encoding: .utf8) {
                 let unused = RunConfig.unusedKeys(yaml: text)
-                if !unused.isEmpty {
+                if !unused.isEmpty, (group?.rank ?? 0) == 0 {
                     FileHandle.standardError.write(Data("""
                         warning: \(path): ignoring keys clicktrain does not use: \(unused.joined(separator: ", ")) \
                         (see `clicktrain train --help` and the config.yaml of any run for the keys it reads)
@@ -48,13 +64,22 @@ struct Train: ParsableCommand {
             let given = try cfg.applyCommandLine(settings)
             cfg.rescaleSchedule(from: fileEpochs, except: given)  // a published file's schedule follows --epochs
             try cfg.validate(source: config ?? "command line")
+            if group == nil, cfg.sync_bn {
+                throw FlagError(description: "--sync-bn synchronises batch norm across the ranks of an MPI job; start the run with mpirun -np N")
+            }
             let dir = out ?? defaultRunDir(cfg)
-            try watched(Trainer(config: cfg, runDir: dir)).run()
+            try watched(Trainer(config: cfg, runDir: dir, group: group)).run()
         }
     }
 
-    /// `trainer` with SIGINT/SIGTERM saying which checkpoint survives and how to resume.
+    /// `trainer` with SIGINT/SIGTERM saying which checkpoint survives and how to resume;
+    /// under `mpirun` rank 0 alone speaks (the others end with the job).
     func watched(_ trainer: Trainer) -> Trainer {
+        guard trainer.writesFiles else {
+            trainer.log = { _ in }
+            trainer.showProgressBar = false
+            return trainer
+        }
         describeInterrupt(runDir: trainer.runDir, checkpointedEpochs: trainer.completedEpochs)
         let dir = trainer.runDir
         trainer.onCheckpoint = { describeInterrupt(runDir: dir, checkpointedEpochs: $0) }
@@ -69,6 +94,9 @@ struct Train: ParsableCommand {
     }
 }
 
+/// Put before every error line (e.g. "rank 1 of 2: ").
+nonisolated(unsafe) var errorPrefix = ""
+
 /// Prints any error as one line on stderr and exits 1 (never a crash trace).
 func reportingErrors(_ body: () throws -> Void) throws {
     do {
@@ -78,7 +106,7 @@ func reportingErrors(_ body: () throws -> Void) throws {
     } catch let e as ExitCode {
         throw e
     } catch {
-        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+        FileHandle.standardError.write(Data("\(errorPrefix)error: \(error)\n".utf8))
         throw ExitCode(1)
     }
 }

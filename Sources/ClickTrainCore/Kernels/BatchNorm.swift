@@ -92,3 +92,98 @@ public func batchNormBackwardEval(gamma: Tensor, runningVar: Tensor, eps: Float,
         }
     }
 }
+
+/// Synchronised batch norm in training mode: the statistics are those of the batch of all
+/// the ranks of `group` together (each rank holds an equal shard), so the result equals one
+/// process normalising the whole batch. Two allreduces of `2c` doubles: the sums, then the
+/// squared deviations from the global mean.
+public func batchNormForwardSynced(
+    x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor, momentum: Float, eps: Float,
+    y: Tensor, savedMean: Tensor, savedInvStd: Tensor, group: any ProcessGroup
+) {
+    let n = x.shape[0], c = x.shape[1], hw = x.count / max(n * c, 1)
+    let m = Double(n * hw * group.size)
+    let xp = x.data, yp = y.data
+    var sums = [Double](repeating: 0, count: c)
+    sums.withUnsafeMutableBufferPointer { s in
+        let sp = UncheckedSendable(s.baseAddress!)
+        Threads.parallelRanges(c) { range in
+            for ch in range {
+                var t = 0.0
+                for b in 0..<n { t += Double(vectorSum(xp + (b * c + ch) * hw, hw)) }
+                sp.value[ch] = t
+            }
+        }
+        group.allreduceSum(s)
+        Threads.parallelRanges(c) { range in
+            for ch in range {
+                let mu = Float(sp.value[ch] / m)
+                var v = 0.0
+                for b in 0..<n { v += Double(vectorSumSquaredDeviation(xp + (b * c + ch) * hw, hw, from: mu)) }
+                savedMean.data[ch] = mu
+                sp.value[ch] = v
+            }
+        }
+        group.allreduceSum(s)
+    }
+    Threads.parallelRanges(c) { range in
+        for ch in range {
+            let varBiased = sums[ch] / m, mean = savedMean.data[ch]
+            let invStd = Float(1.0 / (varBiased + Double(eps)).squareRoot())
+            let unbiased = m > 1 ? varBiased * m / (m - 1) : varBiased
+            runningMean.data[ch] = (1 - momentum) * runningMean.data[ch] + momentum * mean
+            runningVar.data[ch] = (1 - momentum) * runningVar.data[ch] + momentum * Float(unbiased)
+            savedInvStd.data[ch] = invStd
+            let scale = gamma.data[ch] * invStd
+            let shift = beta.data[ch] - mean * scale
+            for b in 0..<n {
+                let p = xp + (b * c + ch) * hw, q = yp + (b * c + ch) * hw
+                for i in 0..<hw { q[i] = p[i] * scale + shift }
+            }
+        }
+    }
+}
+
+/// Backward of `batchNormForwardSynced`: the means of `dy` and `dy·x̂` in `dx` are over the
+/// whole batch of all ranks (one allreduce of `2c` doubles); `dγ` and `dβ` are this rank's
+/// sums, which the gradient exchange then averages like every other parameter gradient.
+public func batchNormBackwardSynced(
+    x: Tensor, gamma: Tensor, savedMean: Tensor, savedInvStd: Tensor, gradOutput dy: Tensor,
+    gradInput dx: Tensor, gradGamma: Tensor, gradBeta: Tensor, group: any ProcessGroup
+) {
+    let n = x.shape[0], c = x.shape[1], hw = x.count / max(n * c, 1)
+    let m = Float(n * hw * group.size)
+    let xp = x.data, dyp = dy.data, dxp = dx.data
+    var sums = [Double](repeating: 0, count: 2 * c)
+    sums.withUnsafeMutableBufferPointer { s in
+        let sp = UncheckedSendable(s.baseAddress!)
+        Threads.parallelRanges(c) { range in
+            for ch in range {
+                let mean = savedMean.data[ch]
+                var sdy = 0.0, sdyx = 0.0
+                for b in 0..<n {
+                    let (a1, a2) = vectorSumAndDot(dyp + (b * c + ch) * hw, xp + (b * c + ch) * hw, hw, xMinus: mean)
+                    sdy += Double(a1)
+                    sdyx += Double(a2)
+                }
+                gradBeta.data[ch] = Float(sdy)
+                gradGamma.data[ch] = Float(sdyx) * savedInvStd.data[ch]
+                sp.value[2 * ch] = sdy
+                sp.value[2 * ch + 1] = sdyx
+            }
+        }
+        group.allreduceSum(s)
+    }
+    Threads.parallelRanges(c) { range in
+        for ch in range {
+            let mean = savedMean.data[ch], invStd = savedInvStd.data[ch]
+            let k = gamma.data[ch] * invStd
+            let meanDy = Float(sums[2 * ch]) / m
+            let coef = Float(sums[2 * ch + 1]) * invStd / m * invStd
+            for b in 0..<n {
+                let p = xp + (b * c + ch) * hw, g = dyp + (b * c + ch) * hw, o = dxp + (b * c + ch) * hw
+                for i in 0..<hw { o[i] = k * (g[i] - meanDy - (p[i] - mean) * coef) }
+            }
+        }
+    }
+}

@@ -143,10 +143,10 @@ extension ConfigOption {
 
     /// A boolean key whose command-line form is a flag without a value that sets `flagValue`.
     static func flag(_ key: String, _ kp: WritableKeyPath<RunConfig, Bool>, flag: String, sets flagValue: Bool,
-                     _ help: String) -> ConfigOption {
+                     _ help: String, when applies: @escaping (RunConfig) -> Bool = { _ in true }) -> ConfigOption {
         ConfigOption(key: key, flag: flag, valueName: nil, flagValue: flagValue.configText, help: help,
                      defaultText: nil,
                      read: { c, v in c[keyPath: kp] = try parse(v, as: Bool.self) },
-                     write: { c in .scalar(c[keyPath: kp].configText) })
+                     write: { c in applies(c) ? .scalar(c[keyPath: kp].configText) : nil })
     }
 }

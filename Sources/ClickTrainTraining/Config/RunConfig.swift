@@ -64,6 +64,8 @@ public struct RunConfig: Equatable, Sendable {
     public var seed: UInt64 = 1
     /// Threads for every kernel; nil = all cores.
     public var threads: Int?
+    /// Data parallelism: batch norm over the global batch (all ranks) instead of each rank's shard.
+    public var sync_bn = false
     /// Stop after this many steps per epoch (0 = whole epoch): for smoke tests.
     public var max_steps_per_epoch = 0
     /// Activation-gradient pruning target rate (0 = off).

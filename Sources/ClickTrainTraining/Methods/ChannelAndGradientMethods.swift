@@ -66,7 +66,7 @@ public final class PruneTrainMethod: TrainingMethod {
 
     public func checkpoint() throws -> MethodCheckpoint {
         let st = PruneTrainState(widths: prunetrain.widths, lambda: prunetrain.lambda)
-        return MethodCheckpoint(metadata: ["prunetrain": String(decoding: try JSONEncoder().encode(st), as: UTF8.self)])
+        return MethodCheckpoint(metadata: ["prunetrain": try checkpointJSON(st)])
     }
 
     public func restore(from ck: MethodCheckpoint) throws -> ModelChange? {

@@ -24,7 +24,7 @@ public class PatternPruningMethod: TrainingMethod {
 
     public func checkpoint() throws -> MethodCheckpoint {
         var ck = MethodCheckpoint()
-        ck.metadata["pruning"] = String(decoding: try JSONEncoder().encode(pruner.state), as: UTF8.self)
+        ck.metadata["pruning"] = try checkpointJSON(pruner.state)
         for (p, imp) in zip(pruner.parameters, pruner.importance ?? []) { ck.tensors.append(("importance." + p.name, imp)) }
         for p in pruner.parameters {
             if let m = p.mask { ck.tensors.append(("mask." + p.name, m)) }

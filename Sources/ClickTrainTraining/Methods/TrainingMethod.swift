@@ -56,6 +56,14 @@ public struct MethodCheckpoint {
     public func tensor(_ name: String) -> Tensor? { tensors.first { $0.name == name }?.tensor }
 }
 
+/// `value` as JSON with sorted keys: the same bytes in every process (data-parallel ranks
+/// compare their checkpoints), where a plain encoder's key order may differ.
+func checkpointJSON<T: Encodable>(_ value: T) throws -> String {
+    let enc = JSONEncoder()
+    enc.outputFormatting = [.sortedKeys]
+    return String(decoding: try enc.encode(value), as: UTF8.self)
+}
+
 /// The checkpoint does not hold what a method needs to resume.
 public struct MethodStateError: Error, CustomStringConvertible {
     public let detail: String

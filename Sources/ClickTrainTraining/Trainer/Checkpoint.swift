@@ -3,8 +3,9 @@ import ClickTrainNN
 import Foundation
 
 extension Trainer {
-    /// Continues the run in `runDir` from its last checkpoint.
-    public static func resume(runDir: String) throws -> Trainer {
+    /// Continues the run in `runDir` from its last checkpoint (with a `group`, every rank
+    /// reads it: the run folder must be on a file system all ranks see).
+    public static func resume(runDir: String, group: (any ProcessGroup)? = nil) throws -> Trainer {
         let path = runDir + "/checkpoint/state.safetensors"
         guard FileManager.default.fileExists(atPath: path) else { throw TrainingError.noCheckpoint(runDir: runDir) }
         let ck = try SafeTensors.read(path)
@@ -18,9 +19,15 @@ extension Trainer {
         guard (0...cfg.epochs).contains(epoch) else {
             throw TrainingError.badCheckpoint(path: path, detail: "epoch \(epoch) is outside the run's 0…\(cfg.epochs)")
         }
-        let t = try Trainer(validated: cfg, runDir: runDir)
-        t.lock = try RunLock(runDir: runDir)
-        RunLock.removeLeftovers(in: runDir)
+        let t = try Trainer(validated: cfg, runDir: runDir, group: group)
+        if t.writesFiles {
+            t.lock = try RunLock(runDir: runDir)
+            RunLock.removeLeftovers(in: runDir)
+        }
+        let ranks = Int(ck.metadata["ranks"] ?? "1") ?? 1
+        if ranks != group?.size ?? 1 {
+            t.startNotes.append("this run trained on \(ranks) rank\(ranks == 1 ? "" : "s") so far and continues on \(group?.size ?? 1); its batches split differently from here on")
+        }
         // The methods' own state first: it may reshape the model the weights are loaded into.
         var own = MethodCheckpoint(metadata: ck.metadata)
         for (name, value) in ck.tensors where !name.hasPrefix("model.") && !name.hasPrefix("optimizer.") {
@@ -46,6 +53,7 @@ extension Trainer {
         // Keep the metrics of the epochs the checkpoint covers (a killed run may have
         // written one more line than it checkpointed).
         let kept = t.readMetrics().filter { $0.epoch <= epoch }
+        guard t.writesFiles else { return t }
         try atomicWrite(Data(kept.map { jsonLine($0) + "\n" }.joined().utf8), to: t.metricsPath)
         return t
     }

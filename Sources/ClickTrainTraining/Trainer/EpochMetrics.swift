@@ -27,6 +27,11 @@ public struct EpochMetrics: Codable, Equatable, Sendable {
     /// sparsity, and what the dense model would have cost.
     public var train_flops: Double?
     public var dense_train_flops: Double?
+    /// Data-parallel runs: the ranks, the bytes one rank handed to allreduce per step
+    /// (counted at the communication calls), and the seconds it waited on communication.
+    public var ranks: Int?
+    public var allreduce_bytes_per_step: Int?
+    public var comm_seconds: Double?
 
     public init(epoch: Int, lr: Double, train_loss: Double, train_acc: Double, test_loss: Double, test_acc: Double,
                 images_per_s: Double, seconds: Double, phase: String, backward_seconds: Double? = nil) {
@@ -51,6 +56,8 @@ public enum TrainingError: Error, CustomStringConvertible {
     case notSaved(epoch: Int, detail: String, runDir: String)
     /// Another process holds the run folder.
     case folderInUse(runDir: String)
+    /// Data parallelism: these ranks hold another model than rank 0 after `epoch` epochs.
+    case ranksDiffer(epoch: Int, ranks: [Int])
 
     public var description: String {
         switch self {
@@ -68,6 +75,8 @@ public enum TrainingError: Error, CustomStringConvertible {
             return "training stopped: epoch \(e) could not be saved (\(d)); \(next)"
         case .folderInUse(let dir):
             return "'\(dir)' is in use by another clicktrain process training there; wait for it to end or choose another --out"
+        case .ranksDiffer(let epoch, let ranks):
+            return "after epoch \(epoch) rank\(ranks.count == 1 ? "" : "s") \(ranks.map(String.init).joined(separator: ", ")) hold\(ranks.count == 1 ? "s" : "") other weights, masks or pruning state than rank 0; stopping before this epoch is saved (the previous checkpoint is intact)"
         }
     }
 }

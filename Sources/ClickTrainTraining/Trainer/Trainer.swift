@@ -32,6 +32,12 @@ public final class Trainer {
     public internal(set) var startNotes: [String] = []
     /// Called after each epoch's checkpoint is saved, with the epochs it covers.
     public var onCheckpoint: ((Int) -> Void)?
+    /// The ranks training together (data parallelism), or nil for one process.
+    public let group: (any ProcessGroup)?
+    /// Whether this process writes the run folder (rank 0 alone does).
+    public var writesFiles: Bool { (group?.rank ?? 0) == 0 }
+    /// Images of each batch this process trains on.
+    var localBatchSize: Int { config.batch_size / (group?.size ?? 1) }
 
     public var optimizer: SGD { step.optimizer }
     /// The run's training methods, in the order their hooks run.
@@ -44,15 +50,18 @@ public final class Trainer {
     public var modelPath: String { runDir + "/model.safetensors" }
 
     /// A new run in `runDir` (created if needed; an existing checkpoint there is an error
-    /// unless you resume, so earlier results are never overwritten by accident).
-    public convenience init(config: RunConfig, runDir: String) throws {
+    /// unless you resume, so earlier results are never overwritten by accident). With a
+    /// `group` of several ranks, every rank makes its trainer; rank 0 alone writes the folder.
+    public convenience init(config: RunConfig, runDir: String, group: (any ProcessGroup)? = nil) throws {
         try config.validate(source: "configuration")
         let checkpoint = runDir + "/checkpoint/state.safetensors"
-        if FileManager.default.fileExists(atPath: checkpoint) {
+        let writes = (group?.rank ?? 0) == 0
+        if writes, FileManager.default.fileExists(atPath: checkpoint) {
             throw RunConfig.Invalid(source: runDir, detail: "this run folder already holds a run; use --resume \(runDir) to continue it or choose another --out")
         }
-        try self.init(validated: config, runDir: runDir)
+        try self.init(validated: config, runDir: runDir, group: group)
         if !config.init_weights.isEmpty { startNotes += try ModelState.initialize(model, from: config.init_weights) }
+        guard writes else { return }
         try FileManager.default.createDirectory(atPath: runDir + "/checkpoint", withIntermediateDirectories: true)
         lock = try RunLock(runDir: runDir)
         RunLock.removeLeftovers(in: runDir)
@@ -64,10 +73,16 @@ public final class Trainer {
         try atomicWrite(Data(), to: metricsPath)
     }
 
-    init(validated given: RunConfig, runDir: String) throws {
+    init(validated given: RunConfig, runDir: String, group: (any ProcessGroup)?) throws {
         var config = given
         self.runDir = runDir
-        Threads.set(config.threads ?? Threads.count)
+        self.group = group
+        // Ranks on one machine share its cores (and a launcher may bind each to fewer).
+        Threads.set(config.threads ?? (group.map { min(Threads.allowedCores, max(1, Threads.count / $0.localSize)) }
+                                       ?? Threads.count))
+        if let group, config.batch_size % group.size != 0 {
+            throw RunConfig.Invalid(source: "batch_size", detail: "the global batch of \(config.batch_size) images does not split evenly over \(group.size) ranks; choose a multiple of \(group.size)")
+        }
         trainSet = try ImageDataset.load(config.dataset, directory: config.dataDirectory, train: true)
         testSet = try ImageDataset.load(config.dataset, directory: config.dataDirectory, train: false)
         guard trainSet.height == trainSet.width else {
@@ -93,8 +108,12 @@ public final class Trainer {
         let optimizer = SGD(parameters: model.parameters(), learningRate: config.learning_rate, momentum: config.momentum,
                             nesterov: config.nesterov, weightDecay: config.weight_decay,
                             decayBiasAndNorm: config.decay_bn_bias)
-        step = TrainingStep(model: model, optimizer: optimizer, methods: try config.makeMethods(for: model),
-                            batchSize: config.batch_size, classes: input.classes, labelSmoothing: config.label_smoothing)
+        var methods = try config.makeMethods(for: model)
+        if let group, group.size > 1 {  // first: every other method sees the averaged gradients
+            methods.insert(DataParallel(group: group, model: model, syncBatchNorm: config.sync_bn), at: 0)
+        }
+        step = TrainingStep(model: model, optimizer: optimizer, methods: methods,
+                            batchSize: config.batch_size / (group?.size ?? 1), classes: input.classes, labelSmoothing: config.label_smoothing)
         startNotes = notes
     }
 
@@ -119,7 +138,8 @@ public final class Trainer {
         let lastEpoch = min(untilEpoch ?? config.epochs, config.epochs)
         let start = now()
         if completedEpochs == 0 {
-            log("training \(ModelZoo.canonicalName(config.model)) on \(config.dataset.rawValue) (\(trainSet.count) train / \(testSet.count) test images, \(input.channels)x\(input.size)x\(input.size)), \(config.epochs) epochs, batch \(config.batch_size), \(Threads.count) threads → \(runDir)")
+            let ranks = (group?.size ?? 1) > 1 ? "\(group!.size) ranks x \(Threads.count) threads" : "\(Threads.count) threads"
+            log("training \(ModelZoo.canonicalName(config.model)) on \(config.dataset.rawValue) (\(trainSet.count) train / \(testSet.count) test images, \(input.channels)x\(input.size)x\(input.size)), \(config.epochs) epochs, batch \(config.batch_size), \(ranks) → \(runDir)")
         } else {
             log("resuming \(runDir) after epoch \(completedEpochs) of \(config.epochs)")
         }
@@ -134,6 +154,11 @@ public final class Trainer {
                 modelChanged(change)
                 let after = ModelCost.measure(model, input: input)
                 note += String(format: "  %@: %.2f MFLOPs per image", change.summary, after.inferenceFLOPs / 1e6)
+            }
+            try checkRanksAgree()
+            if !writesFiles {
+                onCheckpoint?(completedEpochs)
+                continue
             }
             do {
                 // The checkpoint last: once it is there, every file of the epoch is.
@@ -169,7 +194,8 @@ public final class Trainer {
         for method in methods { try method.epochStart(epoch: epoch) }
         let phase = methods.lazy.compactMap { $0.phase(epoch: epoch) }.first ?? "dense"
         let loader = BatchLoader(dataset: trainSet, batchSize: config.batch_size, augmentation: trainAugmentation,
-                                 shuffle: true, seed: config.seed, epoch: epoch, dropLast: true)
+                                 shuffle: true, seed: config.seed, epoch: epoch, dropLast: true,
+                                 shard: group?.rank ?? 0, shards: group?.size ?? 1)
         defer { loader.cancel() }
         let steps = config.max_steps_per_epoch > 0 ? min(loader.batchCount, config.max_steps_per_epoch) : loader.batchCount
         let schedule = config.lrScheduleValue
@@ -197,7 +223,7 @@ public final class Trainer {
             seen += batch.count
             if showProgressBar, now() - lastBar > 0.25 || i == steps - 1 {
                 lastBar = now()
-                let rate = Double(seen) / (lastBar - t0)
+                let rate = Double(seen * (group?.size ?? 1)) / (lastBar - t0)
                 let text = progressBar(i + 1, steps) + String(format: " %d/%d  loss %.4f  acc %.2f%%  %.0f img/s",
                     i + 1, steps, lossSum / Double(seen), 100 * Double(correct) / Double(seen), rate)
                 FileHandle.standardOutput.write(Data(("\r" + text + "\u{1B}[K").utf8))
@@ -206,6 +232,13 @@ public final class Trainer {
         loader.cancel()
         let trainTime = now() - t0
         if showProgressBar { FileHandle.standardOutput.write(Data("\r\u{1B}[K".utf8)) }
+        if let group, group.size > 1 {
+            // The whole batch's figures, and rank 0's running statistics everywhere (with
+            // local batch norm each rank has its own), so every rank evaluates one model.
+            let total = group.sum([lossSum, Double(correct), Double(seen)])
+            (lossSum, correct, seen) = (total[0], Int(total[1]), Int(total[2]))
+            for case let (_, .buffer(t)) in model.stateDict() { group.broadcast(t) }
+        }
         let (testLoss, testAcc) = evaluate()
         guard testLoss.isFinite else {  // the last steps broke the weights
             throw TrainingError.nonFiniteLoss(epoch: epoch + 1, step: steps, loss: Float(testLoss), runDir: runDir,
@@ -237,26 +270,32 @@ public final class Trainer {
             .joined(separator: ", ")
     }
 
-    /// Mean loss and accuracy on the test set (evaluation mode).
+    /// Mean loss and accuracy on the test set (evaluation mode; each rank of a group
+    /// evaluates its share).
     public func evaluate() -> (loss: Double, accuracy: Double) {
         Trainer.evaluate(model: model, dataset: testSet, batchSize: config.batch_size,
-                         augmentation: trainAugmentation.evaluation)
+                         augmentation: trainAugmentation.evaluation, group: group)
     }
 
-    public static func evaluate(model: any Layer, dataset: ImageDataset, batchSize: Int, augmentation: Augmentation)
-        -> (loss: Double, accuracy: Double)
+    public static func evaluate(model: any Layer, dataset: ImageDataset, batchSize: Int, augmentation: Augmentation,
+                                group: (any ProcessGroup)? = nil) -> (loss: Double, accuracy: Double)
     {
         model.train(false)
         defer { model.train(true) }
         let loader = BatchLoader(dataset: dataset, batchSize: batchSize, augmentation: augmentation, shuffle: false,
-                                 seed: 0, epoch: 0, dropLast: false)
+                                 seed: 0, epoch: 0, dropLast: false, shard: group?.rank ?? 0, shards: group?.size ?? 1)
         var lossSum = 0.0, correct = 0, seen = 0
         while let b = loader.next() {
+            guard b.count > 0 else { continue }
             let logits = model.forward(b.images)
             let (l, ok) = softmaxCrossEntropy(logits: logits, labels: b.labels, grad: nil)
             lossSum += Double(l) * Double(b.count)
             correct += ok
             seen += b.count
+        }
+        if let group, group.size > 1 {
+            let total = group.sum([lossSum, Double(correct), Double(seen)])
+            (lossSum, correct, seen) = (total[0], Int(total[1]), Int(total[2]))
         }
         return (lossSum / Double(max(seen, 1)), Double(correct) / Double(max(seen, 1)))
     }
