@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian/Ubuntu packages that the build, `clicktrain train` (Fashion-MNIST
+# Installs the Debian/Ubuntu packages that the build (Open MPI included), `clicktrain train` (Fashion-MNIST
 # from Debian's dataset-fashion-mnist) and `swift test` need, when they are missing.
 # Runs apt-get as root directly, else through sudo. Swift itself is not a Debian package
 # here: the script only checks that a Swift 6 toolchain is on PATH.
@@ -8,7 +8,7 @@
 #   scripts/install-deps.sh && swift test -c release
 set -euo pipefail
 
-packages=(libopenblas-dev libdnnl-dev zlib1g-dev dataset-fashion-mnist)
+packages=(libopenblas-dev libdnnl-dev zlib1g-dev libopenmpi-dev openmpi-bin dataset-fashion-mnist)
 
 if ! command -v swift >/dev/null 2>&1; then
   echo "install-deps.sh: no Swift toolchain on PATH; install Swift 6 and put its usr/bin on PATH" >&2

@@ -109,6 +109,33 @@ struct DataTests {
         #expect(dropped.sizes == [16, 16, 16])
     }
 
+    /// Data parallelism: the shards of a batch, side by side, are the whole batch, crops and
+    /// flips included, for every shard count (the last, short batch too).
+    @Test func shardsTogetherAreTheWholeBatch() {
+        let ds = tinyDataset()
+        let aug = Augmentation(mean: [0.5], std: [0.25], cropPadding: 2, horizontalFlip: true)
+        func loader(_ shard: Int, _ shards: Int) -> BatchLoader {
+            BatchLoader(dataset: ds, batchSize: 12, augmentation: aug, shuffle: true, seed: 4, epoch: 2, dropLast: false,
+                        shard: shard, shards: shards)
+        }
+        let whole = loader(0, 1)
+        var batches: [(labels: [Int32], images: [Float])] = []
+        while let b = whole.next() { batches.append((Array(b.labels), b.images.array)) }
+        #expect(batches.count == 5)
+        for shards in [2, 3, 4] {
+            let parts = (0..<shards).map { loader($0, shards) }
+            for (i, batch) in batches.enumerated() {
+                var labels: [Int32] = [], images: [Float] = []
+                for p in parts {
+                    guard let b = p.next() else { Issue.record("shard ended early"); return }
+                    labels += Array(b.labels)
+                    images += b.images.array
+                }
+                #expect(labels == batch.labels && images == batch.images, "batch \(i) over \(shards) shards")
+            }
+        }
+    }
+
     @Test func normalisationCropAndFlipValues() {
         // One 3x3 image with pixels 0...8 (times 10).
         let ds = ImageDataset(channels: 1, height: 3, width: 3, classes: 2, pixels: (0..<9).map { UInt8($0 * 10) },

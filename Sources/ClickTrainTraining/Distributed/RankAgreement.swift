@@ -7,7 +7,7 @@ extension Trainer {
     /// state (pattern choices, importance, PruneTrain's rebuilt shapes). Every rank hashes
     /// what it holds after the epoch's methods ran; ranks that differ end the run before
     /// anything is saved, naming them.
-    func checkRanksAgree() throws {
+    public func checkRanksAgree() throws {
         guard let group, group.size > 1 else { return }
         var h = FNV1a()
         for (name, entry) in model.stateDict() {
