@@ -39,6 +39,17 @@ extension ProcessGroup {
                   root: root)
     }
 
+    /// Rank `root`'s `text` on every rank.
+    public func broadcast(_ text: String, root: Int = 0) -> String {
+        var length = UInt64(text.utf8.count)
+        withUnsafeMutableBytes(of: &length) { broadcast($0, root: root) }
+        var bytes = [UInt8](text.utf8)
+        bytes += [UInt8](repeating: 0, count: max(0, Int(length) - bytes.count))
+        bytes = Array(bytes.prefix(Int(length)))
+        bytes.withUnsafeMutableBytes { broadcast($0, root: root) }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
     /// The sums of `values` over the ranks.
     public func sum(_ values: [Double]) -> [Double] {
         var v = values

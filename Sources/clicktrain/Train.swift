@@ -36,8 +36,10 @@ struct Train: ParsableCommand {
         }
         do {
             try reportingErrors { try train(group: group) }
-        } catch let e as ExitCode where e.rawValue != 0 && (group?.size ?? 1) > 1 {
-            group!.abort(code: e.rawValue)  // one rank failing ends the job
+        } catch let e as ExitCode where e.rawValue != 0 {
+            if let group, group.size > 1 { group.abort(code: e.rawValue) }  // one rank failing ends the job
+            group?.finish()
+            throw e
         }
         group?.finish()
     }
@@ -67,7 +69,8 @@ struct Train: ParsableCommand {
             if group == nil, cfg.sync_bn {
                 throw FlagError(description: "--sync-bn synchronises batch norm across the ranks of an MPI job; start the run with mpirun -np N")
             }
-            let dir = out ?? defaultRunDir(cfg)
+            var dir = out ?? defaultRunDir(cfg)
+            if let group, group.size > 1 { dir = group.broadcast(dir) }  // rank 0's date in the name
             try watched(Trainer(config: cfg, runDir: dir, group: group)).run()
         }
     }

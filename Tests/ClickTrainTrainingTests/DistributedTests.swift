@@ -103,6 +103,18 @@ struct DistributedTests {
         #expect(FileManager.default.fileExists(atPath: dir + "/model.pattern.safetensors"))
     }
 
+    /// PruneTrain on two ranks: λ (set from the first step's loss, the whole batch's on every
+    /// rank) and the rebuilt, smaller network agree across the ranks; so does gradient pruning.
+    @Test func pruneTrainAndGradientPruningAgreeAcrossRanks() throws {
+        let (cfg, dir) = tinyRun(epochs: 1)
+        let r = try runMPI(ranks: 2, ["train", "--data", cfg.data, "--model", "resnet20", "--method", "prunetrain",
+                                      "--prunetrain-interval", "1", "--prunetrain-share", "0.9", "--grad-prune", "0.5",
+                                      "--epochs", "3", "--max-steps-per-epoch", "3", "--batch-size", "32", "--out", dir])
+        #expect(r.status == 0, "\(r.stderr)")
+        let ck = try SafeTensors.read(dir + "/checkpoint/state.safetensors")
+        #expect(ck.metadata["epoch"] == "3" && ck.metadata["prunetrain"] != nil)
+    }
+
     /// Ranks holding different models stop the run before it saves, naming the ranks.
     @Test func differingRanksStopTheRun() throws {
         var (cfg, dir) = tinyRun(epochs: 1)

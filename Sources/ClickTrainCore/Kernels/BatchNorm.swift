@@ -94,17 +94,18 @@ public func batchNormBackwardEval(gamma: Tensor, runningVar: Tensor, eps: Float,
 }
 
 /// Synchronised batch norm in training mode: the statistics are those of the batch of all
-/// the ranks of `group` together (each rank holds an equal shard), so the result equals one
-/// process normalising the whole batch. Two allreduces of `2c` doubles: the sums, then the
+/// the ranks of `group` together, so the result equals one process normalising the whole
+/// batch. Two allreduces of `c + 1` doubles: the sums and the element count, then the
 /// squared deviations from the global mean.
 public func batchNormForwardSynced(
     x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor, momentum: Float, eps: Float,
     y: Tensor, savedMean: Tensor, savedInvStd: Tensor, group: any ProcessGroup
 ) {
     let n = x.shape[0], c = x.shape[1], hw = x.count / max(n * c, 1)
-    let m = Double(n * hw * group.size)
     let xp = x.data, yp = y.data
-    var sums = [Double](repeating: 0, count: c)
+    var sums = [Double](repeating: 0, count: c + 1)
+    sums[c] = Double(n * hw)
+    var m = 0.0
     sums.withUnsafeMutableBufferPointer { s in
         let sp = UncheckedSendable(s.baseAddress!)
         Threads.parallelRanges(c) { range in
@@ -115,22 +116,25 @@ public func batchNormForwardSynced(
             }
         }
         group.allreduceSum(s)
+        m = s[c]
+        let total = m
         Threads.parallelRanges(c) { range in
             for ch in range {
-                let mu = Float(sp.value[ch] / m)
+                let mu = Float(sp.value[ch] / total)
                 var v = 0.0
                 for b in 0..<n { v += Double(vectorSumSquaredDeviation(xp + (b * c + ch) * hw, hw, from: mu)) }
                 savedMean.data[ch] = mu
                 sp.value[ch] = v
             }
         }
-        group.allreduceSum(s)
+        group.allreduceSum(UnsafeMutableBufferPointer(rebasing: s[0..<c]))
     }
+    let count = m
     Threads.parallelRanges(c) { range in
         for ch in range {
-            let varBiased = sums[ch] / m, mean = savedMean.data[ch]
+            let varBiased = sums[ch] / count, mean = savedMean.data[ch]
             let invStd = Float(1.0 / (varBiased + Double(eps)).squareRoot())
-            let unbiased = m > 1 ? varBiased * m / (m - 1) : varBiased
+            let unbiased = count > 1 ? varBiased * count / (count - 1) : varBiased
             runningMean.data[ch] = (1 - momentum) * runningMean.data[ch] + momentum * mean
             runningVar.data[ch] = (1 - momentum) * runningVar.data[ch] + momentum * Float(unbiased)
             savedInvStd.data[ch] = invStd
@@ -145,16 +149,16 @@ public func batchNormForwardSynced(
 }
 
 /// Backward of `batchNormForwardSynced`: the means of `dy` and `dy·x̂` in `dx` are over the
-/// whole batch of all ranks (one allreduce of `2c` doubles); `dγ` and `dβ` are this rank's
+/// whole batch of all ranks (one allreduce of `2c + 1` doubles, the count included); `dγ` and `dβ` are this rank's
 /// sums, which the gradient exchange then averages like every other parameter gradient.
 public func batchNormBackwardSynced(
     x: Tensor, gamma: Tensor, savedMean: Tensor, savedInvStd: Tensor, gradOutput dy: Tensor,
     gradInput dx: Tensor, gradGamma: Tensor, gradBeta: Tensor, group: any ProcessGroup
 ) {
     let n = x.shape[0], c = x.shape[1], hw = x.count / max(n * c, 1)
-    let m = Float(n * hw * group.size)
     let xp = x.data, dyp = dy.data, dxp = dx.data
-    var sums = [Double](repeating: 0, count: 2 * c)
+    var sums = [Double](repeating: 0, count: 2 * c + 1)
+    sums[2 * c] = Double(n * hw)
     sums.withUnsafeMutableBufferPointer { s in
         let sp = UncheckedSendable(s.baseAddress!)
         Threads.parallelRanges(c) { range in
@@ -174,6 +178,7 @@ public func batchNormBackwardSynced(
         }
         group.allreduceSum(s)
     }
+    let m = Float(sums[2 * c])
     Threads.parallelRanges(c) { range in
         for ch in range {
             let mean = savedMean.data[ch], invStd = savedInvStd.data[ch]

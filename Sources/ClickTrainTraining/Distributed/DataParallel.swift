@@ -31,7 +31,7 @@ public final class DataParallel: TrainingMethod {
     private var params: [Parameter] = []
     /// Kept entries of each masked parameter (nil: all), and the mask they were built from.
     private var kept: [[Int32]?] = []
-    private var maskIDs: [ObjectIdentifier?] = []
+    private var masks: [Tensor?] = []
     private var bucketOf: [Int] = []
     private var buckets: [Bucket] = []
     private var isReady: [Bool] = []
@@ -64,7 +64,7 @@ public final class DataParallel: TrainingMethod {
         for (_, layer) in model.namedModules() {
             paramsOfLayer[ObjectIdentifier(layer)] = layer.parameters().compactMap { indexOf[ObjectIdentifier($0)] }
             if let seq = layer as? Sequential {
-                seq.childBackwardDone = { [unowned self] in self.layerDone($0) }
+                seq.childBackwardDone = { [weak self] in self?.layerDone($0) }
             }
             if let bn = layer as? BatchNorm2d { bn.group = syncBatchNorm ? group : nil }
         }
@@ -83,7 +83,7 @@ public final class DataParallel: TrainingMethod {
             guard let m = p.mask else { return nil }
             return (0..<m.count).compactMap { m.data[$0] != 0 ? Int32($0) : nil }
         }
-        maskIDs = params.map { $0.mask.map(ObjectIdentifier.init) }
+        masks = params.map(\.mask)
         bucketOf = []
         var members: [Int] = [], floats = 0
         func close() {
@@ -106,7 +106,7 @@ public final class DataParallel: TrainingMethod {
     public var floatsPerStep: Int { buckets.reduce(0) { $0 + $1.floats } }
 
     public func stepStart(_ step: StepInfo) {
-        if zip(params, maskIDs).contains(where: { $0.mask.map(ObjectIdentifier.init) != $1 }) { layOutBuckets() }
+        if zip(params, masks).contains(where: { $0.mask !== $1 }) { layOutBuckets() }
         for i in buckets.indices { buckets[i].ready = 0 }
         isReady = Array(repeating: false, count: params.count)
         nextLaunch = 0

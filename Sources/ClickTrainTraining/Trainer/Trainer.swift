@@ -78,8 +78,17 @@ public final class Trainer {
         self.runDir = runDir
         self.group = group
         // Ranks on one machine share its cores (and a launcher may bind each to fewer).
-        Threads.set(config.threads ?? (group.map { min(Threads.allowedCores, max(1, Threads.count / $0.localSize)) }
-                                       ?? Threads.count))
+        var bindingNote: String?
+        if let group, config.threads == nil {
+            let share = max(1, ProcessInfo.processInfo.activeProcessorCount / group.localSize)
+            let allowed = Threads.allowedCores
+            if allowed < share {
+                bindingNote = "mpirun bound each rank to \(allowed) core\(allowed == 1 ? "" : "s") of the \(share) it could use; start it with --bind-to none (or --map-by slot:PE=\(share)) for \(share) threads per rank"
+            }
+            Threads.set(min(allowed, share))
+        } else {
+            Threads.set(config.threads ?? Threads.count)
+        }
         if let group, config.batch_size % group.size != 0 {
             throw RunConfig.Invalid(source: "batch_size", detail: "the global batch of \(config.batch_size) images does not split evenly over \(group.size) ranks; choose a multiple of \(group.size)")
         }
@@ -93,7 +102,7 @@ public final class Trainer {
         }
         input = ModelInput(channels: trainSet.channels, size: trainSet.height, classes: trainSet.classes)
         model = try ModelZoo.make(config.model, input: input, seed: config.seed)
-        var notes: [String] = []
+        var notes: [String] = bindingNote.map { [$0] } ?? []
         if config.published, config.method.usesPatterns, config.prune_ratios != nil {
             let (ratios, skipped) = config.publishedRatios(for: model)
             config.prune_ratios = ratios.isEmpty ? nil : ratios  // none fits: ratios from compression
@@ -114,6 +123,7 @@ public final class Trainer {
         }
         step = TrainingStep(model: model, optimizer: optimizer, methods: methods,
                             batchSize: config.batch_size / (group?.size ?? 1), classes: input.classes, labelSmoothing: config.label_smoothing)
+        step.group = group
         startNotes = notes
     }
 
@@ -138,7 +148,8 @@ public final class Trainer {
         let lastEpoch = min(untilEpoch ?? config.epochs, config.epochs)
         let start = now()
         if completedEpochs == 0 {
-            let ranks = (group?.size ?? 1) > 1 ? "\(group!.size) ranks x \(Threads.count) threads" : "\(Threads.count) threads"
+            let threads = Threads.count == 1 ? "1 thread" : "\(Threads.count) threads"
+            let ranks = (group?.size ?? 1) > 1 ? "\(group!.size) ranks x \(threads)" : threads
             log("training \(ModelZoo.canonicalName(config.model)) on \(config.dataset.rawValue) (\(trainSet.count) train / \(testSet.count) test images, \(input.channels)x\(input.size)x\(input.size)), \(config.epochs) epochs, batch \(config.batch_size), \(ranks) → \(runDir)")
         } else {
             log("resuming \(runDir) after epoch \(completedEpochs) of \(config.epochs)")
@@ -235,6 +246,8 @@ public final class Trainer {
         if let group, group.size > 1 {
             // The whole batch's figures, and rank 0's running statistics everywhere (with
             // local batch norm each rank has its own), so every rank evaluates one model.
+            // (Each step's loss is already the whole batch's: its sum over the ranks, weighted
+            // by their equal shares, is that loss times the whole batch.)
             let total = group.sum([lossSum, Double(correct), Double(seen)])
             (lossSum, correct, seen) = (total[0], Int(total[1]), Int(total[2]))
             for case let (_, .buffer(t)) in model.stateDict() { group.broadcast(t) }

@@ -10,12 +10,17 @@ public final class TrainingStep {
     /// Called in order at every hook.
     public var methods: [any TrainingMethod]
     public var labelSmoothing: Float
+    /// Data parallelism: the ranks whose mean loss every hook sees (so that a method that
+    /// derives a setting from the loss decides the same on every rank).
+    public var group: (any ProcessGroup)?
     /// The loss gradient [batch, classes], reused every step.
     let grad: Tensor
 
     public struct Result: Sendable {
+        /// The batch's mean loss (with a group: over the ranks' shards together).
         public var loss: Float
-        /// Images whose arg-max logit is their label.
+        /// With a group, the mean over the ranks' shards (the whole batch's loss).
+    /// Images whose arg-max logit is their label (this process's images).
         public var correct: Int
         /// Forward pass and loss.
         public var forwardSeconds: Double
@@ -48,7 +53,14 @@ public final class TrainingStep {
         let logits = model.forward(images)
         let n = images.shape[0]
         let g = n == grad.shape[0] ? grad : grad.firstRows(n)
-        let (loss, correct) = softmaxCrossEntropy(logits: logits, labels: labels, labelSmoothing: labelSmoothing, grad: g)
+        let (ownLoss, correct) = softmaxCrossEntropy(logits: logits, labels: labels, labelSmoothing: labelSmoothing,
+                                                     grad: g)
+        var loss = ownLoss
+        if let group, group.size > 1 {
+            var l = [loss]
+            l.withUnsafeMutableBufferPointer { group.allreduceSum($0) }
+            loss = l[0] / Float(group.size)
+        }
         guard loss.isFinite else { throw NonFiniteLoss(loss: loss) }
         info.loss = loss
         let t1 = now()
