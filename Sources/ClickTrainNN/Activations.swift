@@ -11,12 +11,16 @@ public final class ReLU: Layer {
     public func outputShape(for input: [Int]) -> [Int] { input }
 
     public func forward(_ x: Tensor) -> Tensor {
+        let profileStart = WorkProfile.start()
+        defer { WorkProfile.stop(.elementwise, since: profileStart) }
         let y = outputs.get(x.shape)
         reluForward(x: x, y: y)
         return y
     }
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
+        let profileStart = WorkProfile.start()
+        defer { WorkProfile.stop(.elementwise, since: profileStart) }
         guard let y = outputs.last else { preconditionFailure("ReLU.backward before forward") }
         let dx = gradInputs.get(y.shape)
         reluBackward(y: y, gradOutput: gradOutput, gradInput: dx)

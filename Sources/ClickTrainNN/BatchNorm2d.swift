@@ -58,6 +58,8 @@ public final class BatchNorm2d: Layer {
     }
 
     public func forward(_ x: Tensor) -> Tensor {
+        let profileStart = WorkProfile.start()
+        defer { WorkProfile.stop(.batchNorm, since: profileStart) }
         _ = outputShape(for: x.shape)
         let y = outputs.get(x.shape)
         input = x
@@ -75,6 +77,8 @@ public final class BatchNorm2d: Layer {
     }
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
+        let profileStart = WorkProfile.start()
+        defer { WorkProfile.stop(.batchNorm, since: profileStart) }
         guard let x = input else { preconditionFailure("BatchNorm2d.backward before forward") }
         let dx = gradInputs.get(x.shape)
         if isTraining, let group {

@@ -113,6 +113,8 @@ public final class Conv2d: Layer {
     }
 
     public func forward(_ x: Tensor) -> Tensor {
+        let profileStart = WorkProfile.start()
+        defer { WorkProfile.stop(.convForward, since: profileStart) }
         let t0 = DispatchTime.now().uptimeNanoseconds
         defer { forwardSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 }
         let g = geometry(for: x.shape)
@@ -213,6 +215,8 @@ public final class Conv2d: Layer {
     private var foldedShift = BufferCache()
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
+        let profileStart = WorkProfile.start()
+        defer { WorkProfile.stop(.convBackward, since: profileStart) }
         guard let x = input else { preconditionFailure("Conv2d.backward before forward") }
         let g = geometry(for: x.shape)
         lastBackwardUsedSparseErrorKernels = false

@@ -45,6 +45,8 @@ public final class Linear: Layer {
     }
 
     public func forward(_ x: Tensor) -> Tensor {
+        let profileStart = WorkProfile.start()
+        defer { WorkProfile.stop(.linear, since: profileStart) }
         let y = outputs.get(outputShape(for: x.shape))
         input = x
         linearForward(x: x, weight: weight.value, bias: bias?.value, y: y)
@@ -52,6 +54,8 @@ public final class Linear: Layer {
     }
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
+        let profileStart = WorkProfile.start()
+        defer { WorkProfile.stop(.linear, since: profileStart) }
         guard let x = input else { preconditionFailure("Linear.backward before forward") }
         var dx: Tensor? = nil
         if needsInputGradient {

@@ -25,6 +25,8 @@ public final class MaxPool2d: Layer {
     }
 
     public func forward(_ x: Tensor) -> Tensor {
+        let profileStart = WorkProfile.start()
+        defer { WorkProfile.stop(.pooling, since: profileStart) }
         let y = outputs.get(outputShape(for: x.shape))
         if argmaxCount < y.count {
             argmax?.deallocate()
@@ -37,6 +39,8 @@ public final class MaxPool2d: Layer {
     }
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
+        let profileStart = WorkProfile.start()
+        defer { WorkProfile.stop(.pooling, since: profileStart) }
         guard let am = argmax else { preconditionFailure("MaxPool2d.backward before forward") }
         let dx = gradInputs.get(inputShape)
         maxPoolBackward(gradOutput: gradOutput, argmax: am, gradInput: dx)
@@ -66,6 +70,8 @@ public final class AvgPool2d: Layer {
     }
 
     public func forward(_ x: Tensor) -> Tensor {
+        let profileStart = WorkProfile.start()
+        defer { WorkProfile.stop(.pooling, since: profileStart) }
         let y = outputs.get(outputShape(for: x.shape))
         inputShape = x.shape
         avgPoolForward(x: x, kernel: kernelSize, stride: stride, padding: padding, y: y)
@@ -73,6 +79,8 @@ public final class AvgPool2d: Layer {
     }
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
+        let profileStart = WorkProfile.start()
+        defer { WorkProfile.stop(.pooling, since: profileStart) }
         let dx = gradInputs.get(inputShape)
         avgPoolBackward(gradOutput: gradOutput, kernel: kernelSize, stride: stride, padding: padding, gradInput: dx)
         return dx
@@ -91,6 +99,8 @@ public final class GlobalAvgPool: Layer {
     public func outputShape(for s: [Int]) -> [Int] { [s[0], s[1]] }
 
     public func forward(_ x: Tensor) -> Tensor {
+        let profileStart = WorkProfile.start()
+        defer { WorkProfile.stop(.pooling, since: profileStart) }
         precondition(x.rank == 4, "GlobalAvgPool: input \(x.shape), expected [N, C, H, W]")
         let y = outputs.get(outputShape(for: x.shape))
         inputShape = x.shape
@@ -99,6 +109,8 @@ public final class GlobalAvgPool: Layer {
     }
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
+        let profileStart = WorkProfile.start()
+        defer { WorkProfile.stop(.pooling, since: profileStart) }
         let dx = gradInputs.get(inputShape)
         globalAvgPoolBackward(gradOutput: gradOutput, gradInput: dx)
         return dx

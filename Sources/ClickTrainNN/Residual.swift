@@ -7,6 +7,8 @@ final class ResidualJoin {
     private var gradInputs = BufferCache()
 
     func forward(_ main: Tensor, _ shortcut: Tensor) -> Tensor {
+        let profileStart = WorkProfile.start()
+        defer { WorkProfile.stop(.elementwise, since: profileStart) }
         let y = outputs.get(main.shape)
         addReluForward(main, shortcut, y: y)
         return y
@@ -14,6 +16,8 @@ final class ResidualJoin {
 
     /// dL/d(main + shortcut).
     func backward(_ dy: Tensor) -> Tensor {
+        let profileStart = WorkProfile.start()
+        defer { WorkProfile.stop(.elementwise, since: profileStart) }
         guard let y = outputs.last else { preconditionFailure("residual backward before forward") }
         let g = gradSums.get(y.shape)
         reluBackward(y: y, gradOutput: dy, gradInput: g)
@@ -22,6 +26,8 @@ final class ResidualJoin {
 
     /// dL/dx = main-path gradient + shortcut-path gradient.
     func inputGradient(_ a: Tensor, _ b: Tensor) -> Tensor {
+        let profileStart = WorkProfile.start()
+        defer { WorkProfile.stop(.elementwise, since: profileStart) }
         let dx = gradInputs.get(a.shape)
         add(a, b, into: dx)
         return dx

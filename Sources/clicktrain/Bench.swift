@@ -32,6 +32,8 @@ struct Bench: ParsableCommand {
     @Option(help: "With --sparse: conv compression ratio of the masks.") var compression = 8.0
     @Flag(help: "With --grad-prune or --sparse: a table per conv layer.") var perLayer = false
     @Flag(help: "Print one JSON object instead of a table.") var json = false
+    @Flag(help: "Also split the training step's time by kind of work (conv forward and backward, batch norm, ...).")
+    var breakdown = false
     @Flag(help: "With --sparse: time only the pruned inference and print {\"sparse_infer_ms_per_batch\": ms} (for scripts/compare-inference.py).")
     var inferenceOnly = false
     @Flag(help: "With --inference-only: prepare once, then time --runs batches for every line read from standard input (a number on the line: that many), printing one JSON line each; ends at end of input.")
@@ -80,6 +82,7 @@ struct Bench: ParsableCommand {
             }
             return
         }
+        b.breakdown = breakdown
         let r = try b.run()
         if json {
             let enc = JSONEncoder()
@@ -93,6 +96,15 @@ struct Bench: ParsableCommand {
                   inference    \(fmt(r.infer_ms_per_batch)) ms  (\(fmt(r.images_per_s_infer, 0)) images/s)
                   peak RSS     \(fmt(r.peak_rss_mb, 0)) MiB  (growth over timed steps: \(fmt(r.rss_growth_mb, 1)) MiB)
                 """)
+            if let parts = r.breakdown_ms {
+                // Largest first; the mean step the parts add up to.
+                let total = parts.values.reduce(0, +)
+                print("  training step by kind of work (mean \(fmt(total)) ms):")
+                for (kind, ms) in parts.sorted(by: { $0.value > $1.value }) where ms > 0 {
+                    print("    " + kind.padding(toLength: 14, withPad: " ", startingAt: 0)
+                          + String(format: "%8.1f ms  %5.1f%%", ms, 100 * ms / max(total, 1e-9)))
+                }
+            }
             if let sp = r.sparse_infer_ms_per_batch, let dm = r.masked_dense_infer_ms_per_batch {
                 print("""
                       sparse inference at \(fmt(r.conv_compression ?? 0, 2))x conv compression: \(fmt(sp)) ms \

@@ -35,6 +35,28 @@ struct BenchTests {
         #expect(layers.contains { $0.geometry.hasSuffix("s2") })
     }
 
+    /// `--breakdown`: the kinds of work of a ResNet step, which add up to the mean step.
+    @Test func breakdownSplitsTheStepByKindOfWork() throws {
+        var b = TrainingBenchmark(modelName: "resnet20", batch: 4, input: input)
+        b.warmup = 1
+        b.runs = 3
+        b.breakdown = true
+        let r = try b.run()
+        let parts = try #require(r.breakdown_ms)
+        #expect(Set(parts.keys) == Set(WorkProfile.Kind.allCases.map(\.rawValue) + ["other"]))
+        for kind in ["conv_forward", "conv_backward", "batch_norm", "elementwise", "pooling", "linear", "loss", "optimizer"] {
+            #expect((parts[kind] ?? 0) > 0, "\(kind)")
+        }
+        // The parts are measured inside the step: together at most the mean step, and the
+        // convolutions and batch norm most of it.
+        let total = parts.values.reduce(0, +), measured = total - parts["other"]!
+        #expect(measured <= total + 1e-9 && measured > 0.5 * total, "\(parts)")
+        #expect(WorkProfile.current == nil)
+        #expect(try b.run().breakdown_ms != nil)
+        b.breakdown = false
+        #expect(try b.run().breakdown_ms == nil)
+    }
+
     @Test func inferenceSessionTimesOnDemand() throws {
         var b = TrainingBenchmark(modelName: "resnet20", batch: 4, input: input)
         b.warmup = 1

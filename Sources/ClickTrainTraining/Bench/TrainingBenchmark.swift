@@ -59,6 +59,9 @@ public struct TrainingBenchmark {
         /// RSS after the timed steps minus RSS after warm-up (0 when nothing leaks).
         public var rss_growth_mb: Double
         public var steps_timed: Int
+        /// With --breakdown: mean milliseconds per timed step by kind of work (the keys of
+        /// `WorkProfile.Kind`, and `other` for the rest of the step).
+        public var breakdown_ms: [String: Double]?
         // With --grad-prune: the same steps with activation-gradient pruning, measured in
         // the same process right after the dense ones.
         public var grad_prune: Double?
@@ -134,6 +137,8 @@ public struct TrainingBenchmark {
     public var gradPruner: GradientPruner?
     /// Pattern-sparse inference at this conv compression (ClickTrain-shaped random masks).
     public var sparseCompression: Double?
+    /// Collect the time per kind of work over the dense timed steps.
+    public var breakdown = false
 
     public init(modelName: String, batch: Int, input: ModelInput) {
         self.modelName = modelName
@@ -167,7 +172,17 @@ public struct TrainingBenchmark {
         for _ in 0..<warmup { try trainStep(record: false) }
         let rssBefore = ProcessMemory.currentRSSMB
         policy?.resetStatistics()
+        let profile = breakdown ? WorkProfile() : nil
+        WorkProfile.current = profile
         for _ in 0..<runs { try trainStep(record: true) }
+        WorkProfile.current = nil
+        var breakdownMS: [String: Double]?
+        if let profile {
+            let perStep = 1e3 / Double(runs)
+            var ms = Dictionary(uniqueKeysWithValues: WorkProfile.Kind.allCases.map { ($0.rawValue, (profile.seconds[$0] ?? 0) * perStep) })
+            ms["other"] = max(0, step.reduce(0, +) * perStep - ms.values.reduce(0, +))
+            breakdownMS = ms
+        }
         for _ in 0..<leakSteps { try trainStep(record: false) }
         let rssAfter = ProcessMemory.currentRSSMB
         var pruned: (bwd: Double, conv: Double, step: Double, sparsity: Double)?
@@ -236,7 +251,7 @@ public struct TrainingBenchmark {
             images_per_s_train: Double(batch) / train, images_per_s_infer: Double(batch) / infer,
             forward_ms: median(fwd) * 1e3, backward_ms: median(bwd) * 1e3,
             peak_rss_mb: peakRSS, rss_growth_mb: max(0, rssAfter - rssBefore), steps_timed: runs,
-            grad_prune: gradPruner?.rate, conv_backward_ms: policy == nil ? nil : median(convBwd) * 1e3,
+            breakdown_ms: breakdownMS, grad_prune: gradPruner?.rate, conv_backward_ms: policy == nil ? nil : median(convBwd) * 1e3,
             pruned_backward_ms: pruned.map { $0.bwd * 1e3 }, pruned_conv_backward_ms: pruned.map { $0.conv * 1e3 },
             pruned_train_ms_per_step: pruned.map { $0.step * 1e3 }, grad_sparsity: pruned?.sparsity,
             conv_backward_layers: layers, compression: sparseCompression, conv_compression: sparse?.0,

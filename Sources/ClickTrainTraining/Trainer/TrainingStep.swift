@@ -49,8 +49,11 @@ public final class TrainingStep {
     public func run(images: Tensor, labels: UnsafeBufferPointer<Int32>, info: StepInfo) throws -> Result {
         var info = info
         let t0 = now()
+        var profileStart = WorkProfile.start()
         for m in methods { m.stepStart(info) }
+        WorkProfile.stop(.methods, since: profileStart)
         let logits = model.forward(images)
+        profileStart = WorkProfile.start()
         let n = images.shape[0]
         let g = n == grad.shape[0] ? grad : grad.firstRows(n)
         let (ownLoss, correct) = softmaxCrossEntropy(logits: logits, labels: labels, labelSmoothing: labelSmoothing,
@@ -61,14 +64,19 @@ public final class TrainingStep {
             l.withUnsafeMutableBufferPointer { group.allreduceSum($0) }
             loss = l[0] / Float(group.size)
         }
+        WorkProfile.stop(.loss, since: profileStart)
         guard loss.isFinite else { throw NonFiniteLoss(loss: loss) }
         info.loss = loss
         let t1 = now()
         _ = model.backward(g)
         let t2 = now()
+        profileStart = WorkProfile.start()
         for m in methods { m.afterBackward(info) }
         for m in methods { m.beforeOptimizerStep(info) }
+        WorkProfile.stop(.methods, since: profileStart)
+        profileStart = WorkProfile.start()
         optimizer.step()
+        WorkProfile.stop(.optimizer, since: profileStart)
         let t3 = now()
         return Result(loss: loss, correct: correct, forwardSeconds: t1 - t0, backwardSeconds: t2 - t1, seconds: t3 - t0)
     }

@@ -1,0 +1,35 @@
+import Foundation
+
+/// Where the time of training steps goes, by kind of work (`clicktrain bench --breakdown`).
+/// Layers and the training step report their work while a profile is `current`; otherwise
+/// (always, outside the benchmark) reporting costs one nil check.
+public final class WorkProfile: @unchecked Sendable {
+    public enum Kind: String, CaseIterable, Codable, Sendable {
+        case convForward = "conv_forward", convBackward = "conv_backward", batchNorm = "batch_norm"
+        /// ReLU, the residual add, flattening.
+        case elementwise
+        case pooling, linear, loss, optimizer
+        /// The training methods' hooks (pruning bookkeeping, gradient exchange).
+        case methods
+    }
+
+    /// The profile being collected, if any (set and read on the training thread only).
+    nonisolated(unsafe) public static var current: WorkProfile?
+
+    public private(set) var seconds: [Kind: Double] = [:]
+
+    public init() {}
+
+    /// A start time for `stop`, or 0 when nothing is collected.
+    @inline(__always) public static func start() -> UInt64 {
+        current == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+    }
+
+    /// Adds the time since `start()` to `kind`.
+    @inline(__always) public static func stop(_ kind: Kind, since t0: UInt64) {
+        guard let p = current else { return }
+        p.seconds[kind, default: 0] += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+    }
+
+    public func reset() { seconds = [:] }
+}
