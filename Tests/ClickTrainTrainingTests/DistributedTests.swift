@@ -10,24 +10,9 @@ import Testing
 let mpiTestsRun: Bool = ProcessInfo.processInfo.environment["CI"] != nil
     || FileManager.default.isExecutableFile(atPath: "/usr/bin/mpirun")
 
-/// `mpirun -np RANKS clicktrain ARGS` as a user would start it (as root too).
+/// `mpirun -np RANKS clicktrain ARGS` as a user would start it.
 func runMPI(ranks: Int, _ args: [String], until: ((Process) -> Void)? = nil) throws -> CommandResult {
-    let exe = try #require(clicktrainExecutable(), "build the clicktrain executable first (swift build)")
-    let p = Process(), out = Pipe(), err = Pipe()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = ["mpirun", "--oversubscribe", "-np", String(ranks), exe] + args
-    var env = ProcessInfo.processInfo.environment
-    env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
-    env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
-    p.environment = env
-    p.standardOutput = out
-    p.standardError = err
-    try p.run()
-    until?(p)
-    let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return CommandResult(status: p.terminationStatus, reason: p.terminationReason,
-                         stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    try runClicktrain(args, mpiRanks: ranks, until: until)
 }
 
 /// The float tensors of a safetensors file by name.

@@ -12,11 +12,20 @@ struct CommandResult {
     var stderr: String
 }
 
-func runClicktrain(_ args: [String], shell prefix: String? = nil, until: ((Process) -> Void)? = nil) throws -> CommandResult {
+/// With `mpiRanks`, started as `mpirun -np N clicktrain ARGS` (as root too).
+func runClicktrain(_ args: [String], shell prefix: String? = nil, mpiRanks: Int? = nil,
+                   until: ((Process) -> Void)? = nil) throws -> CommandResult {
     let exe = try #require(clicktrainExecutable(), "build the clicktrain executable first (swift build)")
     let p = Process()
     let out = Pipe(), err = Pipe()
-    if let prefix {
+    if let ranks = mpiRanks {
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["mpirun", "--oversubscribe", "-np", String(ranks), exe] + args
+        var env = ProcessInfo.processInfo.environment
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+        env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        p.environment = env
+    } else if let prefix {
         // e.g. "trap '' XFSZ; ulimit -f 100;" before exec-ing the binary.
         p.executableURL = URL(fileURLWithPath: "/bin/bash")
         p.arguments = ["-c", prefix + " exec \"$0\" \"$@\"", exe] + args

@@ -35,13 +35,20 @@ public func batchNormForward(
                 mean = runningMean.data[ch]
                 invStd = 1 / (runningVar.data[ch] + eps).squareRoot()
             }
-            let scale = gamma.data[ch] * invStd
-            let shift = beta.data[ch] - mean * scale
-            for b in 0..<n {
-                let p = xp + (b * c + ch) * hw, q = yp + (b * c + ch) * hw
-                for i in 0..<hw { q[i] = p[i] * scale + shift }
-            }
+            normalizeChannel(ch, x: xp, y: yp, n: n, c: c, hw: hw, mean: mean, invStd: invStd, gamma: gamma, beta: beta)
         }
+    }
+}
+
+/// `y = γ·(x − mean)·invStd + β` over one channel of an NCHW tensor.
+@inline(__always)
+private func normalizeChannel(_ ch: Int, x xp: UnsafeMutablePointer<Float>, y yp: UnsafeMutablePointer<Float>,
+                              n: Int, c: Int, hw: Int, mean: Float, invStd: Float, gamma: Tensor, beta: Tensor) {
+    let scale = gamma.data[ch] * invStd
+    let shift = beta.data[ch] - mean * scale
+    for b in 0..<n {
+        let p = xp + (b * c + ch) * hw, q = yp + (b * c + ch) * hw
+        for i in 0..<hw { q[i] = p[i] * scale + shift }
     }
 }
 
@@ -138,12 +145,7 @@ public func batchNormForwardSynced(
             runningMean.data[ch] = (1 - momentum) * runningMean.data[ch] + momentum * mean
             runningVar.data[ch] = (1 - momentum) * runningVar.data[ch] + momentum * Float(unbiased)
             savedInvStd.data[ch] = invStd
-            let scale = gamma.data[ch] * invStd
-            let shift = beta.data[ch] - mean * scale
-            for b in 0..<n {
-                let p = xp + (b * c + ch) * hw, q = yp + (b * c + ch) * hw
-                for i in 0..<hw { q[i] = p[i] * scale + shift }
-            }
+            normalizeChannel(ch, x: xp, y: yp, n: n, c: c, hw: hw, mean: mean, invStd: invStd, gamma: gamma, beta: beta)
         }
     }
 }
