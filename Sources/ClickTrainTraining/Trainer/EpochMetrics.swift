@@ -10,6 +10,8 @@ public struct EpochMetrics: Codable, Equatable, Sendable {
     public var test_loss: Double
     public var test_acc: Double
     public var images_per_s: Double
+    /// The whole epoch: the methods' own work at its start and end (pattern choice, hard
+    /// pruning, rebuilding), the steps and the evaluation.
     public var seconds: Double
     public var phase: String
     /// Time in `model.backward` over the epoch (pruning included), seconds.

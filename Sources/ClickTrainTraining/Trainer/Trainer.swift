@@ -160,6 +160,7 @@ public final class Trainer {
             var m = try trainEpoch()
             var note = methods.map { $0.addMetrics(to: &m) }.joined()
             completedEpochs += 1
+            let endStarted = now()
             for method in methods {
                 guard let change = method.epochEnd(completedEpochs: completedEpochs) else { continue }
                 modelChanged(change)
@@ -167,6 +168,7 @@ public final class Trainer {
                 note += String(format: "  %@: %.2f MFLOPs per image", change.summary, after.inferenceFLOPs / 1e6)
             }
             try checkRanksAgree()
+            m.seconds += now() - endStarted  // the methods' own work belongs to the epoch
             if !writesFiles {
                 onCheckpoint?(completedEpochs)
                 continue
@@ -202,6 +204,7 @@ public final class Trainer {
     /// The next epoch's steps and evaluation: its metrics, before the methods add theirs.
     func trainEpoch() throws -> EpochMetrics {
         let epoch = completedEpochs
+        let epochStarted = now()  // the epoch's seconds include the methods' work (choice, hard pruning)
         for method in methods { try method.epochStart(epoch: epoch) }
         let phase = methods.lazy.compactMap { $0.phase(epoch: epoch) }.first ?? "dense"
         let loader = BatchLoader(dataset: trainSet, batchSize: config.batch_size, augmentation: trainAugmentation,
@@ -259,7 +262,7 @@ public final class Trainer {
         }
         var m = EpochMetrics(epoch: epoch + 1, lr: Double(lr), train_loss: lossSum / Double(max(seen, 1)),
                              train_acc: Double(correct) / Double(max(seen, 1)), test_loss: testLoss, test_acc: testAcc,
-                             images_per_s: Double(seen) / trainTime, seconds: now() - t0, phase: phase,
+                             images_per_s: Double(seen) / trainTime, seconds: now() - epochStarted, phase: phase,
                              backward_seconds: backwardTime)
         let cost = ModelCost.measure(model, input: input)  // before any rebuild: what this epoch ran
         m.conv_compression = Double(denseCost.convWeights) / Double(max(cost.convNonZero, 1))
