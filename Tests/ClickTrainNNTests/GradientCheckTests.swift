@@ -131,6 +131,40 @@ struct GradientCheckTests {
         #expect(GlobalAvgPool().forward(x).array == [5])
     }
 
+    /// The 2x2 stride-2 path against a naive loop, ties included (the first maximum in
+    /// window order wins) and odd sizes (the last row and column dropped, floor mode); the
+    /// backward pass sends each gradient to that maximum.
+    @Test func maxPool2x2MatchesNaiveLoop() {
+        for (h, w) in [(8, 8), (7, 9), (2, 2)] {
+            var rng = RNG(seed: UInt64(h * w))
+            let x = Tensor(shape: [3, 2, h, w])
+            for i in 0..<x.count { x[i] = Float(rng.next() % 4) }  // many ties
+            let pool = MaxPool2d(kernelSize: 2)
+            let y = pool.forward(x)
+            let oh = h / 2, ow = w / 2
+            #expect(y.shape == [3, 2, oh, ow])
+            let dy = Tensor(shape: y.shape)
+            for i in 0..<dy.count { dy[i] = Float(i + 1) }
+            let dx = pool.backward(dy)
+            var expectedDx = [Float](repeating: 0, count: x.count)
+            for p in 0..<6 {
+                for oy in 0..<oh {
+                    for ox in 0..<ow {
+                        var best = -Float.infinity, at = -1
+                        for ky in 0..<2 { for kx in 0..<2 {
+                            let i = p * h * w + (2 * oy + ky) * w + 2 * ox + kx
+                            if x[i] > best { best = x[i]; at = i }
+                        } }
+                        let o = (p * oh + oy) * ow + ox
+                        #expect(y[o] == best)
+                        expectedDx[at] += dy[o]
+                    }
+                }
+            }
+            #expect(dx.array == expectedDx)
+        }
+    }
+
     @Test func linear() {
         var rng = RNG(seed: 9)
         let layer = Linear(7, 3, rng: &rng)

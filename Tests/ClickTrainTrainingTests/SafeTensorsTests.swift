@@ -142,7 +142,7 @@ struct ConfigOptionTests {
         c.init_weights = "/tmp/weights: v1.safetensors"
         c.learning_rate = 0.05; c.momentum = 0.8; c.nesterov = true; c.weight_decay = 1e-5; c.decay_bn_bias = false
         c.lr_schedule = .step; c.schedule = [5, 8]; c.gamma = 0.2; c.warmup_epochs = 1.5; c.label_smoothing = 0.1
-        c.crop_padding = 3; c.horizontal_flip = false; c.seed = 7; c.threads = 1; c.max_steps_per_epoch = 9
+        c.crop_padding = 3; c.horizontal_flip = false; c.seed = 7; c.threads = 1; c.max_steps_per_epoch = 9; c.sync_bn = true
         c.grad_prune = 0.8; c.grad_prune_dist = .lognormal; c.grad_prune_rule = .paper
         c.grad_prune_exempt_first = true; c.grad_prune_exempt_last = true
         c.method = .clicktrain; c.num_patterns = 8; c.pattern_weights = 4; c.pattern_pool = .generic

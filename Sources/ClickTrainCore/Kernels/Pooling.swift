@@ -9,6 +9,10 @@ public func maxPoolForward(x: Tensor, kernel: Int, stride: Int, padding: Int, y:
     let nc = x.shape[0] * x.shape[1], h = x.shape[2], w = x.shape[3]
     let oh = y.shape[2], ow = y.shape[3]
     let xp = x.data, yp = y.data
+    if kernel == 2 && stride == 2 && padding == 0 {
+        maxPool2x2(xp, h: h, w: w, planes: nc, y: yp, oh: oh, ow: ow, argmax: argmax)
+        return
+    }
     Threads.parallelRanges(nc) { r in
         for plane in r {
             let src = xp + plane * h * w, dst = yp + plane * oh * ow, idx = argmax + plane * oh * ow
@@ -24,6 +28,30 @@ public func maxPoolForward(x: Tensor, kernel: Int, stride: Int, padding: Int, y:
                     }
                     dst[oy * ow + ox] = bi < 0 ? 0 : best
                     idx[oy * ow + ox] = bi
+                }
+            }
+        }
+    }
+}
+
+/// 2x2 windows, stride 2, no padding (VGG's pooling): the generic loop without its window
+/// bounds, the four taps in the same order (the first maximum wins, as there).
+private func maxPool2x2(_ xp: UnsafeMutablePointer<Float>, h: Int, w: Int, planes: Int, y yp: UnsafeMutablePointer<Float>,
+                        oh: Int, ow: Int, argmax: UnsafeMutablePointer<Int32>) {
+    Threads.parallelRanges(planes) { r in
+        for plane in r {
+            let src = xp + plane * h * w, dst = yp + plane * oh * ow, idx = argmax + plane * oh * ow
+            for oy in 0..<oh {
+                let top = 2 * oy * w, r0 = src + top, r1 = r0 + w
+                let d = dst + oy * ow, a = idx + oy * ow
+                for ox in 0..<ow {
+                    let i = 2 * ox
+                    var best = r0[i], bi = top + i
+                    if r0[i + 1] > best { best = r0[i + 1]; bi = top + i + 1 }
+                    if r1[i] > best { best = r1[i]; bi = top + w + i }
+                    if r1[i + 1] > best { best = r1[i + 1]; bi = top + w + i + 1 }
+                    d[ox] = best
+                    a[ox] = Int32(bi)
                 }
             }
         }
