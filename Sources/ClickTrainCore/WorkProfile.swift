@@ -13,8 +13,10 @@ public final class WorkProfile: @unchecked Sendable {
         case methods
     }
 
-    /// The profile being collected, if any (set and read on the training thread only).
-    nonisolated(unsafe) public static var current: WorkProfile?
+    /// The profile being collected, if any: bound with `WorkProfile.$current.withValue` around
+    /// the steps to measure, so it is seen only there (a task-local value, also in code
+    /// outside any task), never by other training running at the same time.
+    @TaskLocal public static var current: WorkProfile?
 
     public private(set) var seconds: [Kind: Double] = [:]
 

@@ -173,9 +173,9 @@ public struct TrainingBenchmark {
         let rssBefore = ProcessMemory.currentRSSMB
         policy?.resetStatistics()
         let profile = breakdown ? WorkProfile() : nil
-        WorkProfile.current = profile
-        for _ in 0..<runs { try trainStep(record: true) }
-        WorkProfile.current = nil
+        try WorkProfile.$current.withValue(profile) {
+            for _ in 0..<runs { try trainStep(record: true) }
+        }
         var breakdownMS: [String: Double]?
         if let profile {
             let perStep = 1e3 / Double(runs)
