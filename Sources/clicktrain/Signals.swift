@@ -36,9 +36,10 @@ func installInterruptHandlers() {
     }
 }
 
-/// Keeps the interrupt message of a run in `runDir` up to date: `epochs` finished ones.
-func describeInterrupt(runDir: String, checkpointedEpochs epochs: Int) {
+/// Keeps the interrupt message of a run in `runDir` up to date: `epochs` finished ones;
+/// `launcher` starts the resume command (e.g. "mpirun -np 2 ").
+func describeInterrupt(runDir: String, checkpointedEpochs epochs: Int, launcher: String = "") {
     setInterruptMessage(epochs > 0
-        ? "\ninterrupted: the checkpoint of epoch \(epochs) in \(runDir) is intact; continue with: clicktrain train --resume \(runDir)\n"
+        ? "\ninterrupted: the checkpoint of epoch \(epochs) in \(runDir) is intact; continue with: \(launcher)clicktrain train --resume \(runDir)\n"
         : "\ninterrupted before the first epoch ended: nothing was saved in \(runDir); start the run again\n")
 }

@@ -83,9 +83,11 @@ struct Train: ParsableCommand {
             trainer.showProgressBar = false
             return trainer
         }
-        describeInterrupt(runDir: trainer.runDir, checkpointedEpochs: trainer.completedEpochs)
+        let ranks = trainer.group?.size ?? 1
+        let launcher = ranks > 1 ? "mpirun -np \(ranks) " : ""
+        describeInterrupt(runDir: trainer.runDir, checkpointedEpochs: trainer.completedEpochs, launcher: launcher)
         let dir = trainer.runDir
-        trainer.onCheckpoint = { describeInterrupt(runDir: dir, checkpointedEpochs: $0) }
+        trainer.onCheckpoint = { describeInterrupt(runDir: dir, checkpointedEpochs: $0, launcher: launcher) }
         installInterruptHandlers()
         return trainer
     }

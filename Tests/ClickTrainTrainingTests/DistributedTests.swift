@@ -141,6 +141,21 @@ struct DistributedTests {
         #expect(epochs == 3)
     }
 
+    /// A stop signal (as mpirun passes Ctrl-C on to the ranks): rank 0 says which checkpoint
+    /// is intact and how to resume under mpirun, and the job ends. (The signal goes to rank 0
+    /// itself: a process the test runner starts inherits its blocked signals, and mpirun
+    /// leaves them blocked.)
+    @Test func interruptNamesTheMPIResumeCommand() throws {
+        let (cfg, dir) = tinyRun(epochs: 1)
+        let r = try runMPI(ranks: 2, ["train", "--data", cfg.data, "--model", "lenet5", "--epochs", "500",
+                                      "--batch-size", "32", "--out", dir]) { p in
+            waitFor(dir + "/checkpoint/state.safetensors", while: p)
+            if let pid = rankProcess(0, runDir: dir) { kill(pid, SIGTERM) }
+        }
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("is intact; continue with: mpirun -np 2 clicktrain train --resume \(dir)"), "\(r.stderr)")
+    }
+
     /// A global batch that does not split evenly over the ranks, and --sync-bn without
     /// mpirun: one line each, exit 1.
     @Test func badDistributedSettingsAreOneLineErrors() throws {
