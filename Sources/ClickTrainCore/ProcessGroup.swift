@@ -43,9 +43,7 @@ extension ProcessGroup {
     public func broadcast(_ text: String, root: Int = 0) -> String {
         var length = UInt64(text.utf8.count)
         withUnsafeMutableBytes(of: &length) { broadcast($0, root: root) }
-        var bytes = [UInt8](text.utf8)
-        bytes += [UInt8](repeating: 0, count: max(0, Int(length) - bytes.count))
-        bytes = Array(bytes.prefix(Int(length)))
+        var bytes = rank == root ? [UInt8](text.utf8) : [UInt8](repeating: 0, count: Int(length))
         bytes.withUnsafeMutableBytes { broadcast($0, root: root) }
         return String(decoding: bytes, as: UTF8.self)
     }

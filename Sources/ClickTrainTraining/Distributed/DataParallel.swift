@@ -34,7 +34,10 @@ public final class DataParallel: TrainingMethod {
     private var masks: [Tensor?] = []
     private var bucketOf: [Int] = []
     private var buckets: [Bucket] = []
+    /// Per parameter: its gradient is final in this step's backward.
     private var isReady: [Bool] = []
+    /// Between `stepStart` and `afterBackward` (backward hooks outside a step do nothing).
+    private var inStep = false
     private var nextLaunch = 0
     private var indexOf: [ObjectIdentifier: Int] = [:]
     private var paramsOfLayer: [ObjectIdentifier: [Int]] = [:]
@@ -85,6 +88,7 @@ public final class DataParallel: TrainingMethod {
         }
         masks = params.map(\.mask)
         bucketOf = []
+        isReady = Array(repeating: false, count: params.count)
         var members: [Int] = [], floats = 0
         func close() {
             guard !members.isEmpty else { return }
@@ -102,19 +106,17 @@ public final class DataParallel: TrainingMethod {
         close()
     }
 
-    /// The floats the exchange sends per step (all buckets).
-    public var floatsPerStep: Int { buckets.reduce(0) { $0 + $1.floats } }
-
     public func stepStart(_ step: StepInfo) {
         if zip(params, masks).contains(where: { $0.mask !== $1 }) { layOutBuckets() }
         for i in buckets.indices { buckets[i].ready = 0 }
-        isReady = Array(repeating: false, count: params.count)
+        for i in isReady.indices { isReady[i] = false }
+        inStep = true
         nextLaunch = 0
         bytesAtStepStart = group.allreduceBytes
     }
 
     private func layerDone(_ layer: any Layer) {
-        guard let members = paramsOfLayer[ObjectIdentifier(layer)], !isReady.isEmpty else { return }
+        guard inStep, let members = paramsOfLayer[ObjectIdentifier(layer)] else { return }
         for i in members where !isReady[i] {
             isReady[i] = true
             buckets[bucketOf[i]].ready += 1
@@ -164,7 +166,7 @@ public final class DataParallel: TrainingMethod {
                 }
             }
         }
-        isReady = []
+        inStep = false
         stepBytes += group.allreduceBytes - bytesAtStepStart
         steps += 1
     }
@@ -181,8 +183,6 @@ public final class DataParallel: TrainingMethod {
         metrics.comm_seconds = group.waitSeconds - waitAtEpochStart
         return ""
     }
-
-    public func modelMetadata() -> [String: String] { [:] }
 
     public func checkpoint() throws -> MethodCheckpoint { MethodCheckpoint(metadata: ["ranks": String(group.size)]) }
 }

@@ -60,9 +60,8 @@ public final class TrainingStep {
                                                      grad: g)
         var loss = ownLoss
         if let group, group.size > 1 {
-            var l = [loss]
-            l.withUnsafeMutableBufferPointer { group.allreduceSum($0) }
-            loss = l[0] / Float(group.size)
+            withUnsafeMutablePointer(to: &loss) { group.allreduceSum(UnsafeMutableBufferPointer(start: $0, count: 1)) }
+            loss /= Float(group.size)
         }
         WorkProfile.stop(.loss, since: profileStart)
         guard loss.isFinite else { throw NonFiniteLoss(loss: loss) }
