@@ -28,6 +28,8 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "clicktrain", targets: ["clicktrain"]),
+        // What an application imports: every library below but the MPI one.
+        .library(name: "ClickTrain", targets: ["ClickTrain"]),
         .library(name: "ClickTrainCore", targets: ["ClickTrainCore"]),
         .library(name: "ClickTrainSparse", targets: ["ClickTrainSparse"]),
         .library(name: "ClickTrainNN", targets: ["ClickTrainNN"]),
@@ -39,6 +41,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        // `swift package generate-documentation --target ClickTrain` (the DocC catalog).
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
@@ -59,6 +63,10 @@ let package = Package(
             dependencies: ["ClickTrainCore", "ClickTrainSparse", "ClickTrainNN", "ClickTrainPruning", "ClickTrainData",
                            .product(name: "Yams", package: "Yams")],
             swiftSettings: cpuFlags),
+        .target(name: "ClickTrain",
+                dependencies: ["ClickTrainCore", "ClickTrainData", "ClickTrainNN", "ClickTrainPruning",
+                               "ClickTrainSparse", "ClickTrainTraining"],
+                swiftSettings: cpuFlags),
         .target(name: "ClickTrainDistributed", dependencies: ["ClickTrainCore", "CMPI"], swiftSettings: cpuFlags),
         .executableTarget(
             name: "clicktrain",
@@ -77,6 +85,7 @@ let package = Package(
         .executableTarget(name: "generate-kernels", dependencies: ["ClickTrainCodegen"]),
         .target(name: "ClickTrainTestSupport", dependencies: ["ClickTrainCore"],
                 path: "Tests/ClickTrainTestSupport", swiftSettings: cpuFlags),
+        .testTarget(name: "ClickTrainTests", dependencies: ["ClickTrain", "ClickTrainTestSupport"], swiftSettings: cpuFlags),
         .testTarget(name: "ClickTrainCoreTests", dependencies: ["ClickTrainCore", "ClickTrainTestSupport"],
                     swiftSettings: cpuFlags),
         .testTarget(name: "ClickTrainSparseTests",

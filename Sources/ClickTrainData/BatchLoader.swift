@@ -122,13 +122,13 @@ public final class BatchLoader: @unchecked Sendable {
 
     /// The rows of batch `b` this loader delivers.
     private func rowRange(batch b: Int) -> Range<Int> {
-        let n = min(batchSize, dataset.count - b * batchSize)
+        let n = Swift.min(batchSize, dataset.count - b * batchSize)
         return shard * n / shards..<(shard + 1) * n / shards
     }
 
     private func fill(slot: Int, batch b: Int) {
         let (images, labels) = slots[slot]
-        let n = min(batchSize, dataset.count - b * batchSize)
+        let n = Swift.min(batchSize, dataset.count - b * batchSize)
         let rows = rowRange(batch: b)
         var rng = RNG(seed: seed, stream: (UInt64(epoch) << 32) | UInt64(b) | (1 << 62))
         let c = dataset.channels, h = dataset.height, w = dataset.width, plane = h * w
@@ -173,3 +173,6 @@ final class ManagedAtomicFlag: @unchecked Sendable {
     func set() { lock.lock(); value = true; lock.unlock() }
     var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
 }
+
+/// `for batch in loader { ... }` runs through the epoch's batches once.
+extension BatchLoader: Sequence, IteratorProtocol {}

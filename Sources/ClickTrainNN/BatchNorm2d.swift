@@ -12,7 +12,7 @@ public final class BatchNorm2d: Layer {
     public var needsInputGradient = true
     /// When set, training uses the statistics of the batch of all the group's ranks
     /// together (synchronised batch norm), not this process's shard alone.
-    public var group: (any ProcessGroup)?
+    package var group: (any ProcessGroup)?
 
     private let savedMean: Tensor, savedInvStd: Tensor
     private var input: Tensor?

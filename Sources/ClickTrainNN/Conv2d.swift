@@ -18,7 +18,7 @@ public final class Conv2d: Layer {
     /// After hard pruning (a mask is set) forward and backward run the pattern-sparse
     /// kernels instead of oneDNN (3x3 with padding 1, or 1x1 with padding 0 under
     /// connectivity pruning; stride 1 or 2).
-    public var usePatternKernels = true
+    package var usePatternKernels = true
     /// The pattern format of the last forward, when it ran on the pattern kernels.
     private var lastPattern: PatternWeights?
     private var patternGrad: [Float] = []
@@ -26,12 +26,12 @@ public final class Conv2d: Layer {
     /// each forward refreshes its values from the weight).
     private var patternCache: (mask: Tensor, weights: PatternWeights)?
     /// Whether the last forward ran on the pattern kernels.
-    public var lastForwardUsedPatternKernels: Bool { patternCache != nil && lastForwardPattern }
+    package var lastForwardUsedPatternKernels: Bool { patternCache != nil && lastForwardPattern }
     /// Whether the last backward ran the sparse error-map kernels (activation-gradient pruning).
-    public private(set) var lastBackwardUsedSparseErrorKernels = false
+    package private(set) var lastBackwardUsedSparseErrorKernels = false
     private var lastForwardPattern = false
     /// Time spent in `forward`, accumulated (for per-layer benchmarks).
-    public var forwardSeconds = 0.0
+    package var forwardSeconds = 0.0
     private var patternPlans: [ConvGeometry: PatternConvKernel] = [:]
     private var plans: [ConvGeometry: DenseConv2dKernel] = [:]
     private var sparsePlans: [ConvGeometry: SparseErrorConvKernel] = [:]
@@ -96,7 +96,7 @@ public final class Conv2d: Layer {
         return s
     }
 
-    public func geometry(for shape: [Int]) -> ConvGeometry {
+    package func geometry(for shape: [Int]) -> ConvGeometry {
         precondition(shape.count == 4 && shape[1] == inChannels,
                      "Conv2d(\(inChannels)->\(outChannels)): input \(shape), expected [N, \(inChannels), H, W]")
         return ConvGeometry(batch: shape[0], inChannels: inChannels, height: shape[2], width: shape[3],
@@ -139,7 +139,7 @@ public final class Conv2d: Layer {
     /// mask, or the layer runs on oneDNN); the caller then runs the layers one by one.
     /// `output`, when given, receives the result (shared inference buffers, see
     /// `Sequential.forward`); otherwise the layer's own buffer does.
-    public func forwardFolding(_ x: Tensor, _ bn: BatchNorm2d, relu: Bool, residual: Tensor? = nil,
+    package func forwardFolding(_ x: Tensor, _ bn: BatchNorm2d, relu: Bool, residual: Tensor? = nil,
                                into output: Tensor? = nil) -> Tensor? {
         let t0 = DispatchTime.now().uptimeNanoseconds
         guard let f = folded(for: x.shape, bn) else { return nil }
@@ -194,12 +194,12 @@ public final class Conv2d: Layer {
     }
 
     /// Whether `forwardFolding` may fold batch norms at inference (tests compare both ways).
-    public var foldBatchNormAtInference = true
+    package var foldBatchNormAtInference = true
     /// Unpruned convs with at most this many weights per filter (C·k², e.g. a ResNet's
     /// 3-channel stem or its 1x1 projection shortcuts) also fold onto the pattern kernels
     /// at inference, every weight kept: oneDNN's fixed costs dominate such small convs
     /// (ResNet-32's stem: 2.0 ms on oneDNN for 57 M multiply-adds, see the README).
-    public static let smallDenseFoldMaxWeights = 32
+    package static let smallDenseFoldMaxWeights = 32
     private var denseMask: Tensor?
     /// An all-ones mask when this unpruned conv is small enough to fold (see above).
     private var smallDenseMask: Tensor? {
@@ -211,7 +211,7 @@ public final class Conv2d: Layer {
         return m
     }
     /// Forward passes that ran with a folded batch norm.
-    public private(set) var foldedForwards = 0
+    package private(set) var foldedForwards = 0
     private var foldedShift = BufferCache()
 
     public func backward(_ gradOutput: Tensor) -> Tensor {

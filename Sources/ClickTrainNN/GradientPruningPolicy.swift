@@ -15,8 +15,8 @@ public final class GradientPruningPolicy: @unchecked Sendable {
     /// ResNet-20 (3x32x32, batch 128, 2 threads) with the sparse kernels forced on: conv
     /// backward 0.90x at 67% zeros, 1.01x at 73%, 1.25x at 80%, 1.9x at 90% — the break-even
     /// density is about 0.27. The 16-, 32- and 64-channel 3x3 layers all gain at 90%.
-    public var sparseKernelMaxDensity = 0.25
-    public var sparseKernelMinChannels = 8
+    package var sparseKernelMaxDensity = 0.25
+    package var sparseKernelMinChannels = 8
     /// Counts calls so every tensor of every step draws fresh random numbers.
     var calls: UInt64 = 0
 
@@ -36,9 +36,9 @@ public final class GradientPruningPolicy: @unchecked Sendable {
     /// Layer names in the order they were installed.
     public private(set) var layerNames: [String] = []
     /// Seconds spent in conv backward (pruning included) since the last reset.
-    public var convBackwardSeconds = 0.0
+    package var convBackwardSeconds = 0.0
     /// The same, per conv layer.
-    public var layerBackwardSeconds: [String: Double] = [:]
+    package var layerBackwardSeconds: [String: Double] = [:]
 
     public init(pruner: GradientPruner) { self.pruner = pruner }
 

@@ -75,7 +75,7 @@ public final class Sequential: Layer {
     public var children: [(String, any Layer)] { layers }
     /// Called after each layer's backward, with that layer: its parameters' gradients are
     /// final from then on (data parallelism starts exchanging them while backward goes on).
-    public var childBackwardDone: ((any Layer) -> Void)?
+    package var childBackwardDone: ((any Layer) -> Void)?
 
     /// At inference a chain of residual blocks (a ResNet stage) writes its pruned convs'
     /// results into two alternating block outputs and one shared inner buffer: block i

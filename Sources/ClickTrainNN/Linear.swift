@@ -12,6 +12,8 @@ public final class Linear: Layer {
     public var gradientPruning: (policy: GradientPruningPolicy, name: String)?
     private var prunedGrads = BufferCache()
     private var input: Tensor?
+    /// Shape of the last input (model accounting reads it after a forward pass).
+    public var lastInputShape: [Int]? { input?.shape }
     private var outputs = BufferCache()
     private var gradInputs = BufferCache()
 

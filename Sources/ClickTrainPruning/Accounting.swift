@@ -64,6 +64,15 @@ public struct ModelCost: Sendable, Codable {
             return l.outputShape(for: shape)
         }
         _ = walk(model, [1, input.channels, input.size, input.size])
+        // A layer of the caller's own hides its convs from the walk: one image through the
+        // model (evaluation mode: no statistics change) tells their shapes.
+        let weighted = model.namedModules().filter { $0.1 is Conv2d || $0.1 is Linear }
+        if weighted.contains(where: { shapes[ObjectIdentifier($0.1)] == nil }) {
+            _ = model.forward(Tensor(shape: [1, input.channels, input.size, input.size]))
+            for (_, l) in weighted {
+                shapes[ObjectIdentifier(l)] = (l as? Conv2d)?.lastInputShape ?? (l as? Linear)?.lastInputShape
+            }
+        }
         var out: [Layer] = []
         var first = true
         for (name, l) in model.namedModules() {

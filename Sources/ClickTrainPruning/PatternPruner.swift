@@ -63,6 +63,17 @@ public final class PatternPruner {
         return (prunable, all - prunable.reduce(0) { $0 + $1.value.count })
     }
 
+    /// Layers with parameters of their own that are none of the library's `Conv2d`,
+    /// `Linear` or `BatchNorm2d` (e.g. a convolution a user wrote): no pruning method can
+    /// see inside them, so they stay dense. Names with their type, e.g. `head.mix (MyConv)`.
+    public static func unknownWeightedLayers(of model: any Layer) -> [String] {
+        model.namedModules().compactMap { name, layer in
+            guard !(layer is Conv2d || layer is Linear || layer is BatchNorm2d),
+                  layer.localState.contains(where: { if case .parameter = $0.1 { true } else { false } }) else { return nil }
+            return "\(name.isEmpty ? "(model)" : name) (\(type(of: layer)))"
+        }
+    }
+
     public init(model: any Layer, config: PatternPruningConfig) throws {
         self.config = config
         parameters = PatternPruner.prunableParameters(of: model).prunable

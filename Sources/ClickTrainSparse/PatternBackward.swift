@@ -13,7 +13,7 @@ extension PatternConvKernel {
     /// stride 1: the forward's gather over the output gradient's shifted copies, kernels
     /// transposed and mirrored; at stride 2 by parity plane of the input (see the type's
     /// documentation).
-    public func backward(input: Tensor, weights pw: PatternWeights, gradOutput: Tensor, gradInput: Tensor?,
+    package func backward(input: Tensor, weights pw: PatternWeights, gradOutput: Tensor, gradInput: Tensor?,
                          gradValues: UnsafeMutablePointer<Float>?, gradBias: Tensor?) {
         let g = geometry
         precondition(input.shape == g.inputShape && gradOutput.shape == g.outputShape, "pattern conv backward: shapes")

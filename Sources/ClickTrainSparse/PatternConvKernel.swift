@@ -27,8 +27,8 @@ import ClickTrainCore
 /// The kernel caches the tap offsets of the last weight structure it saw (kept kernels and
 /// patterns); a weight with the same structure and new values (a training step after hard
 /// pruning) reuses them. A 1x1 convolution runs here as the 3x3 of `embeddedGeometry`.
-public final class PatternConvKernel {
-    public let geometry: ConvGeometry
+package final class PatternConvKernel {
+    package let geometry: ConvGeometry
     /// Which paths this geometry runs, chosen in `init` (`PatternStrategy(geometry)`). Tests
     /// may turn paths off to reach the others; a path turned on where the geometry's choice
     /// does not run it is refused. A new strategy drops the cached plan.
@@ -49,7 +49,7 @@ public final class PatternConvKernel {
     /// Output positions over the pitch (the span), rounded up to whole SIMD8 vectors.
     private let spanR: Int
     /// Where tap t = (ky, kx) reads for the output at (0, 0), in a channel's planes.
-    public let tapOffsets: [Int]
+    package let tapOffsets: [Int]
     let margin: Int
     /// Stride-2 input-gradient tiles over the parity planes.
     let inputGradTiles: Tiles
@@ -74,14 +74,14 @@ public final class PatternConvKernel {
     /// 64-position plane weight gradient).
     var multiImageBuffers: [Tensor] = []
 
-    public static func supports(_ g: ConvGeometry) -> Bool {
+    package static func supports(_ g: ConvGeometry) -> Bool {
         g.kernelSize == 3 && g.padding == 1 && (g.stride == 1 || g.stride == 2)
     }
 
     /// The geometry these kernels run a convolution as: itself for 3x3 with padding 1, the
     /// equivalent 3x3 (padding 1, centre tap only) for 1x1 with padding 0; nil otherwise.
     /// Strides 1 and 2.
-    public static func embeddedGeometry(_ g: ConvGeometry) -> ConvGeometry? {
+    package static func embeddedGeometry(_ g: ConvGeometry) -> ConvGeometry? {
         if supports(g) { return g }
         guard g.kernelSize == 1 && g.padding == 0 && (g.stride == 1 || g.stride == 2) else { return nil }
         let e = ConvGeometry(batch: g.batch, inChannels: g.inChannels, height: g.height, width: g.width,
@@ -89,7 +89,7 @@ public final class PatternConvKernel {
         return e.outputShape == g.outputShape ? e : nil
     }
 
-    public init(_ g: ConvGeometry) {
+    package init(_ g: ConvGeometry) {
         precondition(PatternConvKernel.supports(g), "pattern conv needs 3x3, padding 1, stride 1 or 2: \(g)")
         geometry = g
         strategy = PatternStrategy(g)

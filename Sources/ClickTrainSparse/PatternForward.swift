@@ -8,7 +8,7 @@ extension PatternConvKernel {
     /// the store; input [N, C, H, W], output [N, K, OH, OW]. `streamOutput` false keeps a
     /// large output in cache (`PatternStrategy.streamingMinBytes`): for a caller that reads it
     /// at once.
-    public func forward(input: Tensor, weights pw: PatternWeights, bias: Tensor?, output: Tensor, relu: Bool = false,
+    package func forward(input: Tensor, weights pw: PatternWeights, bias: Tensor?, output: Tensor, relu: Bool = false,
                         residual: Tensor? = nil, streamOutput: Bool = true) {
         let g = geometry
         precondition(input.shape == g.inputShape && output.shape == g.outputShape, "pattern conv forward: shapes")

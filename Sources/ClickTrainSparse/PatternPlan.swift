@@ -13,37 +13,37 @@ import ClickTrainCore
     /// Forward of 64-position planes (8x8 outputs) by (input channel, pattern) group
     /// (`forwardGrouped`): a group's four input taps stay in registers while its kernels'
     /// output planes are updated in place, 16 multiply-adds per kernel for 4 loads and stores.
-    public var groupedForward: Bool
+    package var groupedForward: Bool
     /// The stride-1 input gradient of the same planes by (filter, pattern) group
     /// (`forwardGrouped` over the output gradient's copies, the kernels mirrored).
-    public var groupedInputGradient: Bool
+    package var groupedInputGradient: Bool
     /// Weight gradient by (input channel, pattern) group over the whole plane
     /// (`weightGradPlane`) on planes of a multiple of 32 positions other than 64: up to six
     /// kernels' tap sums stay in registers for the whole plane and are written once per
     /// kernel and image instead of once per tap and tile.
-    public var planeWeightGradient: Bool
+    package var planeWeightGradient: Bool
     /// The same on 64-position planes over this many images per pass (their copies side by
     /// side, so that a pass is as long as on a 16x16 plane); 1: not on these planes.
-    public var smallPlaneImagesPerPass: Int
+    package var smallPlaneImagesPerPass: Int
     /// Stride-1 weight gradient by vertical pairs of taps (`weightPairTile`) when OW is 16 or
     /// 32 and OH·OW a multiple of 128: a kernel's taps (ky, kx) and (ky + 1, kx) read one
     /// copy OW floats apart, loaded once for both.
-    public var pairedWeightGradient: Bool
+    package var pairedWeightGradient: Bool
     /// Stride-2 input gradient by source (`stride2InputGradient`) for even H and W, OW in
     /// {8, 16, 32, 64} and OH·OW a multiple of 64: an input channel's four parity planes in
     /// registers, each kernel's output gradient read once per shift class for all its taps
     /// in the class, the planes interleaved straight into dx. Otherwise the planes are
     /// gathered one at a time into a buffer and interleaved after.
-    public var fusedStride2InputGradient: Bool
+    package var fusedStride2InputGradient: Bool
     /// Outputs of this many bytes or more (the forward's, the stride-1 gather's input
     /// gradient and the stride-2 one by source; not the 8x8 grouped paths) are written with
     /// non-temporal stores on AVX-512 x86 builds (`streamStore`): whole lines the call does
     /// not read back, so the stores neither read each line first nor displace the input
     /// being read. 0 streams always, `Int.max` never.
-    public var streamingMinBytes: Int
+    package var streamingMinBytes: Int
 
     /// The choice for geometry `g`.
-    public init(_ g: ConvGeometry) {
+    package init(_ g: ConvGeometry) {
         let positions = g.outHeight * g.outWidth, ow = g.outWidth
         let lanes16 = weightLanes == 16
         groupedForward = lanes16 && positions == 64

@@ -4,25 +4,25 @@ import ClickTrainCore
 /// filter-kernel-weight layout): per output channel, its kept input channels, each
 /// with the tap offsets and values of its pattern, kernels of one filter grouped by
 /// pattern. Built from the weight's non-zeros in one pass.
-public struct PatternWeights: Sendable {
-    public let outChannels: Int, inChannels: Int
+package struct PatternWeights: Sendable {
+    package let outChannels: Int, inChannels: Int
     /// Kernels of filter f are entries rowStart[f]..<rowStart[f+1].
-    public let rowStart: [Int32]
+    package let rowStart: [Int32]
     /// Input channel of each kept kernel.
-    public let channel: [Int32]
+    package let channel: [Int32]
     /// Start of each kernel's taps in `tap`/`value` (kernels may keep different counts).
-    public let tapStart: [Int32]
+    package let tapStart: [Int32]
     /// Tap position 0…8 (row-major in the 3x3 window) and weight of every kept tap.
-    public let tap: [UInt8]
-    public private(set) var value: [Float]
+    package let tap: [UInt8]
+    package private(set) var value: [Float]
     /// Index of each value in the dense [K, C, 3, 3] weight.
-    public let position: [Int32]
+    package let position: [Int32]
 
     /// - Parameters:
     ///   - weight: [K, C, 3, 3].
     ///   - mask: which taps are kept (non-zero); without it, the weight's non-zeros. A
     ///     kernel with nothing kept is removed, as connectivity pruning does.
-    public init(weight: Tensor, mask: Tensor? = nil) {
+    package init(weight: Tensor, mask: Tensor? = nil) {
         precondition(weight.rank == 4 && weight.shape[2] == 3 && weight.shape[3] == 3,
                      "PatternWeights: weight \(weight.shape), expected [K, C, 3, 3]")
         outChannels = weight.shape[0]
@@ -62,7 +62,7 @@ public struct PatternWeights: Sendable {
     /// pattern format whose kernels keep only the centre tap: a 1x1 conv with padding 0
     /// equals a 3x3 conv with padding 1 and only the centre weight, at strides 1 and 2
     /// (see `PatternConvKernel.embeddedGeometry`). `position` indexes the 1x1 weight.
-    public init(pointwise weight: Tensor, mask: Tensor? = nil) {
+    package init(pointwise weight: Tensor, mask: Tensor? = nil) {
         precondition(weight.rank == 4 && weight.shape[2] == 1 && weight.shape[3] == 1,
                      "PatternWeights(pointwise:): weight \(weight.shape), expected [K, C, 1, 1]")
         outChannels = weight.shape[0]
@@ -86,11 +86,11 @@ public struct PatternWeights: Sendable {
         position = pos
     }
 
-    public var keptKernels: Int { channel.count }
+    package var keptKernels: Int { channel.count }
 
     /// The same structure with the values of `weight` at the kept positions (a training
     /// step after hard pruning changes the values, never the structure).
-    public func refreshed(from weight: Tensor) -> PatternWeights {
+    package func refreshed(from weight: Tensor) -> PatternWeights {
         precondition(weight.count == outChannels * inChannels * 9 || (weight.count == outChannels * inChannels && tap.allSatisfy { $0 == 4 }),
                      "PatternWeights.refreshed: weight \(weight.shape) for \(outChannels)x\(inChannels) kernels")
         var copy = self
@@ -102,7 +102,7 @@ public struct PatternWeights: Sendable {
     /// The same kernels indexed by input channel: for channel c, entries
     /// rowStart[c]..<rowStart[c+1] give the filter (`channel`), taps and the index of each
     /// tap's value in the original `value` array (`valueIndex`), for the input gradient.
-    public func byInputChannel() -> (rowStart: [Int32], filter: [Int32], tapStart: [Int32], tap: [UInt8], valueIndex: [Int32]) {
+    package func byInputChannel() -> (rowStart: [Int32], filter: [Int32], tapStart: [Int32], tap: [UInt8], valueIndex: [Int32]) {
         var lists = [[Int]](repeating: [], count: inChannels)  // entry indices per channel
         for f in 0..<outChannels { for e in Int(rowStart[f])..<Int(rowStart[f + 1]) { lists[Int(channel[e])].append(e) } }
         var filterOf = [Int32](repeating: 0, count: channel.count)
@@ -118,11 +118,11 @@ public struct PatternWeights: Sendable {
         }
         return (rs, fl, ts, tp, vi)
     }
-    public var nonZeros: Int { value.count }
+    package var nonZeros: Int { value.count }
 
     /// The same weights with filter f's values multiplied by scale[f] (a batch norm folded
     /// into the convolution at inference).
-    public func scaledPerFilter(_ scale: [Float]) -> PatternWeights {
+    package func scaledPerFilter(_ scale: [Float]) -> PatternWeights {
         precondition(scale.count == outChannels, "PatternWeights.scaledPerFilter: \(scale.count) scales for \(outChannels) filters")
         var copy = self
         for f in 0..<outChannels {
@@ -134,7 +134,7 @@ public struct PatternWeights: Sendable {
 
     /// The same weights as CSR over the im2col weight matrix [K, C·9]: row pointers,
     /// column indices (c·9 + tap), values.
-    public func csr() -> (rowPtr: [Int32], column: [Int32], value: [Float]) {
+    package func csr() -> (rowPtr: [Int32], column: [Int32], value: [Float]) {
         var rp: [Int32] = [0], col: [Int32] = []
         var vals: [Float] = []
         for f in 0..<outChannels {
@@ -151,7 +151,7 @@ public struct PatternWeights: Sendable {
     }
 
     /// Back to a dense [K, C, 3, 3] weight (round-trip checks).
-    public func dense() -> Tensor {
+    package func dense() -> Tensor {
         let w = Tensor(shape: [outChannels, inChannels, 3, 3])
         for f in 0..<outChannels {
             for e in Int(rowStart[f])..<Int(rowStart[f + 1]) {

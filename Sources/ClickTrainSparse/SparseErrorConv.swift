@@ -19,8 +19,8 @@ import ClickTrainCore
 /// by position (one read-modify-write per tap for all filters) or gathering per input
 /// position (no stores) would cost a mispredicted branch per position or per tap.
 /// With `tau` 0 nothing is pruned and the kernel just skips the map's exact zeros.
-public final class SparseErrorConvKernel {
-    public let geometry: ConvGeometry
+package final class SparseErrorConvKernel {
+    package let geometry: ConvGeometry
     private let chunks: Int
     /// Padded channels-last image geometry.
     private let padH: Int, padW: Int
@@ -51,10 +51,10 @@ public final class SparseErrorConvKernel {
     }
 
     /// Input channel counts must be multiples of 8 (the SIMD width); `supports` tells.
-    public static func supports(_ g: ConvGeometry) -> Bool { g.inChannels % 8 == 0 }
+    package static func supports(_ g: ConvGeometry) -> Bool { g.inChannels % 8 == 0 }
 
     /// - Parameter keepPrunedGradient: also write the pruned gradient map (for tests).
-    public init(_ g: ConvGeometry, keepPrunedGradient: Bool = false) {
+    package init(_ g: ConvGeometry, keepPrunedGradient: Bool = false) {
         precondition(SparseErrorConvKernel.supports(g), "sparse error-map kernels need input channels divisible by 8: \(g)")
         geometry = g
         chunks = max(1, min(Threads.count, g.batch))
@@ -82,14 +82,14 @@ public final class SparseErrorConvKernel {
     deinit { lut.deallocate() }
 
     /// The pruned gradient of the last call, when kept.
-    public var prunedGradient: Tensor? { prunedOut }
+    package var prunedGradient: Tensor? { prunedOut }
 
     /// Input and weight gradients from `gradOutput` pruned with threshold `tau` (0: no
     /// pruning) and random stream `key` (see `GradientPruner.streamKey`). `gradInput` nil
     /// skips the input gradient. Gradients are overwritten. Returns the number of zeros
     /// of the pruned gradient.
     @discardableResult
-    public func backward(input: Tensor, weight: Tensor, gradOutput: Tensor, tau: Float = 0, key: UInt32 = 0,
+    package func backward(input: Tensor, weight: Tensor, gradOutput: Tensor, tau: Float = 0, key: UInt32 = 0,
                          gradInput: Tensor?, gradWeight: Tensor, gradBias: Tensor?) -> Int {
         let g = geometry
         precondition(gradOutput.shape == g.outputShape && input.shape == g.inputShape, "sparse conv backward: shapes")

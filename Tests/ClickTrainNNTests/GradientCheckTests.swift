@@ -51,6 +51,19 @@ struct GradientCheckTests {
         #expect(gradientCheck(layer, input: Reference.random([n, 3, 7, 5], seed: 1)) == [])
     }
 
+    @Test(arguments: [false, true])
+    func residualAndConcat(_ reluAfter: Bool) {
+        var rng = RNG(seed: 4)
+        let body = Sequential(indexed: [Conv2d(3, 4, kernelSize: 3, padding: 1, rng: &rng),
+                                        Conv2d(4, 4, kernelSize: 3, padding: 1, rng: &rng)])
+        let residual = Residual(body: body, shortcut: Conv2d(3, 4, kernelSize: 1, rng: &rng), reluAfter: reluAfter)
+        let model = Sequential([("res", residual), ("cat", Concat([Conv2d(4, 2, kernelSize: 3, padding: 1, rng: &rng),
+                                                                   Residual(body: ReLU(), reluAfter: false)]))])
+        model.assignNames()
+        #expect(model.outputShape(for: [2, 3, 5, 4]) == [2, 6, 5, 4])
+        #expect(gradientCheck(model, input: kinkFreeInput([2, 3, 5, 4], seed: 5), samples: 20) == [])
+    }
+
     @Test(arguments: [1, 5])
     func batchNormTraining(_ n: Int) {
         let layer = BatchNorm2d(3)

@@ -3,7 +3,7 @@
 /// Training: normalise with the batch statistics, save mean and 1/σ for backward,
 /// and update the running statistics as PyTorch does (momentum 0.1, unbiased
 /// variance). Evaluation: normalise with the running statistics.
-public func batchNormForward(
+package func batchNormForward(
     x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,
     training: Bool, momentum: Float, eps: Float, y: Tensor, savedMean: Tensor, savedInvStd: Tensor
 ) {
@@ -55,7 +55,7 @@ private func normalizeChannel(_ ch: Int, x xp: UnsafeMutablePointer<Float>, y yp
 /// Batch-norm backward in training mode (batch statistics):
 /// `dx = γ/σ · (dy − mean(dy) − x̂ · mean(dy · x̂))`, `dγ = Σ dy · x̂`, `dβ = Σ dy`.
 /// Gradients are overwritten.
-public func batchNormBackward(
+package func batchNormBackward(
     x: Tensor, gamma: Tensor, savedMean: Tensor, savedInvStd: Tensor, gradOutput dy: Tensor,
     gradInput dx: Tensor, gradGamma: Tensor, gradBeta: Tensor
 ) {
@@ -88,7 +88,7 @@ public func batchNormBackward(
 /// Batch-norm backward in evaluation mode (running statistics are constants):
 /// `dx = dy · γ / sqrt(running_var + eps)`. Used for fine-tuning with frozen statistics
 /// and by gradient checks.
-public func batchNormBackwardEval(gamma: Tensor, runningVar: Tensor, eps: Float, gradOutput dy: Tensor,
+package func batchNormBackwardEval(gamma: Tensor, runningVar: Tensor, eps: Float, gradOutput dy: Tensor,
                                   gradInput dx: Tensor) {
     let n = dy.shape[0], c = dy.shape[1], hw = dy.count / max(n * c, 1)
     for b in 0..<n {
@@ -104,7 +104,7 @@ public func batchNormBackwardEval(gamma: Tensor, runningVar: Tensor, eps: Float,
 /// the ranks of `group` together, so the result equals one process normalising the whole
 /// batch. Two allreduces of `c + 1` doubles: the sums and the element count, then the
 /// squared deviations from the global mean.
-public func batchNormForwardSynced(
+package func batchNormForwardSynced(
     x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor, momentum: Float, eps: Float,
     y: Tensor, savedMean: Tensor, savedInvStd: Tensor, group: any ProcessGroup
 ) {
@@ -153,7 +153,7 @@ public func batchNormForwardSynced(
 /// Backward of `batchNormForwardSynced`: the means of `dy` and `dy·x̂` in `dx` are over the
 /// whole batch of all ranks (one allreduce of `2c + 1` doubles, the count included); `dγ` and `dβ` are this rank's
 /// sums, which the gradient exchange then averages like every other parameter gradient.
-public func batchNormBackwardSynced(
+package func batchNormBackwardSynced(
     x: Tensor, gamma: Tensor, savedMean: Tensor, savedInvStd: Tensor, gradOutput dy: Tensor,
     gradInput dx: Tensor, gradGamma: Tensor, gradBeta: Tensor, group: any ProcessGroup
 ) {

@@ -1,17 +1,17 @@
 import CDNNL
 
 /// The geometry of one 2-D convolution call (groups = 1, square stride and padding).
-public struct ConvGeometry: Hashable, Sendable, CustomStringConvertible {
-    public var batch: Int
-    public var inChannels: Int
-    public var height: Int
-    public var width: Int
-    public var outChannels: Int
-    public var kernelSize: Int
-    public var stride: Int
-    public var padding: Int
+package struct ConvGeometry: Hashable, Sendable, CustomStringConvertible {
+    package var batch: Int
+    package var inChannels: Int
+    package var height: Int
+    package var width: Int
+    package var outChannels: Int
+    package var kernelSize: Int
+    package var stride: Int
+    package var padding: Int
 
-    public init(batch: Int, inChannels: Int, height: Int, width: Int, outChannels: Int,
+    package init(batch: Int, inChannels: Int, height: Int, width: Int, outChannels: Int,
                 kernelSize: Int, stride: Int = 1, padding: Int = 0) {
         self.batch = batch
         self.inChannels = inChannels
@@ -23,14 +23,14 @@ public struct ConvGeometry: Hashable, Sendable, CustomStringConvertible {
         self.padding = padding
     }
 
-    public var outHeight: Int { (height + 2 * padding - kernelSize) / stride + 1 }
-    public var outWidth: Int { (width + 2 * padding - kernelSize) / stride + 1 }
-    public var inputShape: [Int] { [batch, inChannels, height, width] }
-    public var outputShape: [Int] { [batch, outChannels, outHeight, outWidth] }
-    public var weightShape: [Int] { [outChannels, inChannels, kernelSize, kernelSize] }
+    package var outHeight: Int { (height + 2 * padding - kernelSize) / stride + 1 }
+    package var outWidth: Int { (width + 2 * padding - kernelSize) / stride + 1 }
+    package var inputShape: [Int] { [batch, inChannels, height, width] }
+    package var outputShape: [Int] { [batch, outChannels, outHeight, outWidth] }
+    package var weightShape: [Int] { [outChannels, inChannels, kernelSize, kernelSize] }
     /// Multiply-adds of the forward pass.
-    public var macs: Int { batch * outChannels * outHeight * outWidth * inChannels * kernelSize * kernelSize }
-    public var description: String {
+    package var macs: Int { batch * outChannels * outHeight * outWidth * inChannels * kernelSize * kernelSize }
+    package var description: String {
         "conv \(inChannels)->\(outChannels) k\(kernelSize) s\(stride) p\(padding) on \(batch)x\(height)x\(width)"
     }
 }
@@ -41,9 +41,9 @@ public struct ConvGeometry: Hashable, Sendable, CustomStringConvertible {
 /// fastest (blocked) layouts; the reorders into them happen once per call, and the
 /// blocked copies made in `forward` (input, weights) are reused by `backward`, so
 /// the backward pass reorders only the incoming gradient.
-public final class DenseConv2dKernel {
-    public let geometry: ConvGeometry
-    public let hasBias: Bool
+package final class DenseConv2dKernel {
+    package let geometry: ConvGeometry
+    package let hasBias: Bool
 
     private let fwd: DNNLPrimitive
     private let srcUser, weiUser, dstUser, biasUser: DNNLMemory
@@ -60,7 +60,7 @@ public final class DenseConv2dKernel {
     private let srcBW, diffDstBW, diffWeiBW: DNNLMemory
     private let srcReorderBW, diffDstReorderBW, diffWeiReorder: DNNLReorder?
 
-    public init(_ g: ConvGeometry, bias: Bool) {
+    package init(_ g: ConvGeometry, bias: Bool) {
         precondition(g.outHeight > 0 && g.outWidth > 0, "convolution \(g) has an empty output")
         geometry = g
         hasBias = bias
@@ -151,7 +151,7 @@ public final class DenseConv2dKernel {
 
     /// `output = conv(input, weight) + bias`.
     /// - Parameters: input [N, C, H, W]; weight [K, C, k, k]; bias [K]; output [N, K, OH, OW].
-    public func forward(input: Tensor, weight: Tensor, bias: Tensor?, output: Tensor) {
+    package func forward(input: Tensor, weight: Tensor, bias: Tensor?, output: Tensor) {
         let g = geometry
         precondition(input.shape == g.inputShape, "conv forward: input \(input.shape), expected \(g.inputShape)")
         precondition(weight.shape == g.weightShape, "conv forward: weight \(weight.shape), expected \(g.weightShape)")
@@ -174,7 +174,7 @@ public final class DenseConv2dKernel {
     /// Input and weight gradients. Must follow a `forward` on the same `input` and
     /// `weight` (their blocked copies are reused). `gradInput` nil skips the input
     /// gradient (the first layer needs none). Gradients are overwritten, not added.
-    public func backward(input: Tensor, weight: Tensor, gradOutput: Tensor, gradInput: Tensor?,
+    package func backward(input: Tensor, weight: Tensor, gradOutput: Tensor, gradInput: Tensor?,
                          gradWeight: Tensor, gradBias: Tensor?) {
         let g = geometry
         precondition(gradOutput.shape == g.outputShape, "conv backward: grad \(gradOutput.shape), expected \(g.outputShape)")

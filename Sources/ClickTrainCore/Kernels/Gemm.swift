@@ -3,7 +3,7 @@ import CBLAS
 /// `C = alpha * op(A) * op(B) + beta * C` on row-major matrices (OpenBLAS sgemm).
 /// op(A) is [M, K], op(B) is [K, N], C is [M, N].
 @inlinable
-public func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+package func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                   a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                   beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
@@ -11,7 +11,7 @@ public func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Flo
 }
 
 /// Fully connected forward: `y[N, O] = x[N, I] · Wᵀ + b`, W is [O, I] (PyTorch layout).
-public func linearForward(x: Tensor, weight: Tensor, bias: Tensor?, y: Tensor) {
+package func linearForward(x: Tensor, weight: Tensor, bias: Tensor?, y: Tensor) {
     let n = x.shape[0], i = weight.shape[1], o = weight.shape[0]
     precondition(x.count == n * i, "linear: input \(x.shape) does not have \(i) features")
     precondition(y.count == n * o, "linear: output \(y.shape), expected [\(n), \(o)]")
@@ -23,7 +23,7 @@ public func linearForward(x: Tensor, weight: Tensor, bias: Tensor?, y: Tensor) {
 }
 
 /// Fully connected backward: `dx = dy · W`, `dW = dyᵀ · x`, `db = Σ_n dy` (overwritten).
-public func linearBackward(x: Tensor, weight: Tensor, gradOutput dy: Tensor, gradInput dx: Tensor?,
+package func linearBackward(x: Tensor, weight: Tensor, gradOutput dy: Tensor, gradInput dx: Tensor?,
                            gradWeight dW: Tensor, gradBias db: Tensor?) {
     let n = x.shape[0], i = weight.shape[1], o = weight.shape[0]
     if let dx = dx {

@@ -5,7 +5,7 @@
 
 /// Max pooling; `argmax` gets, per output, the flat input index within its plane (-1 when the
 /// window lies entirely in the padding).
-public func maxPoolForward(x: Tensor, kernel: Int, stride: Int, padding: Int, y: Tensor, argmax: UnsafeMutablePointer<Int32>) {
+package func maxPoolForward(x: Tensor, kernel: Int, stride: Int, padding: Int, y: Tensor, argmax: UnsafeMutablePointer<Int32>) {
     let nc = x.shape[0] * x.shape[1], h = x.shape[2], w = x.shape[3]
     let oh = y.shape[2], ow = y.shape[3]
     let xp = x.data, yp = y.data
@@ -59,7 +59,7 @@ private func maxPool2x2(_ xp: UnsafeMutablePointer<Float>, h: Int, w: Int, plane
 }
 
 /// Max pooling backward: each output gradient goes to its window's maximum (overwrites dx).
-public func maxPoolBackward(gradOutput dy: Tensor, argmax: UnsafePointer<Int32>, gradInput dx: Tensor) {
+package func maxPoolBackward(gradOutput dy: Tensor, argmax: UnsafePointer<Int32>, gradInput dx: Tensor) {
     let nc = dx.shape[0] * dx.shape[1], hw = dx.shape[2] * dx.shape[3]
     let ohw = dy.shape[2] * dy.shape[3]
     let gp = dy.data, dp = dx.data
@@ -73,7 +73,7 @@ public func maxPoolBackward(gradOutput dy: Tensor, argmax: UnsafePointer<Int32>,
 }
 
 /// Average pooling, padding counted in the divisor (PyTorch's default `count_include_pad`).
-public func avgPoolForward(x: Tensor, kernel: Int, stride: Int, padding: Int, y: Tensor) {
+package func avgPoolForward(x: Tensor, kernel: Int, stride: Int, padding: Int, y: Tensor) {
     let nc = x.shape[0] * x.shape[1], h = x.shape[2], w = x.shape[3]
     let oh = y.shape[2], ow = y.shape[3]
     let xp = x.data, yp = y.data
@@ -95,7 +95,7 @@ public func avgPoolForward(x: Tensor, kernel: Int, stride: Int, padding: Int, y:
 }
 
 /// Average pooling backward (overwrites dx).
-public func avgPoolBackward(gradOutput dy: Tensor, kernel: Int, stride: Int, padding: Int, gradInput dx: Tensor) {
+package func avgPoolBackward(gradOutput dy: Tensor, kernel: Int, stride: Int, padding: Int, gradInput dx: Tensor) {
     let nc = dx.shape[0] * dx.shape[1], h = dx.shape[2], w = dx.shape[3]
     let oh = dy.shape[2], ow = dy.shape[3]
     let gp = dy.data, dp = dx.data
@@ -116,7 +116,7 @@ public func avgPoolBackward(gradOutput dy: Tensor, kernel: Int, stride: Int, pad
 }
 
 /// Global average pooling: [N, C, H, W] → [N, C].
-public func globalAvgPoolForward(x: Tensor, y: Tensor) {
+package func globalAvgPoolForward(x: Tensor, y: Tensor) {
     let nc = x.shape[0] * x.shape[1], hw = x.shape[2] * x.shape[3]
     let inv = 1 / Float(hw)
     for p in 0..<nc {
@@ -128,7 +128,7 @@ public func globalAvgPoolForward(x: Tensor, y: Tensor) {
 }
 
 /// Global average pooling backward: spreads each gradient evenly over its plane.
-public func globalAvgPoolBackward(gradOutput dy: Tensor, gradInput dx: Tensor) {
+package func globalAvgPoolBackward(gradOutput dy: Tensor, gradInput dx: Tensor) {
     let nc = dx.shape[0] * dx.shape[1], hw = dx.shape[2] * dx.shape[3]
     let inv = 1 / Float(hw)
     for p in 0..<nc { (dx.data + p * hw).update(repeating: dy.data[p] * inv, count: hw) }

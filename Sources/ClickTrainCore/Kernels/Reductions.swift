@@ -4,7 +4,7 @@
 
 /// Σ p[i].
 @inlinable
-public func vectorSum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
+package func vectorSum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
     var acc = SIMD8<Float>(repeating: 0), acc2 = SIMD8<Float>(repeating: 0)
     let raw = UnsafeRawPointer(p)
     var i = 0
@@ -20,7 +20,7 @@ public func vectorSum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
 
 /// Σ |p[i]|.
 @inlinable
-public func vectorSumAbs(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
+package func vectorSumAbs(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
     var acc = SIMD8<Float>(repeating: 0), acc2 = SIMD8<Float>(repeating: 0)
     let raw = UnsafeRawPointer(p)
     var i = 0
@@ -38,7 +38,7 @@ public func vectorSumAbs(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
 
 /// Σ (p[i] - c)².
 @inlinable
-public func vectorSumSquaredDeviation(_ p: UnsafePointer<Float>, _ n: Int, from c: Float) -> Float {
+package func vectorSumSquaredDeviation(_ p: UnsafePointer<Float>, _ n: Int, from c: Float) -> Float {
     var acc = SIMD8<Float>(repeating: 0)
     let cv = SIMD8<Float>(repeating: c)
     let raw = UnsafeRawPointer(p)
@@ -55,7 +55,7 @@ public func vectorSumSquaredDeviation(_ p: UnsafePointer<Float>, _ n: Int, from 
 
 /// (Σ g[i], Σ g[i]·(x[i] - c)).
 @inlinable
-public func vectorSumAndDot(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int, xMinus c: Float)
+package func vectorSumAndDot(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int, xMinus c: Float)
     -> (Float, Float)
 {
     var a1 = SIMD8<Float>(repeating: 0), a2 = SIMD8<Float>(repeating: 0)

@@ -120,12 +120,17 @@ public struct RunConfig: Equatable, Sendable {
     }
 
     /// Checks ranges and combinations; `source` names the file or "command line" in the
-    /// message, which then names the flags instead of the YAML keys.
-    public func validate(source: String) throws {
+    /// message, which then names the flags instead of the YAML keys. With `customModel`
+    /// the model is the caller's own and `model` only names it.
+    public func validate(source: String, customModel: Bool = false) throws {
         func bad(_ d: String) -> Invalid {
             Invalid(source: source, detail: source == "command line" ? RunConfig.flagNames(in: d) : d)
         }
-        guard ModelZoo.names.contains(ModelZoo.canonicalName(model)) else { throw bad(UnknownModelError(name: model).description) }
+        if !customModel {
+            guard ModelZoo.names.contains(ModelZoo.canonicalName(model)) else { throw bad(UnknownModelError(name: model).description) }
+        } else if model.isEmpty {
+            throw bad("model must name the custom model")
+        }
         guard epochs >= 1 else { throw bad("epochs must be at least 1, got \(epochs)") }
         guard batch_size >= 1 else { throw bad("batch_size must be at least 1, got \(batch_size)") }
         guard learning_rate > 0, learning_rate.isFinite else { throw bad("learning_rate must be positive, got \(learning_rate)") }
@@ -181,6 +186,15 @@ public struct RunConfig: Equatable, Sendable {
         case .constant: return .constant
         case .cosine: return .cosine
         }
+    }
+
+    /// The training batches' normalisation, crops and flips for `dataset` (its
+    /// `.evaluation` normalises only, for test batches).
+    public func augmentation(for dataset: ImageDataset) -> Augmentation {
+        let norm = self.dataset.normalization
+        let pad = crop_padding ?? (dataset.height <= 28 ? 2 : 4)
+        return Augmentation(mean: norm.mean, std: norm.std, cropPadding: pad,
+                            horizontalFlip: horizontal_flip ?? self.dataset.flipByDefault)
     }
 
     public var dataDirectory: String { data.isEmpty ? dataset.defaultDirectory : data }

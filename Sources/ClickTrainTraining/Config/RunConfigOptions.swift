@@ -150,8 +150,9 @@ extension RunConfig {
     }
 
     /// Parses and validates YAML text; `source` names it in error messages. Keys clicktrain
-    /// does not read are skipped (see `unusedKeys`).
-    public static func decode(yaml text: String, source: String) throws -> RunConfig {
+    /// does not read are skipped (see `unusedKeys`). With `customModel` the `model` key
+    /// only names the caller's own model.
+    public static func decode(yaml text: String, source: String, customModel: Bool = false) throws -> RunConfig {
         let node: Node?
         do { node = try Yams.compose(yaml: text) } catch {
             throw Invalid(source: source, detail: "invalid YAML: \(error)")
@@ -180,7 +181,7 @@ extension RunConfig {
         }
         try cfg.apply(settings, source: source, commandLine: false)
         cfg.published = published
-        try cfg.validate(source: source)
+        try cfg.validate(source: source, customModel: customModel)
         return cfg
     }
 

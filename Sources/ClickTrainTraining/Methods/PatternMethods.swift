@@ -10,7 +10,8 @@ public class PatternPruningMethod: TrainingMethod {
     public let pruner: PatternPruner
     let model: any Layer
 
-    init(pruner: PatternPruner, model: any Layer) {
+    /// The method over `pruner`, which was made for `model`.
+    public init(pruner: PatternPruner, model: any Layer) {
         self.pruner = pruner
         self.model = model
     }

@@ -4,8 +4,11 @@ import Foundation
 
 extension Trainer {
     /// Continues the run in `runDir` from its last checkpoint (with a `group`, every rank
-    /// reads it: the run folder must be on a file system all ranks see).
-    public static func resume(runDir: String, group: (any ProcessGroup)? = nil) throws -> Trainer {
+    /// reads it: the run folder must be on a file system all ranks see). A run of your own
+    /// model needs a new instance of the same architecture as `model`; the checkpoint's
+    /// weights are loaded into it.
+    public static func resume(runDir: String, model custom: (any Layer)? = nil,
+                              group: (any ProcessGroup)? = nil) throws -> Trainer {
         let path = runDir + "/checkpoint/state.safetensors"
         guard FileManager.default.fileExists(atPath: path) else { throw TrainingError.noCheckpoint(runDir: runDir) }
         let ck = try SafeTensors.read(path)
@@ -13,13 +16,13 @@ extension Trainer {
             throw TrainingError.badCheckpoint(path: path, detail: "metadata lacks 'config' or 'epoch'")
         }
         let cfg: RunConfig
-        do { cfg = try RunConfig.decode(yaml: yaml, source: path) } catch {
+        do { cfg = try RunConfig.decode(yaml: yaml, source: path, customModel: custom != nil) } catch {
             throw TrainingError.badCheckpoint(path: path, detail: "its config does not parse: \(error)")
         }
         guard (0...cfg.epochs).contains(epoch) else {
             throw TrainingError.badCheckpoint(path: path, detail: "epoch \(epoch) is outside the run's 0…\(cfg.epochs)")
         }
-        let t = try Trainer(validated: cfg, runDir: runDir, group: group)
+        let t = try Trainer(validated: cfg, runDir: runDir, group: group, model: custom)
         if t.writesFiles {
             t.lock = try RunLock(runDir: runDir)
             RunLock.removeLeftovers(in: runDir)

@@ -10,7 +10,8 @@ import Foundation
 public final class Trainer {
     public let config: RunConfig
     public let runDir: String
-    public let model: Sequential
+    /// The network: a model-zoo model built from `config.model`, or the caller's own.
+    public let model: any Layer
     public let trainSet: ImageDataset
     public let testSet: ImageDataset
     public let input: ModelInput
@@ -53,13 +54,26 @@ public final class Trainer {
     /// unless you resume, so earlier results are never overwritten by accident). With a
     /// `group` of several ranks, every rank makes its trainer; rank 0 alone writes the folder.
     public convenience init(config: RunConfig, runDir: String, group: (any ProcessGroup)? = nil) throws {
-        try config.validate(source: "configuration")
+        try self.init(config: config, runDir: runDir, group: group, custom: nil)
+    }
+
+    /// A new run of your own `model` (any tree of layers; `config.model` names it in the
+    /// run's files). It receives [N, C, H, W] batches of the configured data set and must
+    /// return [N, classes] logits. ClickTrain and PAT prune every 3x3 `Conv2d` but the first;
+    /// layers they cannot prune are listed in `startNotes` and left dense.
+    public convenience init(model: any Layer, config: RunConfig, runDir: String,
+                            group: (any ProcessGroup)? = nil) throws {
+        try self.init(config: config, runDir: runDir, group: group, custom: model)
+    }
+
+    private convenience init(config: RunConfig, runDir: String, group: (any ProcessGroup)?, custom: (any Layer)?) throws {
+        try config.validate(source: "configuration", customModel: custom != nil)
         let checkpoint = runDir + "/checkpoint/state.safetensors"
         let writes = (group?.rank ?? 0) == 0
         if writes, FileManager.default.fileExists(atPath: checkpoint) {
             throw RunConfig.Invalid(source: runDir, detail: "this run folder already holds a run; use --resume \(runDir) to continue it or choose another --out")
         }
-        try self.init(validated: config, runDir: runDir, group: group)
+        try self.init(validated: config, runDir: runDir, group: group, model: custom)
         if !config.init_weights.isEmpty { startNotes += try ModelState.initialize(model, from: config.init_weights) }
         guard writes else { return }
         try FileManager.default.createDirectory(atPath: runDir + "/checkpoint", withIntermediateDirectories: true)
@@ -73,7 +87,7 @@ public final class Trainer {
         try atomicWrite(Data(), to: metricsPath)
     }
 
-    init(validated given: RunConfig, runDir: String, group: (any ProcessGroup)?) throws {
+    init(validated given: RunConfig, runDir: String, group: (any ProcessGroup)?, model custom: (any Layer)? = nil) throws {
         var config = given
         self.runDir = runDir
         self.group = group
@@ -101,7 +115,14 @@ public final class Trainer {
             throw RunConfig.Invalid(source: config.dataDirectory, detail: "batch_size \(config.batch_size) is larger than the training set's \(trainSet.count) images")
         }
         input = ModelInput(channels: trainSet.channels, size: trainSet.height, classes: trainSet.classes)
-        model = try ModelZoo.make(config.model, input: input, seed: config.seed)
+        if let custom {
+            custom.assignNames()
+            custom.train(true)
+            try Trainer.checkCustomModel(custom, input: input, source: config.model)
+            model = custom
+        } else {
+            model = try ModelZoo.make(config.model, input: input, seed: config.seed)
+        }
         var notes: [String] = bindingNote.map { [$0] } ?? []
         if config.published, config.method.usesPatterns, config.prune_ratios != nil {
             let (ratios, skipped) = config.publishedRatios(for: model)
@@ -121,10 +142,27 @@ public final class Trainer {
         if let group, group.size > 1 {  // first: every other method sees the averaged gradients
             methods.insert(DataParallel(group: group, model: model, syncBatchNorm: config.sync_bn), at: 0)
         }
+        if config.method != .dense || config.grad_prune > 0 {
+            let unknown = PatternPruner.unknownWeightedLayers(of: model)
+            if !unknown.isEmpty {
+                notes.append("the pruning methods do not know \(unknown.count == 1 ? "this layer" : "these layers") and leave \(unknown.count == 1 ? "it" : "them") dense: \(unknown.joined(separator: ", "))")
+            }
+        }
         step = TrainingStep(model: model, optimizer: optimizer, methods: methods,
                             batchSize: config.batch_size / (group?.size ?? 1), classes: input.classes, labelSmoothing: config.label_smoothing)
         step.group = group
         startNotes = notes
+    }
+
+    /// A custom model must take the data set's images and return one logit per class.
+    static func checkCustomModel(_ model: any Layer, input: ModelInput, source: String) throws {
+        guard !model.parameters().isEmpty else {
+            throw RunConfig.Invalid(source: source, detail: "the model has no parameters to train")
+        }
+        let out = model.outputShape(for: [1, input.channels, input.size, input.size])
+        guard out == [1, input.classes] else {
+            throw RunConfig.Invalid(source: source, detail: "the model maps [1, \(input.channels), \(input.size), \(input.size)] images to \(out); [1, \(input.classes)] logits are expected")
+        }
     }
 
     public func readMetrics() -> [EpochMetrics] {
@@ -132,12 +170,7 @@ public final class Trainer {
         return text.split(separator: "\n").compactMap { try? JSONDecoder().decode(EpochMetrics.self, from: Data($0.utf8)) }
     }
 
-    var trainAugmentation: Augmentation {
-        let norm = config.dataset.normalization
-        let pad = config.crop_padding ?? (input.size <= 28 ? 2 : 4)
-        return Augmentation(mean: norm.mean, std: norm.std, cropPadding: pad,
-                            horizontalFlip: config.horizontal_flip ?? config.dataset.flipByDefault)
-    }
+    var trainAugmentation: Augmentation { config.augmentation(for: trainSet) }
 
     var prunes: Bool { methods.contains { $0.prunesWeights } }
 
