@@ -54,9 +54,18 @@ public final class BatchLoader: @unchecked Sendable {
     private var thread: Thread?
     private let stopFlag = ManagedAtomicFlag()
 
+    /// Starts a background thread that prepares the batches of one epoch.
     /// - Parameters:
+    ///   - dataset: the images and labels.
+    ///   - batchSize: images per batch (the global batch when sharded).
+    ///   - augmentation: normalisation, random crops and flips.
     ///   - shuffle: seeded shuffle for `epoch`, else dataset order.
+    ///   - seed: the run's seed; with `epoch` it fixes the order, crops and flips.
+    ///   - epoch: the epoch number.
     ///   - dropLast: drop the last incomplete batch (training), else keep it (evaluation).
+    ///   - prefetch: batches prepared ahead.
+    ///   - shard: this process's share of every batch (a data-parallel rank), `0..<shards`.
+    ///   - shards: the number of shares (ranks); each loads only its rows.
     public init(dataset: ImageDataset, batchSize: Int, augmentation: Augmentation, shuffle: Bool, seed: UInt64,
                 epoch: Int, dropLast: Bool, prefetch: Int = 2, shard: Int = 0, shards: Int = 1) {
         precondition(batchSize > 0, "batch size must be positive")

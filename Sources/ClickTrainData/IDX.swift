@@ -6,6 +6,7 @@ import Foundation
 /// bytes (type 0x08) are used by these data sets. The file may be gzip-compressed or raw
 /// (zlib reads both).
 public enum IDX {
+    /// One IDX array: its dimensions (e.g. [60000, 28, 28] for images) and its bytes.
     public struct Array: Sendable {
         public var dims: [Int]
         public var bytes: [UInt8]

@@ -1,6 +1,6 @@
 import ClickTrainCore
 
-/// `max(x, 0)` (`torch.nn.ReLU`).
+/// `max(x, 0)` element-wise, any shape to the same shape (`torch.nn.ReLU`).
 public final class ReLU: Layer {
     public var isTraining = true
     public var needsInputGradient = true

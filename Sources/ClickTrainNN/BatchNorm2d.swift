@@ -1,6 +1,7 @@
 import ClickTrainCore
 
-/// Batch normalisation over channels of an NCHW tensor (`torch.nn.BatchNorm2d`:
+/// Batch normalisation over the channels of [N, C, H, W] → [N, C, H, W]; weight, bias and
+/// running statistics [C] (`torch.nn.BatchNorm2d`:
 /// momentum 0.1, eps 1e-5, running statistics and `num_batches_tracked`).
 public final class BatchNorm2d: Layer {
     public let channels: Int

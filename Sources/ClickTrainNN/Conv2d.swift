@@ -2,7 +2,8 @@ import ClickTrainCore
 import ClickTrainSparse
 import Foundation
 
-/// 2-D convolution (groups = 1), NCHW, weight [out, in, k, k] as in `torch.nn.Conv2d`.
+/// 2-D convolution (groups = 1) as in `torch.nn.Conv2d`: input [N, in, H, W], weight
+/// [out, in, k, k], bias [out], output [N, out, H', W'] with H' = (H + 2·padding − k) / stride + 1.
 ///
 /// Dense kernels run on oneDNN; one kernel plan is kept per input shape (the last,
 /// smaller batch of an epoch gets its own), so a warmed-up step builds nothing.

@@ -26,6 +26,7 @@ public final class GradientPruningPolicy: @unchecked Sendable {
         calls = (UInt64(epoch) << 40) | (UInt64(step) << 12)
     }
 
+    /// One layer's gradient-pruning figures since the last reset.
     public struct LayerStats: Sendable {
         public var zeros = 0.0
         public var elements = 0.0

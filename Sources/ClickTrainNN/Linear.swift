@@ -1,6 +1,7 @@
 import ClickTrainCore
 
-/// Fully connected layer `y = x·Wᵀ + b`, W [out, in] (`torch.nn.Linear`, same default init:
+/// Fully connected layer `y = x·Wᵀ + b`: x [N, in], W [out, in], b [out], y [N, out]
+/// (`torch.nn.Linear`, same default init:
 /// uniform in ±1/sqrt(in) for weight and bias).
 public final class Linear: Layer {
     public let inFeatures: Int, outFeatures: Int

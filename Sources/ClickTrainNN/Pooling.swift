@@ -1,6 +1,7 @@
 import ClickTrainCore
 
-/// Max pooling (`torch.nn.MaxPool2d`, floor mode).
+/// Max pooling (`torch.nn.MaxPool2d`, floor mode): [N, C, H, W] → [N, C, H', W'] with
+/// H' = (H + 2·padding − kernelSize) / stride + 1 (stride defaults to the kernel size).
 public final class MaxPool2d: Layer {
     public let kernelSize: Int, stride: Int, padding: Int
     public var isTraining = true
@@ -48,7 +49,8 @@ public final class MaxPool2d: Layer {
     }
 }
 
-/// Average pooling (`torch.nn.AvgPool2d`, padding counted in the divisor).
+/// Average pooling (`torch.nn.AvgPool2d`, padding counted in the divisor):
+/// [N, C, H, W] → [N, C, H', W'], H' as for `MaxPool2d`.
 public final class AvgPool2d: Layer {
     public let kernelSize: Int, stride: Int, padding: Int
     public var isTraining = true

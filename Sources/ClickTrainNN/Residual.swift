@@ -41,7 +41,8 @@ func projection(_ inC: Int, _ outC: Int, stride: Int, rng: inout RNG) -> Sequent
     return Sequential(indexed: [Conv2d(inC, outC, kernelSize: 1, stride: stride, rng: &rng), BatchNorm2d(outC)])
 }
 
-/// Two 3x3 convolutions with a residual connection (ResNet-18/34 and the CIFAR ResNets).
+/// Two 3x3 convolutions with a residual connection (ResNet-18/34 and the CIFAR ResNets):
+/// [N, C_in, H, W] → [N, C_out, H / stride, W / stride].
 public final class BasicBlock: Layer {
     public private(set) var conv1: Conv2d, bn1: BatchNorm2d
     public let relu: ReLU
@@ -115,7 +116,7 @@ public final class BasicBlock: Layer {
 }
 
 /// 1x1 → 3x3 → 1x1 bottleneck with expansion 4 (ResNet-50), torchvision layout
-/// (stride on the 3x3 convolution).
+/// (stride on the 3x3 convolution): [N, C_in, H, W] → [N, 4·planes, H / stride, W / stride].
 public final class Bottleneck: Layer {
     public static let expansion = 4
     public let conv1: Conv2d, bn1: BatchNorm2d, relu1: ReLU

@@ -5,6 +5,7 @@ import ClickTrainNN
 /// as 2 FLOPs; conv and linear layers are counted (BN, ReLU and pooling are <1% here and
 /// left out, for dense and pruned alike).
 public struct ModelCost: Sendable, Codable {
+    /// One conv or linear layer's weights, non-zero weights and FLOPs per image.
     public struct Layer: Sendable, Codable {
         public var name: String
         public var kind: String

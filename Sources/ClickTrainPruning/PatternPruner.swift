@@ -4,7 +4,9 @@ import Foundation
 
 /// Settings of pattern-based pruning (ClickTrain) and of prune-after-training (PAT).
 public struct PatternPruningConfig: Sendable, Equatable {
+    /// ClickTrain (importance, group lasso, then hard pruning) or PAT (magnitude at hard pruning).
     public enum Method: String, Sendable, CaseIterable { case clicktrain, pat }
+    /// One pattern pool per layer, or one for the whole network.
     public enum PoolScope: String, Sendable, CaseIterable { case layer, network }
 
     public var method: Method = .clicktrain

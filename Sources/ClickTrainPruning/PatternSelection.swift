@@ -24,7 +24,11 @@ public enum PatternSelection {
     /// pattern, keep the `candidates` most frequent, then choose `size` of them greedily,
     /// each time the one that adds the most importance when every kernel takes its best
     /// pattern among those chosen.
-    /// - Parameter maps: importance maps with their kernel counts (one layer, or the network).
+    /// - Parameters:
+    ///   - maps: importance maps with their kernel counts (one layer, or the network).
+    ///   - n: weights per pattern.
+    ///   - size: patterns in the pool (K).
+    ///   - candidates: the most frequent preferred patterns considered (default: all).
     public static func dynamicPool(_ maps: [(UnsafePointer<Float>, Int)], n: Int, size: Int, candidates: Int? = nil)
         -> [Pattern]
     {

@@ -2,6 +2,7 @@ import Foundation
 
 /// How much of each layer connectivity pruning removes.
 public enum PruningRatios {
+    /// A compression target or ratio that cannot be met, with the reason.
     public struct Error: Swift.Error, CustomStringConvertible {
         public let detail: String
         public var description: String { detail }

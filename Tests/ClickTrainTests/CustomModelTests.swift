@@ -94,6 +94,7 @@ struct CustomModelTests {
         cfg.compression = 4
         cfg.epoch_choose_p_k = 1
         cfg.epoch_hard_prune_p_k = 2
+        cfg.crop_padding = 2  // evaluation must not crop, whatever augmentation it is given
         let t = quietly(try Trainer(model: customNet(), config: cfg, runDir: dir))
         #expect(t.startNotes.contains { $0.contains("scale (ChannelScale)") }, "\(t.startNotes)")
         let metrics = try t.run()
@@ -112,7 +113,10 @@ struct CustomModelTests {
         #expect(metrics.last!.conv_compression! > 2, "\(metrics.last!)")
         #expect(metrics.last!.test_acc > 0.5, "\(metrics)")
 
-        // The saved model, loaded into a new instance of the network, evaluates the same.
+        // The saved model, under the name given, loaded into a new instance of the network,
+        // evaluates the same.
+        let saved = try SafeTensors.decode(Data(contentsOf: URL(fileURLWithPath: dir + "/model.safetensors")), path: dir)
+        #expect(saved.metadata["model"] == "custom-net")
         let reloaded = customNet(seed: 99)
         _ = try ModelState.initialize(reloaded, from: dir + "/model.safetensors")
         let (_, acc) = Trainer.evaluate(model: reloaded, dataset: t.testSet, batchSize: 32,

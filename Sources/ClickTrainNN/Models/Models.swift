@@ -26,6 +26,7 @@ public struct ModelInputError: Error, CustomStringConvertible {
     }
 }
 
+/// A model name the model zoo does not have; the message lists the names it has.
 public struct UnknownModelError: Error, CustomStringConvertible {
     public let name: String
     public init(name: String) { self.name = name }

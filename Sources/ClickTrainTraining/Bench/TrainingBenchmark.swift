@@ -5,11 +5,11 @@ import ClickTrainSparse
 import Foundation
 
 /// Process memory figures from /proc/self/status (Linux), in MiB.
-public enum ProcessMemory {
+package enum ProcessMemory {
     /// Peak resident set size (VmHWM).
-    public static var peakRSSMB: Double { field("VmHWM") }
+    package static var peakRSSMB: Double { field("VmHWM") }
     /// Current resident set size (VmRSS).
-    public static var currentRSSMB: Double { field("VmRSS") }
+    package static var currentRSSMB: Double { field("VmRSS") }
 
     static func field(_ name: String) -> Double {
         guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
@@ -22,7 +22,7 @@ public enum ProcessMemory {
 }
 
 /// Median of a list of timings.
-public func median(_ xs: [Double]) -> Double {
+package func median(_ xs: [Double]) -> Double {
     precondition(!xs.isEmpty, "median of no values")
     let s = xs.sorted()
     return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
@@ -43,110 +43,110 @@ func seconds(_ body: () -> Void) -> Double {
 
 /// Times a full training step (forward, loss, backward, SGD) and inference of a model on
 /// random data: `clicktrain bench`.
-public struct TrainingBenchmark {
-    public struct Result: Codable {
-        public var model: String
-        public var batch: Int
-        public var input: String
-        public var threads: Int
-        public var train_ms_per_step: Double
-        public var infer_ms_per_batch: Double
-        public var images_per_s_train: Double
-        public var images_per_s_infer: Double
-        public var forward_ms: Double
-        public var backward_ms: Double
-        public var peak_rss_mb: Double
+package struct TrainingBenchmark {
+    package struct Result: Codable {
+        package var model: String
+        package var batch: Int
+        package var input: String
+        package var threads: Int
+        package var train_ms_per_step: Double
+        package var infer_ms_per_batch: Double
+        package var images_per_s_train: Double
+        package var images_per_s_infer: Double
+        package var forward_ms: Double
+        package var backward_ms: Double
+        package var peak_rss_mb: Double
         /// RSS after the timed steps minus RSS after warm-up (0 when nothing leaks).
-        public var rss_growth_mb: Double
-        public var steps_timed: Int
+        package var rss_growth_mb: Double
+        package var steps_timed: Int
         /// With --breakdown: mean milliseconds per timed step by kind of work (the keys of
         /// `WorkProfile.Kind`, and `other` for the rest of the step).
-        public var breakdown_ms: [String: Double]?
+        package var breakdown_ms: [String: Double]?
         // With --grad-prune: the same steps with activation-gradient pruning, measured in
         // the same process right after the dense ones.
-        public var grad_prune: Double?
-        public var conv_backward_ms: Double?
-        public var pruned_backward_ms: Double?
-        public var pruned_conv_backward_ms: Double?
-        public var pruned_train_ms_per_step: Double?
-        public var grad_sparsity: Double?
+        package var grad_prune: Double?
+        package var conv_backward_ms: Double?
+        package var pruned_backward_ms: Double?
+        package var pruned_conv_backward_ms: Double?
+        package var pruned_train_ms_per_step: Double?
+        package var grad_sparsity: Double?
         /// Per conv layer: [name, dense ms, pruned ms, sparsity] (mean over the timed steps).
-        public var conv_backward_layers: [LayerTiming]?
+        package var conv_backward_layers: [LayerTiming]?
         // With --sparse: ClickTrain-shaped masks at `compression`, inference on the
         // pattern kernels against oneDNN on the same masked weights, in the same process.
-        public var compression: Double?
-        public var conv_compression: Double?
-        public var sparse_infer_ms_per_batch: Double?
+        package var compression: Double?
+        package var conv_compression: Double?
+        package var sparse_infer_ms_per_batch: Double?
         /// A training step after hard pruning on the pattern kernels (forward and backward).
-        public var sparse_train_ms_per_step: Double?
+        package var sparse_train_ms_per_step: Double?
         /// Dense and sparse measured in alternation (a dense twin of the model, one step or
         /// batch of each in turn): the median over pairs of dense time / sparse time, which
         /// a machine whose speed drifts between the separate measurements above cannot skew.
-        public var sparse_train_speedup_alternated: Double?
-        public var sparse_infer_speedup_alternated: Double?
-        public var masked_dense_infer_ms_per_batch: Double?
-        public var sparse_forward_layers: [LayerForward]?
+        package var sparse_train_speedup_alternated: Double?
+        package var sparse_infer_speedup_alternated: Double?
+        package var masked_dense_infer_ms_per_batch: Double?
+        package var sparse_forward_layers: [LayerForward]?
         /// Per pruned 3x3 conv: the three convolutions of training timed alone, oneDNN on
         /// the masked weight against the pattern kernels.
-        public var sparse_kernel_layers: [LayerKernels]?
+        package var sparse_kernel_layers: [LayerKernels]?
     }
 
-    public struct LayerKernels: Codable {
-        public var layer: String
-        public var geometry: String
-        public var kept_weights: Double
-        public var dense_forward_ms: Double
-        public var sparse_forward_ms: Double
-        public var dense_input_grad_ms: Double
-        public var sparse_input_grad_ms: Double
-        public var dense_weight_grad_ms: Double
-        public var sparse_weight_grad_ms: Double
+    package struct LayerKernels: Codable {
+        package var layer: String
+        package var geometry: String
+        package var kept_weights: Double
+        package var dense_forward_ms: Double
+        package var sparse_forward_ms: Double
+        package var dense_input_grad_ms: Double
+        package var sparse_input_grad_ms: Double
+        package var dense_weight_grad_ms: Double
+        package var sparse_weight_grad_ms: Double
         /// Medians of the per-pair ratios dense / sparse, the two timed in turns (the
         /// medians above can come from different moments of a machine whose speed drifts).
-        public var forward_speedup_alternated: Double
-        public var input_grad_speedup_alternated: Double
-        public var weight_grad_speedup_alternated: Double
+        package var forward_speedup_alternated: Double
+        package var input_grad_speedup_alternated: Double
+        package var weight_grad_speedup_alternated: Double
         /// Building the pattern format from weight and mask (one pass), and refreshing its
         /// values for a new step (a gather).
-        public var format_build_ms: Double
-        public var format_refresh_ms: Double
+        package var format_build_ms: Double
+        package var format_refresh_ms: Double
     }
 
-    public struct LayerForward: Codable {
-        public var layer: String
-        public var dense_ms: Double
-        public var sparse_ms: Double
-        public var kept_weights: Double
+    package struct LayerForward: Codable {
+        package var layer: String
+        package var dense_ms: Double
+        package var sparse_ms: Double
+        package var kept_weights: Double
     }
 
-    public struct LayerTiming: Codable {
-        public var layer: String
-        public var dense_ms: Double
-        public var pruned_ms: Double
-        public var sparsity: Double
+    package struct LayerTiming: Codable {
+        package var layer: String
+        package var dense_ms: Double
+        package var pruned_ms: Double
+        package var sparsity: Double
     }
 
-    public var modelName: String
-    public var batch: Int
-    public var input: ModelInput
-    public var warmup = 3
-    public var runs = 10
+    package var modelName: String
+    package var batch: Int
+    package var input: ModelInput
+    package var warmup = 3
+    package var runs = 10
     /// Extra steps, untimed, run between two RSS readings to show memory does not grow.
-    public var leakSteps = 0
+    package var leakSteps = 0
     /// Activation-gradient pruning to compare against the dense backward pass.
-    public var gradPruner: GradientPruner?
+    package var gradPruner: GradientPruner?
     /// Pattern-sparse inference at this conv compression (ClickTrain-shaped random masks).
-    public var sparseCompression: Double?
+    package var sparseCompression: Double?
     /// Collect the time per kind of work over the dense timed steps.
-    public var breakdown = false
+    package var breakdown = false
 
-    public init(modelName: String, batch: Int, input: ModelInput) {
+    package init(modelName: String, batch: Int, input: ModelInput) {
         self.modelName = modelName
         self.batch = batch
         self.input = input
     }
 
-    public func run() throws -> Result {
+    package func run() throws -> Result {
         let model = try ModelZoo.make(modelName, input: input, seed: 1)
         let opt = SGD(parameters: model.parameters(), learningRate: 0.01)
         var rng = RNG(seed: 2)
@@ -268,7 +268,7 @@ public struct TrainingBenchmark {
     /// slow both engines down (PyTorch's ResNet-32 inference ~390 ms fresh against ~250 ms
     /// after five steps in one process; ours 67-78 ms after five steps against 58-73 ms after
     /// fifteen, alternated). `warmup` batches run before it is returned.
-    public func sparseInferenceSession(trainSteps: Int = 15) throws -> SparseInferenceSession {
+    package func sparseInferenceSession(trainSteps: Int = 15) throws -> SparseInferenceSession {
         guard let target = sparseCompression else { preconditionFailure("sparseInferenceSession needs sparseCompression") }
         let model = try ModelZoo.make(modelName, input: input, seed: 1)
         var rng = RNG(seed: 2)
@@ -385,7 +385,7 @@ public struct TrainingBenchmark {
 /// the four 2x2 corner patterns, and per-layer connectivity ratios derived from the
 /// target compression (deeper layers pruned more), kernels removed at random. Returns the
 /// conv compression reached.
-public func applyRandomPatternMasks(_ model: any Layer, compression: Double, seed: UInt64) throws -> Double {
+package func applyRandomPatternMasks(_ model: any Layer, compression: Double, seed: UInt64) throws -> Double {
     let (prunable, other) = PatternPruner.prunableParameters(of: model)
     let ratios = try PruningRatios.fromTarget(compression, layers: prunable.map { ($0.name, $0.value.count) },
                                               otherConvWeights: other, n: 4)
@@ -410,12 +410,12 @@ public func applyRandomPatternMasks(_ model: any Layer, compression: Double, see
 /// A pruned model and its input batch, built by `TrainingBenchmark.sparseInferenceSession`,
 /// timed on demand (a long-lived process can be asked again and again, a moment apart from
 /// another engine's measurement: `clicktrain bench --sparse --inference-only --serve`).
-public struct SparseInferenceSession {
+package struct SparseInferenceSession {
     let model: any Layer
     let x: Tensor
 
     /// Median ms per forward pass over `batches` batches (at least one).
-    public func medianMs(batches: Int) -> Double {
+    package func medianMs(batches: Int) -> Double {
         median((0..<max(batches, 1)).map { _ in seconds { _ = model.forward(x) } }) * 1e3
     }
 }

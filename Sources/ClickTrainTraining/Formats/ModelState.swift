@@ -13,6 +13,8 @@ public struct StateLoadError: Error, CustomStringConvertible {
     public var description: String { "cannot load '\(path)': \(detail)" }
 }
 
+/// A model's parameters and buffers by their PyTorch `state_dict` names, to and from
+/// safetensors: `tensors(of:)` for saving, `initialize(_:from:)` and `load` for loading.
 public enum ModelState {
     /// The model's `state_dict` as safetensors values (PyTorch names, shapes and dtypes:
     /// `num_batches_tracked` is int64).

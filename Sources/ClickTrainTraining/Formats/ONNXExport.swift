@@ -14,7 +14,11 @@ public struct ONNXExportError: Error, CustomStringConvertible {
 /// into its weights; pruned weights are written as dense tensors with their zeros.
 public enum ONNXExport {
     /// The ONNX file's bytes for `model` (its running batch-norm statistics, as in eval).
-    /// - Parameter normalization: per-channel mean and deviation of the training data.
+    /// - Parameters:
+    ///   - model: the network, in evaluation mode when written.
+    ///   - input: channels, image size and classes of the model's input.
+    ///   - normalization: per-channel mean and deviation of the training data.
+    ///   - name: the graph's name.
     public static func encode(_ model: any Layer, input: ModelInput, normalization: (mean: [Float], std: [Float]),
                               name: String) throws -> Data {
         let g = Graph()

@@ -5,6 +5,7 @@ import Foundation
 /// little-endian header length, a JSON header mapping each tensor name to its dtype,
 /// shape and byte range, an optional `__metadata__` string map, then the raw data.
 public enum SafeTensors {
+    /// The element types read and written: F32 weights, I64 counters, U8 masks and patterns.
     public enum DType: String, Sendable {
         case f32 = "F32", i64 = "I64", u8 = "U8"
         var size: Int {
@@ -34,6 +35,7 @@ public enum SafeTensors {
         }
     }
 
+    /// A file that is not valid safetensors, with the reason.
     public struct Error: Swift.Error, CustomStringConvertible {
         public let path: String
         public let detail: String

@@ -17,7 +17,12 @@ public struct SavedModel {
     /// shrank it), for compression and FLOPs saved.
     public let denseReference: ModelCost
 
-    /// - Parameter modelName: overrides the name in the file's metadata.
+    /// Reads a model-zoo model saved by a run (`model.safetensors` or
+    /// `model.pattern.safetensors`) and rebuilds it with its pruning state.
+    /// - Parameters:
+    ///   - path: the saved file.
+    ///   - modelName: overrides the name in the file's metadata.
+    ///   - override: overrides the input (channels, size, classes) in the file's metadata.
     public init(path: String, modelName: String? = nil, input override: ModelInput? = nil) throws {
         let saved = try SafeTensors.read(path)
         let meta = saved.metadata

@@ -23,6 +23,7 @@ public struct StepInfo: Sendable {
 /// parameter whose shape changed, the indices it kept along one axis, so the optimizer's
 /// state can follow.
 public struct ModelChange: Sendable {
+    /// The indices kept along one axis of a parameter that lost channels.
     public struct Slice: Sendable {
         public var axis: Int
         public var indices: [Int]

@@ -91,7 +91,7 @@ extension Trainer {
     /// The latest weights as a plain PyTorch-compatible `model.safetensors`, and the
     /// methods' files beside it.
     public func saveModel() throws {
-        var meta = ["format": "pt", "model": ModelZoo.canonicalName(config.model), "dataset": config.dataset.rawValue,
+        var meta = ["format": "pt", "model": modelName, "dataset": config.dataset.rawValue,
                     "input": "\(input.channels)x\(input.size)x\(input.size)", "classes": String(input.classes),
                     "epochs": String(completedEpochs)]
         for method in methods { meta.merge(method.modelMetadata()) { a, _ in a } }

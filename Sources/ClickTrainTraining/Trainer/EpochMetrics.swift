@@ -50,6 +50,8 @@ public struct EpochMetrics: Codable, Equatable, Sendable {
     }
 }
 
+/// Why a run stopped or could not resume: no checkpoint, a diverged loss, a checkpoint that
+/// does not fit.
 public enum TrainingError: Error, CustomStringConvertible {
     case nonFiniteLoss(epoch: Int, step: Int, loss: Float, runDir: String, lastGoodEpoch: Int)
     case noCheckpoint(runDir: String)

@@ -12,6 +12,9 @@ public final class Trainer {
     public let runDir: String
     /// The network: a model-zoo model built from `config.model`, or the caller's own.
     public let model: any Layer
+    /// The model's name in logs and saved files: the zoo's spelling, or a custom model's
+    /// `config.model` as given.
+    public let modelName: String
     public let trainSet: ImageDataset
     public let testSet: ImageDataset
     public let input: ModelInput
@@ -120,8 +123,10 @@ public final class Trainer {
             custom.train(true)
             try Trainer.checkCustomModel(custom, input: input, source: config.model)
             model = custom
+            modelName = config.model
         } else {
             model = try ModelZoo.make(config.model, input: input, seed: config.seed)
+            modelName = ModelZoo.canonicalName(config.model)
         }
         var notes: [String] = bindingNote.map { [$0] } ?? []
         if config.published, config.method.usesPatterns, config.prune_ratios != nil {
@@ -183,7 +188,7 @@ public final class Trainer {
         if completedEpochs == 0 {
             let threads = Threads.count == 1 ? "1 thread" : "\(Threads.count) threads"
             let ranks = (group?.size ?? 1) > 1 ? "\(group!.size) ranks x \(threads)" : threads
-            log("training \(ModelZoo.canonicalName(config.model)) on \(config.dataset.rawValue) (\(trainSet.count) train / \(testSet.count) test images, \(input.channels)x\(input.size)x\(input.size)), \(config.epochs) epochs, batch \(config.batch_size), \(ranks) → \(runDir)")
+            log("training \(modelName) on \(config.dataset.rawValue) (\(trainSet.count) train / \(testSet.count) test images, \(input.channels)x\(input.size)x\(input.size)), \(config.epochs) epochs, batch \(config.batch_size), \(ranks) → \(runDir)")
         } else {
             log("resuming \(runDir) after epoch \(completedEpochs) of \(config.epochs)")
         }
@@ -326,12 +331,15 @@ public final class Trainer {
                          augmentation: trainAugmentation.evaluation, group: group)
     }
 
+    /// Mean loss and accuracy of `model` on `dataset` in evaluation mode. Only the
+    /// normalisation of `augmentation` applies (no crops or flips), so the training
+    /// augmentation (`RunConfig.augmentation(for:)`) can be passed as it is.
     public static func evaluate(model: any Layer, dataset: ImageDataset, batchSize: Int, augmentation: Augmentation,
                                 group: (any ProcessGroup)? = nil) -> (loss: Double, accuracy: Double)
     {
         model.train(false)
         defer { model.train(true) }
-        let loader = BatchLoader(dataset: dataset, batchSize: batchSize, augmentation: augmentation, shuffle: false,
+        let loader = BatchLoader(dataset: dataset, batchSize: batchSize, augmentation: augmentation.evaluation, shuffle: false,
                                  seed: 0, epoch: 0, dropLast: false, shard: group?.rank ?? 0, shards: group?.size ?? 1)
         var lossSum = 0.0, correct = 0, seen = 0
         while let b = loader.next() {

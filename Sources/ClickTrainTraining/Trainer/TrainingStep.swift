@@ -16,11 +16,11 @@ public final class TrainingStep {
     /// The loss gradient [batch, classes], reused every step.
     let grad: Tensor
 
+    /// One step's mean loss and correctly classified images of the batch.
     public struct Result: Sendable {
         /// The batch's mean loss (with a group: over the ranks' shards together).
         public var loss: Float
-        /// With a group, the mean over the ranks' shards (the whole batch's loss).
-    /// Images whose arg-max logit is their label (this process's images).
+        /// Images whose arg-max logit is their label (this process's images).
         public var correct: Int
         /// Forward pass and loss.
         public var forwardSeconds: Double
