@@ -117,7 +117,7 @@ struct TrainerTests {
         unset.epoch_choose_p_k = nil
         unset.epoch_hard_prune_p_k = nil
         let resolved = try Trainer(config: unset, runDir: SyntheticData.temporaryDirectory("run")).config
-        #expect(resolved.epoch_choose_p_k == 1 && resolved.epoch_hard_prune_p_k == 3)
+        #expect(resolved.epoch_choose_p_k == 2 && resolved.epoch_hard_prune_p_k == 2)
         let l = try #require(pr.state.layers.first { $0.name == "layer3.2.conv2.weight" })
         #expect(l.kernels - l.keptKernels == l.kernels * 3 / 4)
         #expect(pr.state.layers.first { $0.name == "layer2.0.conv1.weight" }!.keptKernels == 32 * 16)
