@@ -328,7 +328,7 @@ public final class Trainer {
     /// evaluates its share).
     public func evaluate() -> (loss: Double, accuracy: Double) {
         Trainer.evaluate(model: model, dataset: testSet, batchSize: config.batch_size,
-                         augmentation: trainAugmentation.evaluation, group: group)
+                         augmentation: trainAugmentation, group: group)
     }
 
     /// Mean loss and accuracy of `model` on `dataset` in evaluation mode. Only the
