@@ -1,5 +1,24 @@
 import ClickTrainCore
 import Foundation
+import Synchronization
+
+/// Folders the tests created, removed with the files beside them when the test process
+/// exits (a test run writes hundreds of megabytes of run folders);
+/// `CLICKTRAIN_KEEP_TEST_DIRS=1` keeps them.
+private let createdDirectories = Mutex<[String]>([])
+
+private func removeCreatedDirectories() {
+    guard ProcessInfo.processInfo.environment["CLICKTRAIN_KEEP_TEST_DIRS"] != "1" else { return }
+    let fm = FileManager.default
+    let dirs = createdDirectories.withLock { $0 }
+    // Tests also write files beside their folder (`<folder>.safetensors`, `<folder>.yaml`).
+    let names = Set(dirs.map { ($0 as NSString).lastPathComponent })
+    let tmp = NSTemporaryDirectory()
+    for entry in (try? fm.contentsOfDirectory(atPath: tmp)) ?? [] {
+        let stem = entry.split(separator: ".", maxSplits: 1).first.map(String.init) ?? entry
+        if names.contains(stem) { try? fm.removeItem(atPath: (tmp as NSString).appendingPathComponent(entry)) }
+    }
+}
 
 /// Small learnable image sets written in the real file formats, for tests that must not
 /// depend on downloaded data.
@@ -8,6 +27,10 @@ public enum SyntheticData {
     public static func temporaryDirectory(_ tag: String) -> String {
         let dir = NSTemporaryDirectory() + "clicktrain-test-\(tag)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        createdDirectories.withLock { dirs in
+            if dirs.isEmpty { atexit { removeCreatedDirectories() } }
+            dirs.append(dir)
+        }
         return dir
     }
 
