@@ -41,6 +41,9 @@ def figures(run):
     share = cfg.get("prunetrain_penalty_share")
     if label == "prunetrain" and share and abs(float(share) - 0.2) > 1e-6:
         label += f" (λ share {float(share):g})"
+    hard = cfg.get("epoch_hard_prune_p_k")
+    if label in ("clicktrain", "pat") and hard and not cfg.get("init_weights"):
+        label += f", hard pruning after epoch {hard}"
     start = cfg.get("init_weights")
     if start:
         pm, _ = load(os.path.dirname(start))

@@ -1,6 +1,7 @@
 import ClickTrainCore
 import ClickTrainData
 import ClickTrainNN
+import ClickTrainPruning
 import ClickTrainTestSupport
 import ClickTrainTraining
 import Foundation
@@ -112,12 +113,14 @@ struct TrainerTests {
         let mFull = try full.run()
         #expect(mFull.map(\.phase) == ["warm-up", "regularised", "pruned", "pruned"])
         let pr = try #require(full.method(ClickTrainMethod.self)?.pruner)
-        // Epochs left to their defaults are written out as used.
+        // Epochs left to their defaults are written out as used: 30% of the run, at least one.
         var unset = cfg
         unset.epoch_choose_p_k = nil
         unset.epoch_hard_prune_p_k = nil
         let resolved = try Trainer(config: unset, runDir: SyntheticData.temporaryDirectory("run")).config
-        #expect(resolved.epoch_choose_p_k == 2 && resolved.epoch_hard_prune_p_k == 2)
+        #expect(resolved.epoch_choose_p_k == 1 && resolved.epoch_hard_prune_p_k == 1)
+        let ten = PatternPruningConfig.defaultEpochs(totalEpochs: 10)
+        #expect(ten.choose == 3 && ten.hard == 3)
         let l = try #require(pr.state.layers.first { $0.name == "layer3.2.conv2.weight" })
         #expect(l.kernels - l.keptKernels == l.kernels * 3 / 4)
         #expect(pr.state.layers.first { $0.name == "layer2.0.conv1.weight" }!.keptKernels == 32 * 16)

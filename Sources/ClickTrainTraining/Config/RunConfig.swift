@@ -81,9 +81,9 @@ public struct RunConfig: Equatable, Sendable {
     public var pattern_weights = 4
     public var pattern_pool: PatternPoolKind = .dynamic
     public var pool_scope: PatternPruningConfig.PoolScope = .layer
-    /// Epochs completed before the pattern choice; nil = half the run (with hard pruning).
+    /// Epochs completed before the pattern choice; nil = 30% of the run (with hard pruning).
     public var epoch_choose_p_k: Int?
-    /// Epochs completed before hard pruning (ClickTrain) or magnitude pruning (PAT); nil = half the run.
+    /// Epochs completed before hard pruning (ClickTrain) or magnitude pruning (PAT); nil = 30% of the run.
     public var epoch_hard_prune_p_k: Int?
     public var grp_lasso_coeff: Float = 2.5e-4
     /// Connectivity ratios in percent per layer (official configs, `module.` prefix allowed);

@@ -82,7 +82,7 @@ let runs = FileManager.default.temporaryDirectory.appendingPathComponent("clickt
 
 do {
     _ = try train(.dense)
-    // Hard pruning at half the run (after epoch 2 of 4); PAT also prunes 90% of the
+    // Hard pruning after 30% of the run (epoch 1 of 4); PAT also prunes 90% of the
     // activation gradients.
     _ = try train(.pat) { $0.grad_prune = 0.9 }
     let (clicktrain, last) = try train(.clicktrain) { $0.compression = 8 }
