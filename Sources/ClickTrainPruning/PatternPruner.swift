@@ -36,8 +36,8 @@ public struct PatternPruningConfig: Sendable, Equatable {
     }
 
     /// Choose and hard-prune after 30% of the epochs (PAT prunes at the same point). In
-    /// 10-epoch runs, hard pruning after epoch 3 ended more accurate than after 4 or 5 (more
-    /// epochs recover on the pruned network) and spends 7 of 10 epochs on the
+    /// 10-epoch runs, hard pruning after epoch 3 ended at least as accurate as after epoch 4
+    /// or 5 (more epochs recover on the pruned network) and spends 7 of 10 epochs on the
     /// pattern-sparse kernels; a choice before hard pruning, with group lasso in between,
     /// ended less accurate. The published configs keep their own epochs.
     public static func defaultEpochs(totalEpochs e: Int) -> (choose: Int, hard: Int) {
