@@ -41,10 +41,10 @@ def figures(run):
     share = cfg.get("prunetrain_penalty_share")
     if label == "prunetrain" and share and abs(float(share) - 0.2) > 1e-6:
         label += f" (λ share {float(share):g})"
-    hard = cfg.get("epoch_hard_prune_p_k")
-    if label in ("clicktrain", "pat") and hard and not cfg.get("init_weights"):
-        label += f", hard pruning after epoch {hard}"
     start = cfg.get("init_weights")
+    hard = cfg.get("epoch_hard_prune_p_k")
+    if label in ("clicktrain", "pat") and hard and not start:
+        label += f", hard pruning after epoch {hard}"
     if start:
         pm, _ = load(os.path.dirname(start))
         seconds += sum(e["seconds"] for e in pm)
