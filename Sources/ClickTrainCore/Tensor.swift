@@ -27,6 +27,9 @@ public final class Tensor: @unchecked Sendable, CustomStringConvertible {
     public let shape: [Int]
     public let count: Int
     public let storage: Storage
+    /// 0 when the data is in row-major (NCHW) order; B when it is channel-blocked,
+    /// [N, C/B, H, W, B] (see `ChannelBlocking`). Layers set it on every output.
+    package var channelBlock = 0
 
     /// A zero-filled tensor of the given shape.
     public init(shape: [Int]) {
@@ -55,7 +58,9 @@ public final class Tensor: @unchecked Sendable, CustomStringConvertible {
         precondition(n >= 0 && n <= shape[0], "firstRows(\(n)) of \(shape)")
         var s = shape
         s[0] = n
-        return Tensor(shape: s, storage: storage)
+        let t = Tensor(shape: s, storage: storage)
+        t.channelBlock = channelBlock
+        return t
     }
 
     /// The first element; every kernel works through this pointer.
@@ -65,6 +70,7 @@ public final class Tensor: @unchecked Sendable, CustomStringConvertible {
     public func reshaped(_ newShape: [Int]) -> Tensor {
         let n = newShape.reduce(1, *)
         precondition(n == count, "reshape: \(shape) has \(count) elements, \(newShape) has \(n)")
+        precondition(channelBlock == 0, "reshape of channel-blocked activations \(shape)")
         return Tensor(shape: newShape, storage: storage)
     }
 
@@ -85,6 +91,7 @@ public final class Tensor: @unchecked Sendable, CustomStringConvertible {
     public func copy(from other: Tensor) {
         precondition(other.count == count, "copy: \(other.shape) into \(shape)")
         data.update(from: other.data, count: count)
+        channelBlock = other.channelBlock
     }
 
     public func clone() -> Tensor {

@@ -1,11 +1,15 @@
 import ClickTrainCore
 
-/// `max(x, 0)` element-wise, any shape to the same shape (`torch.nn.ReLU`).
-public final class ReLU: Layer {
+/// `max(x, 0)` element-wise, any shape to the same shape (`torch.nn.ReLU`), in the layout
+/// it is given.
+public final class ReLU: BlockedLayoutLayer {
     public var isTraining = true
     public var needsInputGradient = true
+    package var acceptsBlocked: Bool { true }
+    package var mayEmitBlocked = false
     private var outputs = BufferCache()
     private var gradInputs = BufferCache()
+    private var edge = OutputEdge()
 
     public init() {}
     public func outputShape(for input: [Int]) -> [Int] { input }
@@ -15,7 +19,8 @@ public final class ReLU: Layer {
         defer { WorkProfile.stop(.elementwise, since: profileStart) }
         let y = outputs.get(x.shape)
         reluForward(x: x, y: y)
-        return y
+        y.channelBlock = x.channelBlock
+        return edge.output(y, mayEmitBlocked: mayEmitBlocked)
     }
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
@@ -23,7 +28,8 @@ public final class ReLU: Layer {
         defer { WorkProfile.stop(.elementwise, since: profileStart) }
         guard let y = outputs.last else { preconditionFailure("ReLU.backward before forward") }
         let dx = gradInputs.get(y.shape)
-        reluBackward(y: y, gradOutput: gradOutput, gradInput: dx)
+        reluBackward(y: y, gradOutput: edge.gradient(gradOutput), gradInput: dx)
+        dx.channelBlock = y.channelBlock
         return dx
     }
 }

@@ -2,8 +2,9 @@ import ClickTrainCore
 
 /// Batch normalisation over the channels of [N, C, H, W] → [N, C, H, W]; weight, bias and
 /// running statistics [C] (`torch.nn.BatchNorm2d`:
-/// momentum 0.1, eps 1e-5, running statistics and `num_batches_tracked`).
-public final class BatchNorm2d: Layer {
+/// momentum 0.1, eps 1e-5, running statistics and `num_batches_tracked`). Works on NCHW or
+/// channel-blocked activations, in the layout it is given.
+public final class BatchNorm2d: BlockedLayoutLayer {
     public let channels: Int
     public let momentum: Float, eps: Float
     public let weight: Parameter, bias: Parameter
@@ -19,6 +20,9 @@ public final class BatchNorm2d: Layer {
     private var input: Tensor?
     private var outputs = BufferCache()
     private var gradInputs = BufferCache()
+    package var acceptsBlocked: Bool { true }
+    package var mayEmitBlocked = false
+    private var edge = OutputEdge()
 
     public init(_ channels: Int, momentum: Float = 0.1, eps: Float = 1e-5) {
         self.channels = channels
@@ -45,6 +49,7 @@ public final class BatchNorm2d: Layer {
         b.numBatchesTracked.value = numBatchesTracked.value
         b.isTraining = isTraining
         b.group = group
+        b.mayEmitBlocked = mayEmitBlocked
         return b
     }
 
@@ -65,23 +70,45 @@ public final class BatchNorm2d: Layer {
         let y = outputs.get(x.shape)
         input = x
         if isTraining { numBatchesTracked.value += 1 }
+        y.channelBlock = x.channelBlock
+        if x.channelBlock != 0 {
+            blockedBatchNormForward(x: x, gamma: weight.value, beta: bias.value, runningMean: runningMean,
+                                    runningVar: runningVar, training: isTraining, momentum: momentum, eps: eps, y: y,
+                                    savedMean: savedMean, savedInvStd: savedInvStd, group: isTraining ? group : nil)
+            return edge.output(y, mayEmitBlocked: mayEmitBlocked)
+        }
         if isTraining, let group {
             batchNormForwardSynced(x: x, gamma: weight.value, beta: bias.value, runningMean: runningMean,
                                    runningVar: runningVar, momentum: momentum, eps: eps, y: y, savedMean: savedMean,
                                    savedInvStd: savedInvStd, group: group)
-            return y
+            return edge.output(y, mayEmitBlocked: mayEmitBlocked)
         }
         batchNormForward(x: x, gamma: weight.value, beta: bias.value, runningMean: runningMean,
                          runningVar: runningVar, training: isTraining, momentum: momentum, eps: eps, y: y,
                          savedMean: savedMean, savedInvStd: savedInvStd)
-        return y
+        return edge.output(y, mayEmitBlocked: mayEmitBlocked)
     }
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
         let profileStart = WorkProfile.start()
         defer { WorkProfile.stop(.batchNorm, since: profileStart) }
         guard let x = input else { preconditionFailure("BatchNorm2d.backward before forward") }
+        let gradOutput = edge.gradient(gradOutput)
         let dx = gradInputs.get(x.shape)
+        dx.channelBlock = x.channelBlock
+        if x.channelBlock != 0 {
+            if isTraining {
+                blockedBatchNormBackward(x: x, gamma: weight.value, savedMean: savedMean, savedInvStd: savedInvStd,
+                                         gradOutput: gradOutput, gradInput: dx, gradGamma: weight.grad,
+                                         gradBeta: bias.grad, group: group)
+            } else {
+                blockedBatchNormBackwardEval(gamma: weight.value, runningVar: runningVar, eps: eps,
+                                             gradOutput: gradOutput, gradInput: dx)
+                weight.grad.zero()
+                bias.grad.zero()
+            }
+            return dx
+        }
         if isTraining, let group {
             batchNormBackwardSynced(x: x, gamma: weight.value, savedMean: savedMean, savedInvStd: savedInvStd,
                                     gradOutput: gradOutput, gradInput: dx, gradGamma: weight.grad, gradBeta: bias.grad,

@@ -5,9 +5,11 @@ import Foundation
 /// 2-D convolution (groups = 1) as in `torch.nn.Conv2d`: input [N, in, H, W], weight
 /// [out, in, k, k], bias [out], output [N, out, H', W'] with H' = (H + 2·padding − k) / stride + 1.
 ///
-/// Dense kernels run on oneDNN; one kernel plan is kept per input shape (the last,
-/// smaller batch of an epoch gets its own), so a warmed-up step builds nothing.
-public final class Conv2d: Layer {
+/// Dense kernels run on oneDNN; one kernel plan is kept per input shape and layout (the
+/// last, smaller batch of an epoch gets its own), so a warmed-up step builds nothing. On
+/// oneDNN the input may be channel-blocked and the output is blocked where the consumer
+/// takes it (`mayEmitBlocked`); the pattern and sparse-error kernels work on NCHW.
+public final class Conv2d: BlockedLayoutLayer {
     public let inChannels: Int, outChannels: Int, kernelSize: Int, stride: Int, padding: Int
     public let weight: Parameter
     public let bias: Parameter?
@@ -34,7 +36,18 @@ public final class Conv2d: Layer {
     /// Time spent in `forward`, accumulated (for per-layer benchmarks).
     package var forwardSeconds = 0.0
     private var patternPlans: [ConvGeometry: PatternConvKernel] = [:]
-    private var plans: [ConvGeometry: DenseConv2dKernel] = [:]
+    private struct PlanKey: Hashable { var geometry: ConvGeometry, srcBlock: Int, dstBlock: Int }
+    private var plans: [PlanKey: DenseConv2dKernel] = [:]
+    /// The oneDNN plan of the last forward (nil when it ran the pattern kernels).
+    private var lastPlan: DenseConv2dKernel?
+    package var acceptsBlocked: Bool { true }
+    package var mayEmitBlocked = false
+    /// The layout of the last forward's input (the input gradient goes back in it).
+    private var inputBlock = 0
+    /// The layout of the last forward's output.
+    package var lastOutputBlock: Int { outputs.last?.channelBlock ?? 0 }
+    private var inputConversion = LayoutConverter(), residualConversion = LayoutConverter()
+    private var gradConversion = LayoutConverter(), gradInputConversion = LayoutConverter()
     private var sparsePlans: [ConvGeometry: SparseErrorConvKernel] = [:]
     private var prunedGrads = BufferCache()
     private var input: Tensor?
@@ -88,6 +101,7 @@ public final class Conv2d: Layer {
         let c = Conv2d(weight: w === weight.value ? w.clone() : w, bias: b, stride: stride, padding: padding)
         c.isTraining = isTraining
         c.needsInputGradient = needsInputGradient
+        c.mayEmitBlocked = mayEmitBlocked
         return c
     }
 
@@ -106,10 +120,11 @@ public final class Conv2d: Layer {
 
     public func outputShape(for input: [Int]) -> [Int] { geometry(for: input).outputShape }
 
-    private func plan(_ g: ConvGeometry) -> DenseConv2dKernel {
-        if let p = plans[g] { return p }
-        let p = DenseConv2dKernel(g, bias: bias != nil)
-        plans[g] = p
+    private func plan(_ g: ConvGeometry, srcBlock: Int = 0, dstBlock: Int = 0) -> DenseConv2dKernel {
+        let key = PlanKey(geometry: g, srcBlock: srcBlock, dstBlock: dstBlock)
+        if let p = plans[key] { return p }
+        let p = DenseConv2dKernel(g, bias: bias != nil, srcBlock: srcBlock, dstBlock: dstBlock)
+        plans[key] = p
         return p
     }
 
@@ -120,17 +135,30 @@ public final class Conv2d: Layer {
         defer { forwardSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 }
         let g = geometry(for: x.shape)
         let y = outputs.get(g.outputShape)
-        input = x
+        inputBlock = x.channelBlock
         lastPattern = nil
         lastForwardPattern = false
         if usePatternKernels, let mask = weight.mask, let pg = PatternConvKernel.embeddedGeometry(g) {
             let (k, pw) = patternKernel(g, pg, mask)
             lastForwardPattern = true
-            k.forward(input: x, weights: pw, bias: bias?.value, output: y)
+            let xin = inputConversion.plain(x)
+            input = xin
+            lastPlan = nil
+            k.forward(input: xin, weights: pw, bias: bias?.value, output: y)
+            y.channelBlock = 0
             if isTraining { lastPattern = pw }
             return y
         }
-        plan(g).forward(input: x, weight: weight.value, bias: bias?.value, output: y)
+        if gradientPruning != nil {
+            // Activation-gradient pruning draws its zeros by NCHW position.
+            input = inputConversion.plain(x)
+            lastPlan = plan(g)
+        } else {
+            input = x
+            let dst = mayEmitBlocked && ChannelBlocking.canBlock(g.outputShape) ? ChannelBlocking.size! : 0
+            lastPlan = plan(g, srcBlock: x.channelBlock, dstBlock: dst)
+        }
+        lastPlan!.forward(input: input!, weight: weight.value, bias: bias?.value, output: y)
         return y
     }
 
@@ -148,10 +176,14 @@ public final class Conv2d: Layer {
         let g = geometry(for: x.shape)
         precondition(output == nil || output!.shape == g.outputShape, "forwardFolding: output buffer shape")
         let y = output ?? outputs.get(g.outputShape)
-        input = x
+        let xin = inputConversion.plain(x)
+        input = xin
+        inputBlock = x.channelBlock
+        lastPlan = nil
         // The next layer reads y at once: stored through the caches, not streamed past them.
-        f.kernel.forward(input: x, weights: f.weights, bias: f.shift, output: y, relu: relu, residual: residual,
-                         streamOutput: false)
+        f.kernel.forward(input: xin, weights: f.weights, bias: f.shift, output: y, relu: relu,
+                         residual: residual.map { residualConversion.plain($0) }, streamOutput: false)
+        y.channelBlock = 0
         return y
     }
 
@@ -224,7 +256,9 @@ public final class Conv2d: Layer {
         var gi: Tensor? = nil
         if needsInputGradient {
             gi = gradInputs.get(x.shape)
+            gi!.channelBlock = x.channelBlock
         }
+        let gradOutput = gradConversion.converted(gradOutput, to: lastPlan?.dstBlock ?? 0)
         if let pw = lastPattern, let k = patternPlans[g] {
             // Pattern-sparse backward: input gradient and the kept weights' gradients.
             var dy = gradOutput
@@ -240,12 +274,13 @@ public final class Conv2d: Layer {
                 let gw = weight.grad.data
                 for (i, p) in pw.position.enumerated() { gw[Int(p)] = gv[i] }
             }
-            return gi ?? gradOutput
+            return converted(gi) ?? gradOutput
         }
-        guard let (policy, name) = gradientPruning else {
-            plan(g).backward(input: x, weight: weight.value, gradOutput: gradOutput, gradInput: gi,
-                             gradWeight: weight.grad, gradBias: bias?.grad)
-            return gi ?? gradOutput
+        guard let (policy, name) = gradientPruning, let plainPlan = lastPlan else {
+            guard let p = lastPlan else { preconditionFailure("Conv2d.backward: no plan of the last forward") }
+            p.backward(input: x, weight: weight.value, gradOutput: gradOutput, gradInput: gi,
+                       gradWeight: weight.grad, gradBias: bias?.grad)
+            return converted(gi) ?? gradOutput
         }
         let t0 = DispatchTime.now().uptimeNanoseconds
         lastBackwardUsedSparseErrorKernels = policy.prefersSparseKernels(layer: name) && SparseErrorConvKernel.supports(g)
@@ -264,12 +299,18 @@ public final class Conv2d: Layer {
                 dy = prunedGrads.get(gradOutput.shape)
                 policy.prune(gradOutput, into: dy, layer: name)
             }
-            plan(g).backward(input: x, weight: weight.value, gradOutput: dy, gradInput: gi,
-                             gradWeight: weight.grad, gradBias: bias?.grad)
+            plainPlan.backward(input: x, weight: weight.value, gradOutput: dy, gradInput: gi,
+                               gradWeight: weight.grad, gradBias: bias?.grad)
         }
         let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
         policy.convBackwardSeconds += dt
         policy.layerBackwardSeconds[name, default: 0] += dt
-        return gi ?? gradOutput
+        return converted(gi) ?? gradOutput
+    }
+
+    /// The input gradient in the layout the input came in.
+    private func converted(_ gi: Tensor?) -> Tensor? {
+        guard let d = gi else { return nil }
+        return d.channelBlock == inputBlock ? d : gradInputConversion.converted(d, to: inputBlock)
     }
 }

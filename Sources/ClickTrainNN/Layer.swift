@@ -58,15 +58,76 @@ extension Layer {
     }
 }
 
+/// A layer that takes channel-blocked activations (see `ChannelBlocking`) as well as NCHW,
+/// and may give blocked output. Its container sets `mayEmitBlocked` when the layer after
+/// it takes blocked input too; everywhere else activations are NCHW, so a layer a user
+/// writes, or a layer called on its own, sees NCHW only. Gradients travel in the layout of
+/// the activations they belong to.
+package protocol BlockedLayoutLayer: Layer {
+    /// Whether the layer takes blocked input (else its container converts to NCHW first).
+    var acceptsBlocked: Bool { get }
+    /// Whether the output may be blocked: the consumer takes it. False unless set.
+    var mayEmitBlocked: Bool { get set }
+}
+
+extension Layer {
+    /// Whether this layer takes channel-blocked input.
+    var acceptsBlocked: Bool { (self as? any BlockedLayoutLayer)?.acceptsBlocked ?? false }
+    /// Sets `mayEmitBlocked` where the layer has it.
+    func setMayEmitBlocked(_ on: Bool) {
+        if let l = self as? any BlockedLayoutLayer { l.mayEmitBlocked = on }
+    }
+}
+
+/// The output edge of a layer that computes in its input's layout: a blocked result goes
+/// out as NCHW when the consumer does not take blocked input, and the gradient that comes
+/// back is converted to the layout the layer computed in.
+package struct OutputEdge {
+    private var forwardConversion = LayoutConverter(), backwardConversion = LayoutConverter()
+    /// The layout the layer computed its output in.
+    package private(set) var computedBlock = 0
+
+    package init() {}
+
+    package mutating func output(_ y: Tensor, mayEmitBlocked: Bool) -> Tensor {
+        computedBlock = y.channelBlock
+        return y.channelBlock == 0 || mayEmitBlocked ? y : forwardConversion.plain(y)
+    }
+
+    package mutating func gradient(_ g: Tensor) -> Tensor { backwardConversion.converted(g, to: computedBlock) }
+}
+
 /// Layers in a row, each with the name PyTorch would give it (`"0"`, `"conv1"`, …).
-public final class Sequential: Layer {
+public final class Sequential: BlockedLayoutLayer {
     public let layers: [(String, any Layer)]
     public var isTraining = true
     public var needsInputGradient = true {
         didSet { layers.first?.1.needsInputGradient = needsInputGradient }
     }
+    package var acceptsBlocked: Bool { layers.first?.1.acceptsBlocked ?? false }
+    package var mayEmitBlocked = false {
+        didSet { layers.last?.1.setMayEmitBlocked(mayEmitBlocked) }
+    }
+    /// Per layer, the layout of its input when `forward` converted it to NCHW (-1: not converted).
+    private var convertedFrom: [Int]
+    private var conversions: [LayoutConverter], gradConversions: [LayoutConverter]
+    private var edge = OutputEdge()
 
-    public init(_ layers: [(String, any Layer)]) { self.layers = layers }
+    public init(_ layers: [(String, any Layer)]) {
+        self.layers = layers
+        convertedFrom = Array(repeating: -1, count: layers.count)
+        conversions = Array(repeating: LayoutConverter(), count: layers.count)
+        gradConversions = conversions
+        // Each layer may hand blocked activations to the next when that one takes them.
+        for i in layers.indices.dropLast() { layers[i].1.setMayEmitBlocked(layers[i + 1].1.acceptsBlocked) }
+    }
+
+    /// `x` ready for layer `i`: converted to NCHW when it is blocked and the layer does not take it.
+    private func input(_ x: Tensor, for i: Int) -> Tensor {
+        guard x.channelBlock != 0, !layers[i].1.acceptsBlocked else { convertedFrom[i] = -1; return x }
+        convertedFrom[i] = x.channelBlock
+        return conversions[i].plain(x)
+    }
     /// Layers named "0", "1", … as in `nn.Sequential(a, b, …)`.
     public convenience init(indexed: [any Layer]) {
         self.init(indexed.enumerated().map { (String($0.offset), $0.element) })
@@ -94,16 +155,18 @@ public final class Sequential: Layer {
                 let out = i % 2 == 0 ? chainBuffers.get(outShape) : chainSecond.get(outShape)
                 h = block.forward(h, output: out, inner: innerBuffers.get(block.conv1.outputShape(for: h.shape)))
             }
-            return h
+            return edge.output(h, mayEmitBlocked: mayEmitBlocked)
         }
         var h = x
         var i = 0
         while i < layers.count {
+            h = input(h, for: i)
             // At inference a pruned conv followed by batch norm (and ReLU) runs as one pass.
             if let conv = layers[i].1 as? Conv2d, i + 1 < layers.count, let bn = layers[i + 1].1 as? BatchNorm2d {
                 let relu = i + 2 < layers.count && layers[i + 2].1 is ReLU
                 if let y = conv.forwardFolding(h, bn, relu: relu) {
                     h = y
+                    for j in (i + 1)...(i + (relu ? 2 : 1)) { convertedFrom[j] = -1 }
                     i += relu ? 3 : 2
                     continue
                 }
@@ -111,14 +174,15 @@ public final class Sequential: Layer {
             h = layers[i].1.forward(h)
             i += 1
         }
-        return h
+        return edge.output(h, mayEmitBlocked: mayEmitBlocked)
     }
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
-        var g = gradOutput
-        for (_, l) in layers.reversed() {
+        var g = edge.gradient(gradOutput)
+        for (i, (_, l)) in layers.enumerated().reversed() {
             g = l.backward(g)
             childBackwardDone?(l)
+            if convertedFrom[i] > 0 { g = gradConversions[i].converted(g, to: convertedFrom[i]) }
         }
         return g
     }

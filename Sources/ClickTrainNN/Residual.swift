@@ -1,35 +1,54 @@
 import ClickTrainCore
 
-/// The residual add at the end of a block, `relu(main + shortcut)`, and its backward.
+/// The residual add at the end of a block, `relu(main + shortcut)`, and its backward. The
+/// two inputs may come in different layouts (a pruned conv on NCHW next to a blocked
+/// shortcut): they then meet in NCHW, and each path's gradient goes back in its own layout.
 final class ResidualJoin {
     private var outputs = BufferCache()
     private var gradSums = BufferCache()
     private var gradInputs = BufferCache()
+    private var mainConversion = LayoutConverter(), shortcutConversion = LayoutConverter()
+    private var mainGradConversion = LayoutConverter(), shortcutGradConversion = LayoutConverter()
+    private var inputGradConversion = LayoutConverter()
+    private var edge = OutputEdge()
+    private var mainBlock = 0, shortcutBlock = 0
 
-    func forward(_ main: Tensor, _ shortcut: Tensor) -> Tensor {
+    func forward(_ main: Tensor, _ shortcut: Tensor, mayEmitBlocked: Bool) -> Tensor {
         let profileStart = WorkProfile.start()
         defer { WorkProfile.stop(.elementwise, since: profileStart) }
-        let y = outputs.get(main.shape)
-        addReluForward(main, shortcut, y: y)
-        return y
+        mainBlock = main.channelBlock
+        shortcutBlock = shortcut.channelBlock
+        let same = mainBlock == shortcutBlock
+        let a = same ? main : mainConversion.plain(main), b = same ? shortcut : shortcutConversion.plain(shortcut)
+        let y = outputs.get(a.shape)
+        addReluForward(a, b, y: y)
+        y.channelBlock = a.channelBlock
+        return edge.output(y, mayEmitBlocked: mayEmitBlocked)
     }
 
-    /// dL/d(main + shortcut).
+    /// dL/d(main + shortcut), in the layout of the sum.
     func backward(_ dy: Tensor) -> Tensor {
         let profileStart = WorkProfile.start()
         defer { WorkProfile.stop(.elementwise, since: profileStart) }
         guard let y = outputs.last else { preconditionFailure("residual backward before forward") }
         let g = gradSums.get(y.shape)
-        reluBackward(y: y, gradOutput: dy, gradInput: g)
+        reluBackward(y: y, gradOutput: edge.gradient(dy), gradInput: g)
+        g.channelBlock = y.channelBlock
         return g
     }
 
-    /// dL/dx = main-path gradient + shortcut-path gradient.
+    /// The sum's gradient `g` in the main path's layout, and in the shortcut's.
+    func mainGradient(_ g: Tensor) -> Tensor { mainGradConversion.converted(g, to: mainBlock) }
+    func shortcutGradient(_ g: Tensor) -> Tensor { shortcutGradConversion.converted(g, to: shortcutBlock) }
+
+    /// dL/dx = main-path gradient + shortcut-path gradient, in the main path's layout.
     func inputGradient(_ a: Tensor, _ b: Tensor) -> Tensor {
         let profileStart = WorkProfile.start()
         defer { WorkProfile.stop(.elementwise, since: profileStart) }
+        let b = inputGradConversion.converted(b, to: a.channelBlock)
         let dx = gradInputs.get(a.shape)
         add(a, b, into: dx)
+        dx.channelBlock = a.channelBlock
         return dx
     }
 }
@@ -42,8 +61,9 @@ func projection(_ inC: Int, _ outC: Int, stride: Int, rng: inout RNG) -> Sequent
 }
 
 /// Two 3x3 convolutions with a residual connection (ResNet-18/34 and the CIFAR ResNets):
-/// [N, C_in, H, W] → [N, C_out, H / stride, W / stride].
-public final class BasicBlock: Layer {
+/// [N, C_in, H, W] → [N, C_out, H / stride, W / stride]. Inside the block, activations
+/// between oneDNN convolutions stay channel-blocked.
+public final class BasicBlock: BlockedLayoutLayer {
     public private(set) var conv1: Conv2d, bn1: BatchNorm2d
     public let relu: ReLU
     public private(set) var conv2: Conv2d
@@ -62,6 +82,8 @@ public final class BasicBlock: Layer {
         bn1 = bn1.keeping(channels: keep)
         conv2 = conv2.keeping(inputChannels: keep)
     }
+    package var acceptsBlocked: Bool { true }
+    package var mayEmitBlocked = false
     public var isTraining = true
     public var needsInputGradient = true {
         didSet { conv1.needsInputGradient = needsInputGradient; shortcut?.needsInputGradient = needsInputGradient }
@@ -76,6 +98,8 @@ public final class BasicBlock: Layer {
         bn2 = BatchNorm2d(outC)
         shortcut = projection(inC, outC, stride: stride, rng: &rng)
         self.shortcutName = shortcutName
+        for l in [conv1, bn1, relu, conv2, bn2] as [any BlockedLayoutLayer] { l.mayEmitBlocked = true }
+        shortcut?.mayEmitBlocked = true
     }
 
     public var children: [(String, any Layer)] {
@@ -98,20 +122,21 @@ public final class BasicBlock: Layer {
             // Inference on pattern kernels: the residual add and ReLU ride on conv2's copy-out.
             let short = shortcut?.forward(x) ?? x
             if let y = conv2.forwardFolding(inner, bn2, relu: true, residual: short, into: output) { return y }
-            return join.forward(bn2(conv2(inner)), short)
+            return join.forward(bn2(conv2(inner)), short, mayEmitBlocked: mayEmitBlocked)
         }
         let main = conv2.forwardFolding(inner, bn2, relu: false) ?? bn2(conv2(inner))
-        return join.forward(main, shortcut?.forward(x) ?? x)
+        return join.forward(main, shortcut?.forward(x) ?? x, mayEmitBlocked: mayEmitBlocked)
     }
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
         let g = join.backward(gradOutput)
-        let dMain = conv1.backward(bn1.backward(relu.backward(conv2.backward(bn2.backward(g)))))
+        let gMain = join.mainGradient(g), gShort = join.shortcutGradient(g)
+        let dMain = conv1.backward(bn1.backward(relu.backward(conv2.backward(bn2.backward(gMain)))))
         if !needsInputGradient {
-            _ = shortcut?.backward(g)
+            _ = shortcut?.backward(gShort)
             return dMain
         }
-        return join.inputGradient(dMain, shortcut?.backward(g) ?? g)
+        return join.inputGradient(dMain, shortcut?.backward(gShort) ?? gShort)
     }
 }
 
@@ -156,7 +181,7 @@ public final class Bottleneck: Layer {
     public func forward(_ x: Tensor) -> Tensor {
         let mid = relu1(bn1(conv1(x)))
         let main = bn3(conv3(conv2.forwardFolding(mid, bn2, relu: true) ?? relu2(bn2(conv2(mid)))))
-        return join.forward(main, downsample?.forward(x) ?? x)
+        return join.forward(main, downsample?.forward(x) ?? x, mayEmitBlocked: false)
     }
 
     public func backward(_ gradOutput: Tensor) -> Tensor {

@@ -37,13 +37,15 @@ package struct ConvGeometry: Hashable, Sendable, CustomStringConvertible {
 
 /// Dense convolution on oneDNN: forward, input gradient and weight gradient.
 ///
-/// Tensors at the API are NCHW (activations) and OIHW (weights). oneDNN picks its
-/// fastest (blocked) layouts; the reorders into them happen once per call, and the
-/// blocked copies made in `forward` (input, weights) are reused by `backward`, so
-/// the backward pass reorders only the incoming gradient.
+/// Weights at the API are OIHW; activations are NCHW or channel-blocked (`srcBlock` for the
+/// input and its gradient, `dstBlock` for the output and its gradient; see
+/// `ChannelBlocking`). oneDNN picks its fastest layouts; where one differs from the API's,
+/// a reorder runs once per call, and the copies made in `forward` (input, weights) are
+/// reused by `backward`. Blocked activations need no reorder.
 package final class DenseConv2dKernel {
     package let geometry: ConvGeometry
     package let hasBias: Bool
+    package let srcBlock: Int, dstBlock: Int
 
     private let fwd: DNNLPrimitive
     private let srcUser, weiUser, dstUser, biasUser: DNNLMemory
@@ -60,14 +62,16 @@ package final class DenseConv2dKernel {
     private let srcBW, diffDstBW, diffWeiBW: DNNLMemory
     private let srcReorderBW, diffDstReorderBW, diffWeiReorder: DNNLReorder?
 
-    package init(_ g: ConvGeometry, bias: Bool) {
+    package init(_ g: ConvGeometry, bias: Bool, srcBlock: Int = 0, dstBlock: Int = 0) {
         precondition(g.outHeight > 0 && g.outWidth > 0, "convolution \(g) has an empty output")
         geometry = g
         hasBias = bias
+        self.srcBlock = srcBlock
+        self.dstBlock = dstBlock
         let engine = DNNLContext.shared.engine
-        let srcMD = memoryDesc(g.inputShape, dnnl_nchw)
+        let srcMD = memoryDesc(g.inputShape, ChannelBlocking.tag(srcBlock))
         let weiMD = memoryDesc(g.weightShape, dnnl_oihw)
-        let dstMD = memoryDesc(g.outputShape, dnnl_nchw)
+        let dstMD = memoryDesc(g.outputShape, ChannelBlocking.tag(dstBlock))
         let biasMD = memoryDesc([g.outChannels], dnnl_x)
         var anySrc = memoryDesc(g.inputShape, dnnl_format_tag_any)
         var anyWei = memoryDesc(g.weightShape, dnnl_format_tag_any)
@@ -156,6 +160,8 @@ package final class DenseConv2dKernel {
         precondition(input.shape == g.inputShape, "conv forward: input \(input.shape), expected \(g.inputShape)")
         precondition(weight.shape == g.weightShape, "conv forward: weight \(weight.shape), expected \(g.weightShape)")
         precondition(output.shape == g.outputShape, "conv forward: output \(output.shape), expected \(g.outputShape)")
+        precondition(input.channelBlock == srcBlock, "conv forward: input layout \(input.channelBlock), planned \(srcBlock)")
+        output.channelBlock = dstBlock
         srcUser.bind(input.data)
         weiUser.bind(weight.data)
         dstUser.bind(output.data)
@@ -179,11 +185,13 @@ package final class DenseConv2dKernel {
         let g = geometry
         precondition(gradOutput.shape == g.outputShape, "conv backward: grad \(gradOutput.shape), expected \(g.outputShape)")
         precondition(gradWeight.shape == g.weightShape, "conv backward: grad weight \(gradWeight.shape)")
+        precondition(gradOutput.channelBlock == dstBlock, "conv backward: gradient layout \(gradOutput.channelBlock), planned \(dstBlock)")
         diffDstUser.bind(gradOutput.data)
         var diffDstReady = false
         if let gi = gradInput {
             precondition(gi.shape == g.inputShape, "conv backward: grad input \(gi.shape), expected \(g.inputShape)")
             diffSrcUser.bind(gi.data)
+            gi.channelBlock = srcBlock
             weiUser.bind(weight.data)
             weiReorderBD?.run()
             diffDstReorderBD?.run()

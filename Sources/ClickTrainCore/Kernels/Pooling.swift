@@ -133,3 +133,83 @@ package func globalAvgPoolBackward(gradOutput dy: Tensor, gradInput dx: Tensor) 
     let inv = 1 / Float(hw)
     for p in 0..<nc { (dx.data + p * hw).update(repeating: dy.data[p] * inv, count: hw) }
 }
+
+// Channel-blocked activations ([N, C/B, H, W, B], see `ChannelBlocking`): the same results,
+// each channel's values taken in the same order, eight channels per vector.
+
+private typealias F8 = SIMD8<Float>
+
+/// Global average pooling of blocked `x` into [N, C].
+package func globalAvgPoolForwardBlocked(x: Tensor, y: Tensor) {
+    let b = x.channelBlock, c = x.shape[1], hw = x.shape[2] * x.shape[3]
+    let inv = 1 / Float(hw)
+    for plane in 0..<(x.shape[0] * c / b) {
+        let src = UnsafeRawPointer(x.data + plane * hw * b)
+        for h in 0..<(b / 8) {
+            var acc = F8()
+            for i in 0..<hw { acc += src.loadUnaligned(fromByteOffset: (i * b + h * 8) * 4, as: F8.self) }
+            UnsafeMutableRawPointer(y.data + plane * b + h * 8).storeBytes(of: acc * inv, as: F8.self)
+        }
+    }
+}
+
+/// Backward of `globalAvgPoolForwardBlocked`: `dx` (blocked) gets each gradient spread evenly.
+package func globalAvgPoolBackwardBlocked(gradOutput dy: Tensor, gradInput dx: Tensor, block b: Int) {
+    let c = dx.shape[1], hw = dx.shape[2] * dx.shape[3]
+    let inv = 1 / Float(hw)
+    for plane in 0..<(dx.shape[0] * c / b) {
+        let dst = dx.data + plane * hw * b, g = dy.data + plane * b
+        for i in 0..<hw { for l in 0..<b { dst[i * b + l] = g[l] * inv } }
+    }
+    dx.channelBlock = b
+}
+
+/// 2x2 max pooling, stride 2, no padding, of blocked `x` into blocked `y`; `argmax` gets,
+/// per output value, the spatial index of its maximum within the plane (the first maximum
+/// of the four taps wins, as in `maxPoolForward`).
+package func maxPool2x2Blocked(x: Tensor, y: Tensor, argmax: UnsafeMutablePointer<Int32>) {
+    let b = x.channelBlock, h = x.shape[2], w = x.shape[3], oh = y.shape[2], ow = y.shape[3]
+    let xp = x.data, yp = y.data
+    Threads.parallelRanges(x.shape[0] * x.shape[1] / b) { r in
+        for plane in r {
+            let src = UnsafeRawPointer(xp + plane * h * w * b)
+            let dst = UnsafeMutableRawPointer(yp + plane * oh * ow * b)
+            let idx = UnsafeMutableRawPointer(argmax + plane * oh * ow * b)
+            for oy in 0..<oh {
+                for ox in 0..<ow {
+                    let i0 = 2 * oy * w + 2 * ox
+                    for half in 0..<(b / 8) {
+                        func tap(_ i: Int) -> F8 { src.loadUnaligned(fromByteOffset: (i * b + half * 8) * 4, as: F8.self) }
+                        var best = tap(i0), bi = SIMD8<Int32>(repeating: Int32(i0))
+                        func consider(_ t: Int) {
+                            let v = tap(t), m = v .> best
+                            best.replace(with: v, where: m)
+                            bi.replace(with: Int32(t), where: m)
+                        }
+                        consider(i0 + 1)
+                        consider(i0 + w)
+                        consider(i0 + w + 1)
+                        let o = ((oy * ow + ox) * b + half * 8) * 4
+                        dst.storeBytes(of: best, toByteOffset: o, as: F8.self)
+                        idx.storeBytes(of: bi, toByteOffset: o, as: SIMD8<Int32>.self)
+                    }
+                }
+            }
+        }
+    }
+    y.channelBlock = b
+}
+
+/// Backward of `maxPool2x2Blocked` (overwrites the blocked `dx`).
+package func maxPoolBackwardBlocked(gradOutput dy: Tensor, argmax: UnsafePointer<Int32>, gradInput dx: Tensor, block b: Int) {
+    let hw = dx.shape[2] * dx.shape[3], ohw = dy.shape[2] * dy.shape[3]
+    let gp = dy.data, dp = dx.data
+    Threads.parallelRanges(dx.shape[0] * dx.shape[1] / b) { r in
+        for plane in r {
+            let d = dp + plane * hw * b, g = gp + plane * ohw * b, idx = argmax + plane * ohw * b
+            d.update(repeating: 0, count: hw * b)
+            for o in 0..<ohw { for l in 0..<b { d[Int(idx[o * b + l]) * b + l] += g[o * b + l] } }
+        }
+    }
+    dx.channelBlock = b
+}
