@@ -23,6 +23,8 @@ public final class BatchNorm2d: BlockedLayoutLayer {
     package var acceptsBlocked: Bool { true }
     package var mayEmitBlocked = false
     private var edge = OutputEdge()
+    /// Whether the last forward applied the following ReLU (see `forward(_:then:)`).
+    private var fusedReLU = false
 
     public init(_ channels: Int, momentum: Float = 0.1, eps: Float = 1e-5) {
         self.channels = channels
@@ -63,64 +65,69 @@ public final class BatchNorm2d: BlockedLayoutLayer {
         return input
     }
 
-    public func forward(_ x: Tensor) -> Tensor {
+    public func forward(_ x: Tensor) -> Tensor { run(x, relu: false, mayEmitBlocked: mayEmitBlocked) }
+
+    /// `relu(self(x))` in one pass, in place of this layer's forward followed by `relu`'s
+    /// (which the caller then skips, in backward too: `backward` takes the gradient of the
+    /// ReLU's output). The output's layout follows `relu.mayEmitBlocked`.
+    package func forward(_ x: Tensor, then relu: ReLU) -> Tensor { run(x, relu: true, mayEmitBlocked: relu.mayEmitBlocked) }
+
+    private func run(_ x: Tensor, relu: Bool, mayEmitBlocked: Bool) -> Tensor {
         let profileStart = WorkProfile.start()
         defer { WorkProfile.stop(.batchNorm, since: profileStart) }
         _ = outputShape(for: x.shape)
         let y = outputs.get(x.shape)
         input = x
+        fusedReLU = relu
         if isTraining { numBatchesTracked.value += 1 }
         y.channelBlock = x.channelBlock
         if x.channelBlock != 0 {
             blockedBatchNormForward(x: x, gamma: weight.value, beta: bias.value, runningMean: runningMean,
                                     runningVar: runningVar, training: isTraining, momentum: momentum, eps: eps, y: y,
-                                    savedMean: savedMean, savedInvStd: savedInvStd, group: isTraining ? group : nil)
-            return edge.output(y, mayEmitBlocked: mayEmitBlocked)
-        }
-        if isTraining, let group {
+                                    savedMean: savedMean, savedInvStd: savedInvStd, group: isTraining ? group : nil,
+                                    relu: relu)
+        } else if isTraining, let group {
             batchNormForwardSynced(x: x, gamma: weight.value, beta: bias.value, runningMean: runningMean,
                                    runningVar: runningVar, momentum: momentum, eps: eps, y: y, savedMean: savedMean,
-                                   savedInvStd: savedInvStd, group: group)
-            return edge.output(y, mayEmitBlocked: mayEmitBlocked)
+                                   savedInvStd: savedInvStd, group: group, relu: relu)
+        } else {
+            batchNormForward(x: x, gamma: weight.value, beta: bias.value, runningMean: runningMean,
+                             runningVar: runningVar, training: isTraining, momentum: momentum, eps: eps, y: y,
+                             savedMean: savedMean, savedInvStd: savedInvStd, relu: relu)
         }
-        batchNormForward(x: x, gamma: weight.value, beta: bias.value, runningMean: runningMean,
-                         runningVar: runningVar, training: isTraining, momentum: momentum, eps: eps, y: y,
-                         savedMean: savedMean, savedInvStd: savedInvStd)
         return edge.output(y, mayEmitBlocked: mayEmitBlocked)
     }
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
         let profileStart = WorkProfile.start()
         defer { WorkProfile.stop(.batchNorm, since: profileStart) }
-        guard let x = input else { preconditionFailure("BatchNorm2d.backward before forward") }
+        guard let x = input, let y = outputs.last else { preconditionFailure("BatchNorm2d.backward before forward") }
         let gradOutput = edge.gradient(gradOutput)
         let dx = gradInputs.get(x.shape)
         dx.channelBlock = x.channelBlock
-        if x.channelBlock != 0 {
-            if isTraining {
-                blockedBatchNormBackward(x: x, gamma: weight.value, savedMean: savedMean, savedInvStd: savedInvStd,
-                                         gradOutput: gradOutput, gradInput: dx, gradGamma: weight.grad,
-                                         gradBeta: bias.grad, group: group)
-            } else {
+        let reluOutput = fusedReLU ? y : nil
+        if !isTraining {
+            if x.channelBlock != 0 {
                 blockedBatchNormBackwardEval(gamma: weight.value, runningVar: runningVar, eps: eps,
-                                             gradOutput: gradOutput, gradInput: dx)
-                weight.grad.zero()
-                bias.grad.zero()
+                                             gradOutput: gradOutput, gradInput: dx, reluOutput: reluOutput)
+            } else {
+                batchNormBackwardEval(gamma: weight.value, runningVar: runningVar, eps: eps, gradOutput: gradOutput,
+                                      gradInput: dx, reluOutput: reluOutput)
             }
-            return dx
-        }
-        if isTraining, let group {
-            batchNormBackwardSynced(x: x, gamma: weight.value, savedMean: savedMean, savedInvStd: savedInvStd,
-                                    gradOutput: gradOutput, gradInput: dx, gradGamma: weight.grad, gradBeta: bias.grad,
-                                    group: group)
-        } else if isTraining {
-            batchNormBackward(x: x, gamma: weight.value, savedMean: savedMean, savedInvStd: savedInvStd,
-                              gradOutput: gradOutput, gradInput: dx, gradGamma: weight.grad, gradBeta: bias.grad)
-        } else {
-            batchNormBackwardEval(gamma: weight.value, runningVar: runningVar, eps: eps, gradOutput: gradOutput,
-                                  gradInput: dx)
             weight.grad.zero()
             bias.grad.zero()
+        } else if x.channelBlock != 0 {
+            blockedBatchNormBackward(x: x, gamma: weight.value, savedMean: savedMean, savedInvStd: savedInvStd,
+                                     gradOutput: gradOutput, gradInput: dx, gradGamma: weight.grad,
+                                     gradBeta: bias.grad, group: group, reluOutput: reluOutput)
+        } else if let group {
+            batchNormBackwardSynced(x: x, gamma: weight.value, savedMean: savedMean, savedInvStd: savedInvStd,
+                                    gradOutput: gradOutput, gradInput: dx, gradGamma: weight.grad, gradBeta: bias.grad,
+                                    group: group, reluOutput: reluOutput)
+        } else {
+            batchNormBackward(x: x, gamma: weight.value, savedMean: savedMean, savedInvStd: savedInvStd,
+                              gradOutput: gradOutput, gradInput: dx, gradGamma: weight.grad, gradBeta: bias.grad,
+                              reluOutput: reluOutput)
         }
         return dx
     }

@@ -110,12 +110,15 @@ public final class Sequential: BlockedLayoutLayer {
     }
     /// Per layer, the layout of its input when `forward` converted it to NCHW (-1: not converted).
     private var convertedFrom: [Int]
+    /// Per layer, whether the last forward skipped it: a ReLU applied by the batch norm before it.
+    private var fusedIntoPrevious: [Bool]
     private var conversions: [LayoutConverter], gradConversions: [LayoutConverter]
     private var edge = OutputEdge()
 
     public init(_ layers: [(String, any Layer)]) {
         self.layers = layers
         convertedFrom = Array(repeating: -1, count: layers.count)
+        fusedIntoPrevious = Array(repeating: false, count: layers.count)
         conversions = Array(repeating: LayoutConverter(), count: layers.count)
         gradConversions = conversions
         // Each layer may hand blocked activations to the next when that one takes them.
@@ -159,6 +162,7 @@ public final class Sequential: BlockedLayoutLayer {
         }
         var h = x
         var i = 0
+        for j in fusedIntoPrevious.indices { fusedIntoPrevious[j] = false }
         while i < layers.count {
             h = input(h, for: i)
             // At inference a pruned conv followed by batch norm (and ReLU) runs as one pass.
@@ -171,6 +175,14 @@ public final class Sequential: BlockedLayoutLayer {
                     continue
                 }
             }
+            // Batch norm followed by ReLU runs as one pass.
+            if let bn = layers[i].1 as? BatchNorm2d, i + 1 < layers.count, let relu = layers[i + 1].1 as? ReLU {
+                h = bn.forward(h, then: relu)
+                fusedIntoPrevious[i + 1] = true
+                convertedFrom[i + 1] = -1
+                i += 2
+                continue
+            }
             h = layers[i].1.forward(h)
             i += 1
         }
@@ -180,7 +192,7 @@ public final class Sequential: BlockedLayoutLayer {
     public func backward(_ gradOutput: Tensor) -> Tensor {
         var g = edge.gradient(gradOutput)
         for (i, (_, l)) in layers.enumerated().reversed() {
-            g = l.backward(g)
+            if !fusedIntoPrevious[i] { g = l.backward(g) }
             childBackwardDone?(l)
             if convertedFrom[i] > 0 { g = gradConversions[i].converted(g, to: convertedFrom[i]) }
         }

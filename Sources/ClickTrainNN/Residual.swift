@@ -117,7 +117,7 @@ public final class BasicBlock: BlockedLayoutLayer {
     /// blocks shares, so that a stage's activations stay in the cache (see `Sequential`).
     func forward(_ x: Tensor, output: Tensor?, inner innerBuffer: Tensor?) -> Tensor {
         // At inference pruned convs fold their batch norm (and ReLU) into one pass.
-        let inner = conv1.forwardFolding(x, bn1, relu: true, into: innerBuffer) ?? relu(bn1(conv1(x)))
+        let inner = conv1.forwardFolding(x, bn1, relu: true, into: innerBuffer) ?? bn1.forward(conv1(x), then: relu)
         if !conv2.isTraining {
             // Inference on pattern kernels: the residual add and ReLU ride on conv2's copy-out.
             let short = shortcut?.forward(x) ?? x
@@ -131,7 +131,8 @@ public final class BasicBlock: BlockedLayoutLayer {
     public func backward(_ gradOutput: Tensor) -> Tensor {
         let g = join.backward(gradOutput)
         let gMain = join.mainGradient(g), gShort = join.shortcutGradient(g)
-        let dMain = conv1.backward(bn1.backward(relu.backward(conv2.backward(bn2.backward(gMain)))))
+        // bn1's backward covers the ReLU after it (fused in forward).
+        let dMain = conv1.backward(bn1.backward(conv2.backward(bn2.backward(gMain))))
         if !needsInputGradient {
             _ = shortcut?.backward(gShort)
             return dMain
@@ -179,16 +180,17 @@ public final class Bottleneck: Layer {
     }
 
     public func forward(_ x: Tensor) -> Tensor {
-        let mid = relu1(bn1(conv1(x)))
-        let main = bn3(conv3(conv2.forwardFolding(mid, bn2, relu: true) ?? relu2(bn2(conv2(mid)))))
+        let mid = bn1.forward(conv1(x), then: relu1)
+        let main = bn3(conv3(conv2.forwardFolding(mid, bn2, relu: true) ?? bn2.forward(conv2(mid), then: relu2)))
         return join.forward(main, downsample?.forward(x) ?? x, mayEmitBlocked: false)
     }
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
         let g = join.backward(gradOutput)
         var d = conv3.backward(bn3.backward(g))
-        d = conv2.backward(bn2.backward(relu2.backward(d)))
-        d = conv1.backward(bn1.backward(relu1.backward(d)))
+        // The batch norms' backward cover the ReLUs after them (fused in forward).
+        d = conv2.backward(bn2.backward(d))
+        d = conv1.backward(bn1.backward(d))
         if !needsInputGradient {
             _ = downsample?.backward(g)
             return d

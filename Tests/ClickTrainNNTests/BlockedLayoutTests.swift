@@ -61,6 +61,38 @@ struct BlockedLayoutTests {
         for (a, r) in zip(blk.dg + blk.db + blk.mean, ref.dg + ref.db + ref.mean) { #expect(abs(a - r) <= 1e-4 * max(1, abs(r))) }
     }
 
+    /// Batch norm with the following ReLU in one pass gives what the two layers give, in
+    /// both layouts (NCHW bit for bit), training and evaluation.
+    @Test(arguments: [(0, true), (0, false), (8, true), (8, false)])
+    func batchNormWithReLUMatchesTheTwoLayers(_ block: Int, _ training: Bool) throws {
+        let c = 16
+        let x0 = Reference.random([3, c, 5, 7], seed: 12, scale: 2), dy0 = Reference.random(x0.shape, seed: 13)
+        let b = block == 0 ? 0 : try #require(ChannelBlocking.size)
+        var conv = LayoutConverter()
+        let x = b == 0 ? x0 : conv.converted(x0, to: b).clone(), dy = b == 0 ? dy0 : conv.converted(dy0, to: b).clone()
+        func layers() -> (BatchNorm2d, ReLU) {
+            let bn = BatchNorm2d(c), relu = ReLU()
+            for i in 0..<c { bn.bias.value[i] = Float(i % 3) * 0.3 - 0.3 }
+            bn.isTraining = training
+            bn.mayEmitBlocked = true
+            relu.mayEmitBlocked = true
+            return (bn, relu)
+        }
+        let (bn1, relu1) = layers(), (bn2, relu2) = layers()
+        let ySeparate = relu1.forward(bn1.forward(x)).array
+        let dxSeparate = bn1.backward(relu1.backward(dy)).array
+        let yFused = bn2.forward(x, then: relu2).array
+        let dxFused = bn2.backward(dy).array
+        if b == 0 {
+            #expect(yFused == ySeparate && dxFused == dxSeparate)
+            #expect(bn2.weight.grad.array == bn1.weight.grad.array && bn2.bias.grad.array == bn1.bias.grad.array)
+        } else {
+            #expect(zip(yFused, ySeparate).allSatisfy { abs($0 - $1) <= 1e-6 })
+            #expect(zip(dxFused, dxSeparate).allSatisfy { abs($0 - $1) <= 1e-5 })
+        }
+        #expect(ySeparate.contains(0) && ySeparate.contains { $0 > 0 })
+    }
+
     @Test func poolingMatchesNCHW() throws {
         let b = try #require(ChannelBlocking.size)
         let x = Reference.random([2, b, 6, 8], seed: 4)

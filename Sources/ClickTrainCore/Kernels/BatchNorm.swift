@@ -2,10 +2,11 @@
 ///
 /// Training: normalise with the batch statistics, save mean and 1/σ for backward,
 /// and update the running statistics as PyTorch does (momentum 0.1, unbiased
-/// variance). Evaluation: normalise with the running statistics.
+/// variance). Evaluation: normalise with the running statistics. With `relu`, `y` gets
+/// max(·, 0) of the result (batch norm and a following ReLU in one pass).
 package func batchNormForward(
     x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,
-    training: Bool, momentum: Float, eps: Float, y: Tensor, savedMean: Tensor, savedInvStd: Tensor
+    training: Bool, momentum: Float, eps: Float, y: Tensor, savedMean: Tensor, savedInvStd: Tensor, relu: Bool = false
 ) {
     let n = x.shape[0], c = x.shape[1], hw = x.count / max(n * c, 1)
     let m = n * hw
@@ -35,39 +36,47 @@ package func batchNormForward(
                 mean = runningMean.data[ch]
                 invStd = 1 / (runningVar.data[ch] + eps).squareRoot()
             }
-            normalizeChannel(ch, x: xp, y: yp, n: n, c: c, hw: hw, mean: mean, invStd: invStd, gamma: gamma, beta: beta)
+            normalizeChannel(ch, x: xp, y: yp, n: n, c: c, hw: hw, mean: mean, invStd: invStd, gamma: gamma, beta: beta,
+                             relu: relu)
         }
     }
 }
 
-/// `y = γ·(x − mean)·invStd + β` over one channel of an NCHW tensor.
+/// `y = γ·(x − mean)·invStd + β` over one channel of an NCHW tensor, then max(·, 0) when `relu`.
 @inline(__always)
 private func normalizeChannel(_ ch: Int, x xp: UnsafeMutablePointer<Float>, y yp: UnsafeMutablePointer<Float>,
-                              n: Int, c: Int, hw: Int, mean: Float, invStd: Float, gamma: Tensor, beta: Tensor) {
+                              n: Int, c: Int, hw: Int, mean: Float, invStd: Float, gamma: Tensor, beta: Tensor,
+                              relu: Bool) {
     let scale = gamma.data[ch] * invStd
     let shift = beta.data[ch] - mean * scale
     for b in 0..<n {
         let p = xp + (b * c + ch) * hw, q = yp + (b * c + ch) * hw
-        for i in 0..<hw { q[i] = p[i] * scale + shift }
+        if relu {
+            for i in 0..<hw { q[i] = max(p[i] * scale + shift, 0) }
+        } else {
+            for i in 0..<hw { q[i] = p[i] * scale + shift }
+        }
     }
 }
 
 /// Batch-norm backward in training mode (batch statistics):
 /// `dx = γ/σ · (dy − mean(dy) − x̂ · mean(dy · x̂))`, `dγ = Σ dy · x̂`, `dβ = Σ dy`.
-/// Gradients are overwritten.
+/// Gradients are overwritten. With `reluOutput` (the forward ran with `relu`), `dy` is the
+/// gradient of the ReLU's output and is zero where that output is not positive.
 package func batchNormBackward(
     x: Tensor, gamma: Tensor, savedMean: Tensor, savedInvStd: Tensor, gradOutput dy: Tensor,
-    gradInput dx: Tensor, gradGamma: Tensor, gradBeta: Tensor
+    gradInput dx: Tensor, gradGamma: Tensor, gradBeta: Tensor, reluOutput: Tensor? = nil
 ) {
     let n = x.shape[0], c = x.shape[1], hw = x.count / max(n * c, 1)
     let m = Float(n * hw)
-    let xp = x.data, dyp = dy.data, dxp = dx.data
+    let xp = x.data, dyp = dy.data, dxp = dx.data, yp = reluOutput?.data
     Threads.parallelRanges(c) { range in
         for ch in range {
             let mean = savedMean.data[ch], invStd = savedInvStd.data[ch]
             var sdy = 0.0, sdyx = 0.0
             for b in 0..<n {
-                let (a1, a2) = vectorSumAndDot(dyp + (b * c + ch) * hw, xp + (b * c + ch) * hw, hw, xMinus: mean)
+                let off = (b * c + ch) * hw
+                let (a1, a2) = vectorSumAndDot(dyp + off, xp + off, hw, xMinus: mean, mask: yp.map { $0 + off })
                 sdy += Double(a1)
                 sdyx += Double(a2)
             }
@@ -78,24 +87,42 @@ package func batchNormBackward(
             let meanDy = dbeta / m
             let coef = dgamma / m * invStd  // mean(dy·x̂) / σ
             for b in 0..<n {
-                let p = xp + (b * c + ch) * hw, g = dyp + (b * c + ch) * hw, o = dxp + (b * c + ch) * hw
-                for i in 0..<hw { o[i] = k * (g[i] - meanDy - (p[i] - mean) * coef) }
+                let off = (b * c + ch) * hw
+                applyBackward(x: xp + off, dy: dyp + off, mask: yp.map { $0 + off }, dx: dxp + off, hw, k: k,
+                              meanDy: meanDy, mean: mean, coef: coef)
             }
         }
     }
 }
 
+/// `dx = k·(dy − meanDy − (x − mean)·coef)` over `count` values, `dy` zero where `mask` is
+/// given and not positive.
+@inline(__always)
+private func applyBackward(x p: UnsafeMutablePointer<Float>, dy g: UnsafeMutablePointer<Float>, mask: UnsafeMutablePointer<Float>?,
+                           dx o: UnsafeMutablePointer<Float>, _ count: Int, k: Float, meanDy: Float, mean: Float, coef: Float) {
+    if let y = mask {
+        for i in 0..<count { o[i] = k * ((y[i] > 0 ? g[i] : 0) - meanDy - (p[i] - mean) * coef) }
+    } else {
+        for i in 0..<count { o[i] = k * (g[i] - meanDy - (p[i] - mean) * coef) }
+    }
+}
+
 /// Batch-norm backward in evaluation mode (running statistics are constants):
 /// `dx = dy · γ / sqrt(running_var + eps)`. Used for fine-tuning with frozen statistics
-/// and by gradient checks.
+/// and by gradient checks. `reluOutput` as in `batchNormBackward`.
 package func batchNormBackwardEval(gamma: Tensor, runningVar: Tensor, eps: Float, gradOutput dy: Tensor,
-                                  gradInput dx: Tensor) {
+                                  gradInput dx: Tensor, reluOutput: Tensor? = nil) {
     let n = dy.shape[0], c = dy.shape[1], hw = dy.count / max(n * c, 1)
     for b in 0..<n {
         for ch in 0..<c {
             let k = gamma.data[ch] / (runningVar.data[ch] + eps).squareRoot()
-            let g = dy.data + (b * c + ch) * hw, o = dx.data + (b * c + ch) * hw
-            for i in 0..<hw { o[i] = g[i] * k }
+            let off = (b * c + ch) * hw
+            let g = dy.data + off, o = dx.data + off
+            if let y = reluOutput?.data {
+                for i in 0..<hw { o[i] = (y[off + i] > 0 ? g[i] : 0) * k }
+            } else {
+                for i in 0..<hw { o[i] = g[i] * k }
+            }
         }
     }
 }
@@ -106,7 +133,7 @@ package func batchNormBackwardEval(gamma: Tensor, runningVar: Tensor, eps: Float
 /// squared deviations from the global mean.
 package func batchNormForwardSynced(
     x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor, momentum: Float, eps: Float,
-    y: Tensor, savedMean: Tensor, savedInvStd: Tensor, group: any ProcessGroup
+    y: Tensor, savedMean: Tensor, savedInvStd: Tensor, group: any ProcessGroup, relu: Bool = false
 ) {
     let n = x.shape[0], c = x.shape[1], hw = x.count / max(n * c, 1)
     let xp = x.data, yp = y.data
@@ -145,7 +172,8 @@ package func batchNormForwardSynced(
             runningMean.data[ch] = (1 - momentum) * runningMean.data[ch] + momentum * mean
             runningVar.data[ch] = (1 - momentum) * runningVar.data[ch] + momentum * Float(unbiased)
             savedInvStd.data[ch] = invStd
-            normalizeChannel(ch, x: xp, y: yp, n: n, c: c, hw: hw, mean: mean, invStd: invStd, gamma: gamma, beta: beta)
+            normalizeChannel(ch, x: xp, y: yp, n: n, c: c, hw: hw, mean: mean, invStd: invStd, gamma: gamma, beta: beta,
+                             relu: relu)
         }
     }
 }
@@ -155,10 +183,10 @@ package func batchNormForwardSynced(
 /// sums, which the gradient exchange then averages like every other parameter gradient.
 package func batchNormBackwardSynced(
     x: Tensor, gamma: Tensor, savedMean: Tensor, savedInvStd: Tensor, gradOutput dy: Tensor,
-    gradInput dx: Tensor, gradGamma: Tensor, gradBeta: Tensor, group: any ProcessGroup
+    gradInput dx: Tensor, gradGamma: Tensor, gradBeta: Tensor, group: any ProcessGroup, reluOutput: Tensor? = nil
 ) {
     let n = x.shape[0], c = x.shape[1], hw = x.count / max(n * c, 1)
-    let xp = x.data, dyp = dy.data, dxp = dx.data
+    let xp = x.data, dyp = dy.data, dxp = dx.data, yp = reluOutput?.data
     var sums = [Double](repeating: 0, count: 2 * c + 1)
     sums[2 * c] = Double(n * hw)
     sums.withUnsafeMutableBufferPointer { s in
@@ -168,7 +196,8 @@ package func batchNormBackwardSynced(
                 let mean = savedMean.data[ch]
                 var sdy = 0.0, sdyx = 0.0
                 for b in 0..<n {
-                    let (a1, a2) = vectorSumAndDot(dyp + (b * c + ch) * hw, xp + (b * c + ch) * hw, hw, xMinus: mean)
+                    let off = (b * c + ch) * hw
+                    let (a1, a2) = vectorSumAndDot(dyp + off, xp + off, hw, xMinus: mean, mask: yp.map { $0 + off })
                     sdy += Double(a1)
                     sdyx += Double(a2)
                 }
@@ -188,8 +217,9 @@ package func batchNormBackwardSynced(
             let meanDy = Float(sums[2 * ch]) / m
             let coef = Float(sums[2 * ch + 1]) * invStd / m * invStd
             for b in 0..<n {
-                let p = xp + (b * c + ch) * hw, g = dyp + (b * c + ch) * hw, o = dxp + (b * c + ch) * hw
-                for i in 0..<hw { o[i] = k * (g[i] - meanDy - (p[i] - mean) * coef) }
+                let off = (b * c + ch) * hw
+                applyBackward(x: xp + off, dy: dyp + off, mask: yp.map { $0 + off }, dx: dxp + off, hw, k: k,
+                              meanDy: meanDy, mean: mean, coef: coef)
             }
         }
     }

@@ -58,15 +58,24 @@ private func channelSums(_ g: Planes, _ body: (Int, Int) -> (F8, F8)) -> [Double
     return sums
 }
 
-/// `out = in · scale + shift` per channel, over every plane (`in` and `out` may be the same).
+/// `out = in · scale + shift` per channel over every plane, then max(·, 0) when `relu`;
+/// `in` taken as 0 where `mask` is given and not positive.
 private func scaleShift(_ g: Planes, _ src: UnsafeMutablePointer<Float>, _ dst: UnsafeMutablePointer<Float>,
-                        scale: [Float], shift: [Float]) {
+                        scale: [Float], shift: [Float], relu: Bool = false, mask: UnsafeMutablePointer<Float>? = nil) {
+    let zero = F8()
     Threads.parallelRanges(g.count) { r in
         for plane in r {
             for h in 0..<(g.block / 8) {
                 let s = g.lanes(scale, plane, h), t = g.lanes(shift, plane, h)
-                let p = src + plane * g.size + h * 8, q = dst + plane * g.size + h * 8
-                for i in 0..<g.hw { store(load(p + i * g.block) * s + t, q + i * g.block) }
+                let off = plane * g.size + h * 8
+                let p = src + off, q = dst + off
+                for i in 0..<g.hw {
+                    var v = load(p + i * g.block)
+                    if let mask { v.replace(with: zero, where: .!(load(mask + off + i * g.block) .> zero)) }
+                    v = v * s + t
+                    if relu { v.replace(with: zero, where: v .< zero) }
+                    store(v, q + i * g.block)
+                }
             }
         }
     }
@@ -75,7 +84,8 @@ private func scaleShift(_ g: Planes, _ src: UnsafeMutablePointer<Float>, _ dst: 
 /// Training or evaluation forward on blocked `x` (see `batchNormForward`).
 package func blockedBatchNormForward(
     x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor, training: Bool,
-    momentum: Float, eps: Float, y: Tensor, savedMean: Tensor, savedInvStd: Tensor, group: (any ProcessGroup)?
+    momentum: Float, eps: Float, y: Tensor, savedMean: Tensor, savedInvStd: Tensor, group: (any ProcessGroup)?,
+    relu: Bool = false
 ) {
     let g = Planes(x), c = x.shape[1], xp = x.data
     var mean = [Float](repeating: 0, count: c), invStd = [Float](repeating: 0, count: c)
@@ -119,28 +129,35 @@ package func blockedBatchNormForward(
         scale[ch] = gamma.data[ch] * invStd[ch]
         shift[ch] = beta.data[ch] - mean[ch] * scale[ch]
     }
-    scaleShift(g, xp, y.data, scale: scale, shift: shift)
+    scaleShift(g, xp, y.data, scale: scale, shift: shift, relu: relu)
     y.channelBlock = x.channelBlock
 }
 
 /// Training backward on blocked tensors (see `batchNormBackward`; with a `group`, the
 /// means in `dx` are over all ranks and `dγ`, `dβ` are this rank's, as
-/// `batchNormBackwardSynced`).
+/// `batchNormBackwardSynced`). `reluOutput` as in `batchNormBackward`.
 package func blockedBatchNormBackward(
     x: Tensor, gamma: Tensor, savedMean: Tensor, savedInvStd: Tensor, gradOutput dy: Tensor, gradInput dx: Tensor,
-    gradGamma: Tensor, gradBeta: Tensor, group: (any ProcessGroup)?
+    gradGamma: Tensor, gradBeta: Tensor, group: (any ProcessGroup)?, reluOutput: Tensor? = nil
 ) {
     precondition(dy.channelBlock == x.channelBlock, "batch norm backward: gradient and input layouts differ")
-    let g = Planes(x), c = x.shape[1], xp = x.data, gp = dy.data
+    let g = Planes(x), c = x.shape[1], xp = x.data, gp = dy.data, yp = reluOutput?.data
+    let zero = F8()
+    /// The incoming gradient at `off`, zero where the ReLU output is not positive.
+    @inline(__always) func grad(_ off: Int) -> F8 {
+        var d = load(gp + off)
+        if let yp { d.replace(with: zero, where: .!(load(yp + off) .> zero)) }
+        return d
+    }
     let mean = Array(UnsafeBufferPointer(start: savedMean.data, count: c))
     let invStd = Array(UnsafeBufferPointer(start: savedInvStd.data, count: c))
     var sums = channelSums(g) { plane, h in
-        let p = xp + plane * g.size + h * 8, q = gp + plane * g.size + h * 8, m = g.lanes(mean, plane, h)
+        let base = plane * g.size + h * 8, m = g.lanes(mean, plane, h)
         var a = F8(), b = F8()
         for i in 0..<g.hw {
-            let d = load(q + i * g.block)
+            let d = grad(base + i * g.block)
             a += d
-            b.addProduct(d, load(p + i * g.block) - m)
+            b.addProduct(d, load(xp + base + i * g.block) - m)
         }
         return (a, b)
     }
@@ -168,10 +185,9 @@ package func blockedBatchNormBackward(
                 let kv = g.lanes(k, plane, h), md = g.lanes(meanDy, plane, h), cv = g.lanes(coef, plane, h)
                 let mv = g.lanes(mean, plane, h)
                 let off = plane * g.size + h * 8
-                let p = xp + off, q = gp + off, o = dp + off
                 for i in 0..<g.hw {
-                    let j = i * g.block
-                    store(kv * (load(q + j) - md - (load(p + j) - mv) * cv), o + j)
+                    let j = off + i * g.block
+                    store(kv * (grad(j) - md - (load(xp + j) - mv) * cv), dp + j)
                 }
             }
         }
@@ -179,12 +195,13 @@ package func blockedBatchNormBackward(
     dx.channelBlock = x.channelBlock
 }
 
-/// Evaluation-mode backward on blocked tensors: `dx = dy · γ / sqrt(running_var + eps)`.
+/// Evaluation-mode backward on blocked tensors: `dx = dy · γ / sqrt(running_var + eps)`
+/// (`reluOutput` as in `batchNormBackward`).
 package func blockedBatchNormBackwardEval(gamma: Tensor, runningVar: Tensor, eps: Float, gradOutput dy: Tensor,
-                                         gradInput dx: Tensor) {
+                                         gradInput dx: Tensor, reluOutput: Tensor? = nil) {
     let c = dy.shape[1]
     var k = [Float](repeating: 0, count: c)
     for ch in 0..<c { k[ch] = gamma.data[ch] / (runningVar.data[ch] + eps).squareRoot() }
-    scaleShift(Planes(dy), dy.data, dx.data, scale: k, shift: [Float](repeating: 0, count: c))
+    scaleShift(Planes(dy), dy.data, dx.data, scale: k, shift: [Float](repeating: 0, count: c), mask: reluOutput?.data)
     dx.channelBlock = dy.channelBlock
 }

@@ -53,23 +53,32 @@ package func vectorSumSquaredDeviation(_ p: UnsafePointer<Float>, _ n: Int, from
     return s
 }
 
-/// (Σ g[i], Σ g[i]·(x[i] - c)).
+/// (Σ g[i], Σ g[i]·(x[i] - c)), with g[i] taken as 0 where `mask[i]` is not positive when a
+/// mask is given (the gradient through a ReLU whose output is `mask`).
 @inlinable
-package func vectorSumAndDot(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int, xMinus c: Float)
-    -> (Float, Float)
+package func vectorSumAndDot(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int, xMinus c: Float,
+                             mask: UnsafePointer<Float>? = nil) -> (Float, Float)
 {
     var a1 = SIMD8<Float>(repeating: 0), a2 = SIMD8<Float>(repeating: 0)
-    let cv = SIMD8<Float>(repeating: c)
+    let cv = SIMD8<Float>(repeating: c), zero = SIMD8<Float>(repeating: 0)
     let gr = UnsafeRawPointer(g), xr = UnsafeRawPointer(x)
     var i = 0
     while i + 8 <= n {
-        let gv = gr.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+        var gv = gr.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+        if let mask {
+            gv.replace(with: zero, where: .!(UnsafeRawPointer(mask).loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self) .> zero))
+        }
         let xv = xr.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self) - cv
         a1 += gv
         a2.addProduct(gv, xv)
         i += 8
     }
     var s1 = a1.sum(), s2 = a2.sum()
-    while i < n { s1 += g[i]; s2 += g[i] * (x[i] - c); i += 1 }
+    while i < n {
+        let gi = mask.map { $0[i] > 0 ? g[i] : 0 } ?? g[i]
+        s1 += gi
+        s2 += gi * (x[i] - c)
+        i += 1
+    }
     return (s1, s2)
 }
