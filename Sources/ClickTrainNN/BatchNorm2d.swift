@@ -119,7 +119,7 @@ public final class BatchNorm2d: BlockedLayoutLayer {
         } else if x.channelBlock != 0 {
             blockedBatchNormBackward(x: x, gamma: weight.value, savedMean: savedMean, savedInvStd: savedInvStd,
                                      gradOutput: gradOutput, gradInput: dx, gradGamma: weight.grad,
-                                     gradBeta: bias.grad, group: group, reluOutput: reluOutput)
+                                     gradBeta: bias.grad, group: group, reluBeta: fusedReLU ? bias.value : nil)
         } else if let group {
             batchNormBackwardSynced(x: x, gamma: weight.value, savedMean: savedMean, savedInvStd: savedInvStd,
                                     gradOutput: gradOutput, gradInput: dx, gradGamma: weight.grad, gradBeta: bias.grad,

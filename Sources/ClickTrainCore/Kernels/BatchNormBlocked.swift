@@ -30,9 +30,11 @@ private struct Planes {
 }
 
 /// Per-channel sums of two quantities, `body(plane, half)` giving one plane's eight lanes
-/// of each, as [first sums (C), second sums (C)] in Double.
+/// of each, as [first sums (C), second sums (C)] in Double. With `moments`, the body gives a
+/// plane's sum and its squared deviations from the plane's mean, and the second results are
+/// each channel's squared deviations from its mean over all planes (Chan's combination).
 @inline(__always)
-private func channelSums(_ g: Planes, _ body: (Int, Int) -> (F8, F8)) -> [Double] {
+private func channelSums(_ g: Planes, moments: Bool = false, _ body: (Int, Int) -> (F8, F8)) -> [Double] {
     let c = g.blocks * g.block
     var partial = [Float](repeating: 0, count: g.count * 2 * g.block)
     partial.withUnsafeMutableBufferPointer { pp in
@@ -52,7 +54,17 @@ private func channelSums(_ g: Planes, _ body: (Int, Int) -> (F8, F8)) -> [Double
         let ch0 = (plane % g.blocks) * g.block
         for l in 0..<g.block {
             sums[ch0 + l] += Double(partial[plane * 2 * g.block + l])
-            sums[c + ch0 + l] += Double(partial[plane * 2 * g.block + g.block + l])
+            if !moments { sums[c + ch0 + l] += Double(partial[plane * 2 * g.block + g.block + l]) }
+        }
+    }
+    if moments {
+        let hw = Double(g.hw), count = Double(g.n) * hw
+        for plane in 0..<g.count {
+            let ch0 = (plane % g.blocks) * g.block
+            for l in 0..<g.block {
+                let d = Double(partial[plane * 2 * g.block + l]) / hw - sums[ch0 + l] / count
+                sums[c + ch0 + l] += Double(partial[plane * 2 * g.block + g.block + l]) + hw * d * d
+            }
         }
     }
     return sums
@@ -90,27 +102,34 @@ package func blockedBatchNormForward(
     let g = Planes(x), c = x.shape[1], xp = x.data
     var mean = [Float](repeating: 0, count: c), invStd = [Float](repeating: 0, count: c)
     if training {
-        var sums = channelSums(g) { plane, h in
+        // One pass over memory: each plane's sum, then (from the cache) its squared
+        // deviations from its own mean; combined per channel in Double.
+        var sums = channelSums(g, moments: true) { plane, h in
             let p = xp + plane * g.size + h * 8
             var a = F8(), b = F8()
             var i = 0
             while i + 1 < g.hw { a += load(p + i * g.block); b += load(p + (i + 1) * g.block); i += 2 }
             if i < g.hw { a += load(p + i * g.block) }
-            return (a + b, F8())
+            let sum = a + b, m = sum / Float(g.hw)
+            var q = F8()
+            for i in 0..<g.hw { let d = load(p + i * g.block) - m; q.addProduct(d, d) }
+            return (sum, q)
         }
-        sums[c] = Double(g.n * g.hw)
-        if let group { sums.withUnsafeMutableBufferPointer { group.allreduceSum(UnsafeMutableBufferPointer(rebasing: $0[0...c])) } }
-        let count = sums[c]
+        var count = Double(g.n * g.hw)
+        if let group {
+            // Over the ranks: Σ x² = Σ (deviations + sum² / count) per rank.
+            var all = sums + [count]
+            for ch in 0..<c { all[c + ch] += sums[ch] * sums[ch] / count }
+            all.withUnsafeMutableBufferPointer { group.allreduceSum($0) }
+            count = all[2 * c]
+            for ch in 0..<c {
+                sums[ch] = all[ch]
+                sums[c + ch] = max(all[c + ch] - all[ch] * all[ch] / count, 0)
+            }
+        }
         for ch in 0..<c { mean[ch] = Float(sums[ch] / count) }
-        var sq = channelSums(g) { plane, h in
-            let p = xp + plane * g.size + h * 8, m = g.lanes(mean, plane, h)
-            var a = F8()
-            for i in 0..<g.hw { let d = load(p + i * g.block) - m; a.addProduct(d, d) }
-            return (a, F8())
-        }
-        if let group { sq.withUnsafeMutableBufferPointer { group.allreduceSum(UnsafeMutableBufferPointer(rebasing: $0[0..<c])) } }
         for ch in 0..<c {
-            let varBiased = sq[ch] / count
+            let varBiased = sums[c + ch] / count
             invStd[ch] = Float(1.0 / (varBiased + Double(eps)).squareRoot())
             let unbiased = count > 1 ? varBiased * count / (count - 1) : varBiased
             runningMean.data[ch] = (1 - momentum) * runningMean.data[ch] + momentum * mean[ch]
@@ -135,27 +154,38 @@ package func blockedBatchNormForward(
 
 /// Training backward on blocked tensors (see `batchNormBackward`; with a `group`, the
 /// means in `dx` are over all ranks and `dγ`, `dβ` are this rank's, as
-/// `batchNormBackwardSynced`). `reluOutput` as in `batchNormBackward`.
+/// `batchNormBackwardSynced`). With `reluBeta` (the forward applied ReLU; β of that
+/// forward) the gradient is zero where the forward's pre-ReLU output x·scale + shift was not
+/// positive: recomputed from `x` with the forward's own operations, so the mask is the one
+/// the ReLU applied, without reading the output.
 package func blockedBatchNormBackward(
     x: Tensor, gamma: Tensor, savedMean: Tensor, savedInvStd: Tensor, gradOutput dy: Tensor, gradInput dx: Tensor,
-    gradGamma: Tensor, gradBeta: Tensor, group: (any ProcessGroup)?, reluOutput: Tensor? = nil
+    gradGamma: Tensor, gradBeta: Tensor, group: (any ProcessGroup)?, reluBeta: Tensor? = nil
 ) {
     precondition(dy.channelBlock == x.channelBlock, "batch norm backward: gradient and input layouts differ")
-    let g = Planes(x), c = x.shape[1], xp = x.data, gp = dy.data, yp = reluOutput?.data
+    let g = Planes(x), c = x.shape[1], xp = x.data, gp = dy.data, relu = reluBeta != nil
     let zero = F8()
-    /// The incoming gradient at `off`, zero where the ReLU output is not positive.
-    @inline(__always) func grad(_ off: Int) -> F8 {
-        var d = load(gp + off)
-        if let yp { d.replace(with: zero, where: .!(load(yp + off) .> zero)) }
-        return d
-    }
     let mean = Array(UnsafeBufferPointer(start: savedMean.data, count: c))
     let invStd = Array(UnsafeBufferPointer(start: savedInvStd.data, count: c))
+    var scale = [Float](repeating: 0, count: c), shift = scale
+    if let beta = reluBeta {
+        for ch in 0..<c {
+            scale[ch] = gamma.data[ch] * invStd[ch]
+            shift[ch] = beta.data[ch] - mean[ch] * scale[ch]
+        }
+    }
+    /// The incoming gradient at `off`, zero where the ReLU's input was not positive.
+    @inline(__always) func grad(_ off: Int, _ s: F8, _ t: F8) -> F8 {
+        var d = load(gp + off)
+        if relu { d.replace(with: zero, where: .!(load(xp + off) * s + t .> zero)) }
+        return d
+    }
     var sums = channelSums(g) { plane, h in
         let base = plane * g.size + h * 8, m = g.lanes(mean, plane, h)
+        let s = g.lanes(scale, plane, h), t = g.lanes(shift, plane, h)
         var a = F8(), b = F8()
         for i in 0..<g.hw {
-            let d = grad(base + i * g.block)
+            let d = grad(base + i * g.block, s, t)
             a += d
             b.addProduct(d, load(xp + base + i * g.block) - m)
         }
@@ -184,10 +214,11 @@ package func blockedBatchNormBackward(
             for h in 0..<(g.block / 8) {
                 let kv = g.lanes(k, plane, h), md = g.lanes(meanDy, plane, h), cv = g.lanes(coef, plane, h)
                 let mv = g.lanes(mean, plane, h)
+                let s = g.lanes(scale, plane, h), t = g.lanes(shift, plane, h)
                 let off = plane * g.size + h * 8
                 for i in 0..<g.hw {
                     let j = off + i * g.block
-                    store(kv * (grad(j) - md - (load(xp + j) - mv) * cv), dp + j)
+                    store(kv * (grad(j, s, t) - md - (load(xp + j) - mv) * cv), dp + j)
                 }
             }
         }
