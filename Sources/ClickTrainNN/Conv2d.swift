@@ -162,17 +162,21 @@ public final class Conv2d: BlockedLayoutLayer {
         return y
     }
 
-    /// At inference, on the pattern kernels: `bn(conv(x))`, plus `residual` when given,
-    /// then ReLU when `relu`, in one pass, the batch norm folded into the pattern weights
-    /// (scale per filter) and the bias (shift), residual and ReLU applied as tiles are written. nil when it does not apply (training, no
-    /// mask, or the layer runs on oneDNN); the caller then runs the layers one by one.
-    /// `output`, when given, receives the result (shared inference buffers, see
-    /// `Sequential.forward`); otherwise the layer's own buffer does.
+    /// At inference: `bn(conv(x))`, plus `residual` when given, then ReLU when `relu`, in
+    /// one pass, the batch norm folded into the weights (scale per filter) and the bias
+    /// (shift). Pruned (and small) convs run it on the pattern kernels, residual and ReLU
+    /// applied as tiles are written; the others on oneDNN with the residual and ReLU as
+    /// post-ops, the output blocked when `emitBlocked`. nil when it does not apply
+    /// (training, batch norm in training mode, folding off); the caller then runs the
+    /// layers one by one. `output`, when given, receives the result (shared inference
+    /// buffers, see `Sequential.forward`); otherwise the layer's own buffer does.
     package func forwardFolding(_ x: Tensor, _ bn: BatchNorm2d, relu: Bool, residual: Tensor? = nil,
-                               into output: Tensor? = nil) -> Tensor? {
+                               into output: Tensor? = nil, emitBlocked: Bool = false) -> Tensor? {
         let t0 = DispatchTime.now().uptimeNanoseconds
-        guard let f = folded(for: x.shape, bn) else { return nil }
         defer { forwardSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 }
+        guard let f = folded(for: x.shape, bn) else {
+            return denseFolding(x, bn, relu: relu, residual: residual, into: output, emitBlocked: emitBlocked)
+        }
         let g = geometry(for: x.shape)
         precondition(output == nil || output!.shape == g.outputShape, "forwardFolding: output buffer shape")
         let y = output ?? outputs.get(g.outputShape)
@@ -224,6 +228,44 @@ public final class Conv2d: BlockedLayoutLayer {
         }
         patternCache = (mask, pw)
         return (k, pw)
+    }
+
+    private struct FoldKey: Hashable {
+        var geometry: ConvGeometry, srcBlock: Int, dstBlock: Int, residual: Bool, relu: Bool
+    }
+    private var foldPlans: [FoldKey: FoldedConv2dKernel] = [:]
+    private var foldedWeight = BufferCache()
+
+    /// `forwardFolding` of an unpruned conv, on oneDNN (see there).
+    private func denseFolding(_ x: Tensor, _ bn: BatchNorm2d, relu: Bool, residual: Tensor?, into output: Tensor?,
+                              emitBlocked: Bool) -> Tensor? {
+        guard !isTraining, !bn.isTraining, foldBatchNormAtInference, bn.channels == outChannels, weight.mask == nil
+        else { return nil }
+        let g = geometry(for: x.shape)
+        precondition(output == nil || output!.shape == g.outputShape, "forwardFolding: output buffer shape")
+        let dst = emitBlocked && ChannelBlocking.canBlock(g.outputShape) ? ChannelBlocking.size! : 0
+        let key = FoldKey(geometry: g, srcBlock: x.channelBlock, dstBlock: dst, residual: residual != nil, relu: relu)
+        let k = foldPlans[key] ?? FoldedConv2dKernel(g, srcBlock: key.srcBlock, dstBlock: dst, residual: key.residual,
+                                                     relu: relu)
+        foldPlans[key] = k
+        let w = foldedWeight.get(weight.value.shape), shift = foldedShift.get([outChannels])
+        let perFilter = inChannels * kernelSize * kernelSize
+        for f in 0..<outChannels {
+            let scale = bn.weight.value[f] / (bn.runningVar[f] + bn.eps).squareRoot()
+            shift[f] = bn.bias.value[f] + ((bias?.value[f] ?? 0) - bn.runningMean[f]) * scale
+            for i in (f * perFilter)..<((f + 1) * perFilter) { w[i] = weight.value[i] * scale }
+        }
+        let y = output ?? outputs.get(g.outputShape)
+        // The sum post-op adds the output buffer's contents: the residual, in the output's layout.
+        if let r = residual { residualConversion.convert(r, into: y, block: dst) }
+        k.forward(input: x, weight: w, bias: shift, output: y)
+        input = x
+        inputBlock = x.channelBlock
+        lastPlan = nil
+        lastPattern = nil
+        lastForwardPattern = false
+        foldedForwards += 1
+        return y
     }
 
     /// Whether `forwardFolding` may fold batch norms at inference (tests compare both ways).

@@ -168,7 +168,9 @@ public final class Sequential: BlockedLayoutLayer {
             // At inference a pruned conv followed by batch norm (and ReLU) runs as one pass.
             if let conv = layers[i].1 as? Conv2d, i + 1 < layers.count, let bn = layers[i + 1].1 as? BatchNorm2d {
                 let relu = i + 2 < layers.count && layers[i + 2].1 is ReLU
-                if let y = conv.forwardFolding(h, bn, relu: relu) {
+                let last = layers[i + (relu ? 2 : 1)].1
+                if let y = conv.forwardFolding(h, bn, relu: relu,
+                                               emitBlocked: (last as? any BlockedLayoutLayer)?.mayEmitBlocked ?? false) {
                     h = y
                     for j in (i + 1)...(i + (relu ? 2 : 1)) { convertedFrom[j] = -1 }
                     i += relu ? 3 : 2

@@ -2,12 +2,13 @@ import ClickTrainCore
 
 /// The residual add at the end of a block, `relu(main + shortcut)`, and its backward. The
 /// two inputs may come in different layouts (a pruned conv on NCHW next to a blocked
-/// shortcut): they then meet in NCHW, and each path's gradient goes back in its own layout.
+/// shortcut, or the reverse): the shortcut is converted to the main path's layout, and each
+/// path's gradient goes back in its own layout.
 final class ResidualJoin {
     private var outputs = BufferCache()
     private var gradSums = BufferCache()
     private var gradInputs = BufferCache()
-    private var mainConversion = LayoutConverter(), shortcutConversion = LayoutConverter()
+    private var shortcutConversion = LayoutConverter()
     private var mainGradConversion = LayoutConverter(), shortcutGradConversion = LayoutConverter()
     private var inputGradConversion = LayoutConverter()
     private var edge = OutputEdge()
@@ -18,11 +19,10 @@ final class ResidualJoin {
         defer { WorkProfile.stop(.elementwise, since: profileStart) }
         mainBlock = main.channelBlock
         shortcutBlock = shortcut.channelBlock
-        let same = mainBlock == shortcutBlock
-        let a = same ? main : mainConversion.plain(main), b = same ? shortcut : shortcutConversion.plain(shortcut)
-        let y = outputs.get(a.shape)
-        addReluForward(a, b, y: y)
-        y.channelBlock = a.channelBlock
+        let b = shortcutConversion.converted(shortcut, to: mainBlock)
+        let y = outputs.get(main.shape)
+        addReluForward(main, b, y: y)
+        y.channelBlock = mainBlock
         return edge.output(y, mayEmitBlocked: mayEmitBlocked)
     }
 
@@ -89,6 +89,7 @@ public final class BasicBlock: BlockedLayoutLayer {
         didSet { conv1.needsInputGradient = needsInputGradient; shortcut?.needsInputGradient = needsInputGradient }
     }
     private let join = ResidualJoin()
+    private var inferenceOutput = LayoutConverter()
 
     public init(_ inC: Int, _ outC: Int, stride: Int, shortcutName: String = "shortcut", rng: inout RNG) {
         conv1 = Conv2d(inC, outC, kernelSize: 3, stride: stride, padding: 1, rng: &rng)
@@ -117,11 +118,14 @@ public final class BasicBlock: BlockedLayoutLayer {
     /// blocks shares, so that a stage's activations stay in the cache (see `Sequential`).
     func forward(_ x: Tensor, output: Tensor?, inner innerBuffer: Tensor?) -> Tensor {
         // At inference pruned convs fold their batch norm (and ReLU) into one pass.
-        let inner = conv1.forwardFolding(x, bn1, relu: true, into: innerBuffer) ?? bn1.forward(conv1(x), then: relu)
+        let inner = conv1.forwardFolding(x, bn1, relu: true, into: innerBuffer, emitBlocked: true)
+            ?? bn1.forward(conv1(x), then: relu)
         if !conv2.isTraining {
-            // Inference on pattern kernels: the residual add and ReLU ride on conv2's copy-out.
+            // At inference the residual add and ReLU ride on conv2's output pass.
             let short = shortcut?.forward(x) ?? x
-            if let y = conv2.forwardFolding(inner, bn2, relu: true, residual: short, into: output) { return y }
+            if let y = conv2.forwardFolding(inner, bn2, relu: true, residual: short, into: output, emitBlocked: true) {
+                return y.channelBlock == 0 || mayEmitBlocked ? y : inferenceOutput.plain(y)
+            }
             return join.forward(bn2(conv2(inner)), short, mayEmitBlocked: mayEmitBlocked)
         }
         let main = conv2.forwardFolding(inner, bn2, relu: false) ?? bn2(conv2(inner))

@@ -80,6 +80,32 @@ struct ModelTests {
         #expect(Reference.maxRelativeError(model.forward(x), separate) <= 1e-4)
     }
 
+    /// Dense models at inference: every conv followed by batch norm runs folded (oneDNN with
+    /// the residual add and ReLU as post-ops, or the pattern kernels for the small ones) and
+    /// gives what the layers give one by one.
+    @Test(arguments: ["resnet20", "vgg11"])
+    func denseFoldingMatchesLayerByLayer(_ name: String) throws {
+        let model = try ModelZoo.make(name, input: ModelInput(channels: 3, size: 16, classes: 10), seed: 5)
+        var rng = RNG(seed: 6)
+        for (_, m) in model.namedModules() {
+            guard let bn = m as? BatchNorm2d else { continue }
+            for c in 0..<bn.channels {
+                bn.runningMean[c] = rng.normal() * 0.3
+                bn.runningVar[c] = 0.5 + rng.uniform()
+                bn.weight.value[c] = 0.5 + rng.uniform()
+                bn.bias.value[c] = rng.normal() * 0.2
+            }
+        }
+        model.train(false)
+        let x = Reference.random([2, 3, 16, 16], seed: 7)
+        let fused = model.forward(x).clone()
+        let convs = model.namedModules().compactMap { $0.1 as? Conv2d }
+        #expect(convs.allSatisfy { $0.foldedForwards == 1 }, "\(convs.map(\.foldedForwards))")
+        for c in convs { c.foldBatchNormAtInference = false }
+        let separate = model.forward(x).clone()
+        #expect(Reference.maxRelativeError(fused, separate) <= 1e-4)
+    }
+
     /// A 1x1 conv under connectivity pruning trains on the pattern kernels (its kernels as
     /// centre taps of a 3x3): forward and both gradients equal oneDNN on the masked weight.
     @Test(arguments: [1, 2])

@@ -215,3 +215,94 @@ package final class DenseConv2dKernel {
         diffWeiReorder?.run()
     }
 }
+
+/// Inference convolution on oneDNN with the following batch norm folded in by the caller
+/// (weights scaled per filter, the shift as bias), and the residual add and ReLU applied
+/// as oneDNN post-ops while the output is written: one pass where the layers one by one
+/// make three. Activations as in `DenseConv2dKernel`.
+package final class FoldedConv2dKernel {
+    package let geometry: ConvGeometry
+    package let srcBlock: Int, dstBlock: Int
+    package let residual: Bool
+    private let fwd: DNNLPrimitive
+    private let srcUser, weiUser, dstUser, biasUser: DNNLMemory
+    private let srcFwd, weiFwd, dstFwd: DNNLMemory
+    private let srcReorder, weiReorder, dstReorder, dstReorderIn: DNNLReorder?
+
+    /// `residual`: the output buffer holds the residual when `forward` is called and the
+    /// result is added to it (a sum post-op); `relu`: max(·, 0) at the end.
+    package init(_ g: ConvGeometry, srcBlock: Int, dstBlock: Int, residual: Bool, relu: Bool) {
+        precondition(g.outHeight > 0 && g.outWidth > 0, "convolution \(g) has an empty output")
+        geometry = g
+        self.srcBlock = srcBlock
+        self.dstBlock = dstBlock
+        self.residual = residual
+        let engine = DNNLContext.shared.engine
+        let srcMD = memoryDesc(g.inputShape, ChannelBlocking.tag(srcBlock))
+        let weiMD = memoryDesc(g.weightShape, dnnl_oihw)
+        let dstMD = memoryDesc(g.outputShape, ChannelBlocking.tag(dstBlock))
+        let biasMD = memoryDesc([g.outChannels], dnnl_x)
+        var anySrc = memoryDesc(g.inputShape, dnnl_format_tag_any)
+        var anyWei = memoryDesc(g.weightShape, dnnl_format_tag_any)
+        var anyDst = memoryDesc(g.outputShape, dnnl_format_tag_any)
+        var bmd = biasMD
+        let dims = (dnnlDims([g.stride, g.stride]), dnnlDims([g.padding, g.padding]))
+        var cd = dnnl_convolution_desc_t()
+        withUnsafeBytes(of: dims.0) { s in
+            withUnsafeBytes(of: dims.1) { p in
+                let sp = s.baseAddress!.assumingMemoryBound(to: Int64.self), pp = p.baseAddress!.assumingMemoryBound(to: Int64.self)
+                dnnlCheck(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, &anySrc,
+                                                             &anyWei, &bmd, &anyDst, sp, pp, pp), "folded conv desc \(g)")
+            }
+        }
+        var attr: dnnl_primitive_attr_t?
+        var ops: dnnl_post_ops_t?
+        dnnlCheck(dnnl_primitive_attr_create(&attr), "attr_create")
+        dnnlCheck(dnnl_post_ops_create(&ops), "post_ops_create")
+        defer {
+            dnnl_post_ops_destroy(ops)
+            dnnl_primitive_attr_destroy(attr)
+        }
+        if residual { dnnlCheck(dnnl_post_ops_append_sum(ops, 1), "post_ops sum") }
+        if relu { dnnlCheck(dnnl_post_ops_append_eltwise(ops, 1, dnnl_eltwise_relu, 0, 0), "post_ops relu") }
+        dnnlCheck(dnnl_primitive_attr_set_post_ops(attr, ops), "set_post_ops")
+        var pd: dnnl_primitive_desc_t?
+        dnnlCheck(withUnsafePointer(to: &cd) { dnnl_primitive_desc_create(&pd, $0, attr, engine, nil) }, "folded conv pd \(g)")
+        fwd = DNNLPrimitive(pd: pd!)
+        srcUser = DNNLMemory(srcMD, allocate: false)
+        weiUser = DNNLMemory(weiMD, allocate: false)
+        dstUser = DNNLMemory(dstMD, allocate: false)
+        biasUser = DNNLMemory(biasMD, allocate: false)
+        func makeMem(_ md: dnnl_memory_desc_t, like user: DNNLMemory) -> DNNLMemory {
+            mdEqual(md, user.md) ? user : DNNLMemory(md, allocate: true)
+        }
+        srcFwd = makeMem(queryMD(fwd.pd, dnnl_query_src_md), like: srcUser)
+        weiFwd = makeMem(queryMD(fwd.pd, dnnl_query_weights_md), like: weiUser)
+        dstFwd = makeMem(queryMD(fwd.pd, dnnl_query_dst_md), like: dstUser)
+        srcReorder = srcFwd === srcUser ? nil : DNNLReorder(from: srcUser, to: srcFwd)
+        weiReorder = weiFwd === weiUser ? nil : DNNLReorder(from: weiUser, to: weiFwd)
+        dstReorder = dstFwd === dstUser ? nil : DNNLReorder(from: dstFwd, to: dstUser)
+        dstReorderIn = dstFwd === dstUser || !residual ? nil : DNNLReorder(from: dstUser, to: dstFwd)
+    }
+
+    /// `output = relu(conv(input, weight) + bias + output)`, the residual and ReLU parts as
+    /// planned. - Parameters: weight [K, C, k, k] (batch norm folded); bias [K].
+    package func forward(input: Tensor, weight: Tensor, bias: Tensor, output: Tensor) {
+        let g = geometry
+        precondition(input.shape == g.inputShape && input.channelBlock == srcBlock,
+                     "folded conv: input \(input.shape) layout \(input.channelBlock), planned \(g.inputShape) \(srcBlock)")
+        precondition(output.shape == g.outputShape && weight.shape == g.weightShape && bias.count == g.outChannels,
+                     "folded conv: output \(output.shape) weight \(weight.shape), planned \(g)")
+        precondition(!residual || output.channelBlock == dstBlock, "folded conv: residual layout \(output.channelBlock)")
+        srcUser.bind(input.data)
+        weiUser.bind(weight.data)
+        dstUser.bind(output.data)
+        biasUser.bind(bias.data)
+        srcReorder?.run()
+        weiReorder?.run()
+        dstReorderIn?.run()
+        fwd.execute([(DNNL_ARG_SRC, srcFwd), (DNNL_ARG_WEIGHTS, weiFwd), (DNNL_ARG_BIAS, biasUser), (DNNL_ARG_DST, dstFwd)])
+        dstReorder?.run()
+        output.channelBlock = dstBlock
+    }
+}
