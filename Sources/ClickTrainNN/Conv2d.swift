@@ -250,10 +250,11 @@ public final class Conv2d: BlockedLayoutLayer {
         foldPlans[key] = k
         let w = foldedWeight.get(weight.value.shape), shift = foldedShift.get([outChannels])
         let perFilter = inChannels * kernelSize * kernelSize
+        let src = weight.value.data, folded = w.data
         for f in 0..<outChannels {
             let scale = bn.weight.value[f] / (bn.runningVar[f] + bn.eps).squareRoot()
             shift[f] = bn.bias.value[f] + ((bias?.value[f] ?? 0) - bn.runningMean[f]) * scale
-            for i in (f * perFilter)..<((f + 1) * perFilter) { w[i] = weight.value[i] * scale }
+            for i in (f * perFilter)..<((f + 1) * perFilter) { folded[i] = src[i] * scale }
         }
         let y = output ?? outputs.get(g.outputShape)
         // The sum post-op adds the output buffer's contents: the residual, in the output's layout.

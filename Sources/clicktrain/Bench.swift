@@ -34,6 +34,8 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print one JSON object instead of a table.") var json = false
     @Flag(help: "Also split the training step's time by kind of work (conv forward and backward, batch norm, ...).")
     var breakdown = false
+    @Flag(help: "Also time the model against a twin with NCHW activations and no batch-norm folding of unpruned convs, one step or batch of each in turn.")
+    var compareLayouts = false
     @Flag(help: "With --sparse: time only the pruned inference and print {\"sparse_infer_ms_per_batch\": ms} (for scripts/compare-inference.py).")
     var inferenceOnly = false
     @Flag(help: "With --inference-only: prepare once, then time --runs batches for every line read from standard input (a number on the line: that many), printing one JSON line each; ends at end of input.")
@@ -83,6 +85,7 @@ struct Bench: ParsableCommand {
             return
         }
         b.breakdown = breakdown
+        b.compareLayouts = compareLayouts
         let r = try b.run()
         if json {
             let enc = JSONEncoder()
@@ -104,6 +107,10 @@ struct Bench: ParsableCommand {
                     print("    " + kind.padding(toLength: 14, withPad: " ", startingAt: 0)
                           + String(format: "%8.1f ms  %5.1f%%", ms, 100 * ms / max(total, 1e-9)))
                 }
+            }
+            if let t = r.blocked_train_speedup_alternated, let i = r.blocked_infer_speedup_alternated {
+                print("  against NCHW activations without folding, one of each in turn (median of the pairs): "
+                      + "training step \(fmt(t, 2))x, inference \(fmt(i, 2))x")
             }
             if let sp = r.sparse_infer_ms_per_batch, let dm = r.masked_dense_infer_ms_per_batch {
                 print("""

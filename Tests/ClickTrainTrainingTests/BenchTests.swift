@@ -35,6 +35,19 @@ struct BenchTests {
         #expect(layers.contains { $0.geometry.hasSuffix("s2") })
     }
 
+    /// `--compare-layouts`: both alternated ratios reported, and only with the flag.
+    @Test func layoutComparisonReportsBothRatios() throws {
+        var b = TrainingBenchmark(modelName: "resnet20", batch: 4, input: input)
+        b.warmup = 1
+        b.runs = 3
+        #expect(try b.run().blocked_train_speedup_alternated == nil)
+        b.compareLayouts = true
+        let r = try b.run()
+        for v in [r.blocked_train_speedup_alternated, r.blocked_infer_speedup_alternated] {
+            #expect(v.map { $0.isFinite && $0 > 0 } ?? false)
+        }
+    }
+
     /// `--breakdown`: the kinds of work of a ResNet step, which add up to the mean step.
     @Test func breakdownSplitsTheStepByKindOfWork() throws {
         var b = TrainingBenchmark(modelName: "resnet20", batch: 4, input: input)

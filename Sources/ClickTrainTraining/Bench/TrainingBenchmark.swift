@@ -89,6 +89,12 @@ package struct TrainingBenchmark {
         /// Per pruned 3x3 conv: the three convolutions of training timed alone, oneDNN on
         /// the masked weight against the pattern kernels.
         package var sparse_kernel_layers: [LayerKernels]?
+        /// With --compare-layouts: the model as it runs (activations channel-blocked between
+        /// oneDNN convs, batch norm folded into them at inference) against a twin whose
+        /// activations stay NCHW and whose unpruned convs do not fold, one step or batch of
+        /// each in turn: the median over pairs of NCHW time / default time.
+        package var blocked_train_speedup_alternated: Double?
+        package var blocked_infer_speedup_alternated: Double?
     }
 
     package struct LayerKernels: Codable {
@@ -139,6 +145,9 @@ package struct TrainingBenchmark {
     package var sparseCompression: Double?
     /// Collect the time per kind of work over the dense timed steps.
     package var breakdown = false
+    /// Time the default dense model against an NCHW twin, alternated (see the result's
+    /// `blocked_train_speedup_alternated`).
+    package var compareLayouts = false
 
     package init(modelName: String, batch: Int, input: ModelInput) {
         self.modelName = modelName
@@ -211,6 +220,7 @@ package struct TrainingBenchmark {
         var sparse: (Double, Double, Double, [LayerForward])?
         // Before the sparse comparison, whose dense twin model would count here too.
         let peakRSS = ProcessMemory.peakRSSMB
+        let layouts = compareLayouts ? try alternateLayouts(training, x: x, labels: labels) : nil
         var sparseTrain: Double?, alternated: (train: Double, infer: Double)?
         var kernelLayers: [LayerKernels]?
         if let target = sparseCompression {
@@ -257,7 +267,8 @@ package struct TrainingBenchmark {
             conv_backward_layers: layers, compression: sparseCompression, conv_compression: sparse?.0,
             sparse_infer_ms_per_batch: sparse.map { $0.1 * 1e3 }, sparse_train_ms_per_step: sparseTrain.map { $0 * 1e3 },
             sparse_train_speedup_alternated: alternated?.train, sparse_infer_speedup_alternated: alternated?.infer, masked_dense_infer_ms_per_batch: sparse.map { $0.2 * 1e3 },
-            sparse_forward_layers: sparse?.3, sparse_kernel_layers: kernelLayers)
+            sparse_forward_layers: sparse?.3, sparse_kernel_layers: kernelLayers,
+            blocked_train_speedup_alternated: layouts?.train, blocked_infer_speedup_alternated: layouts?.infer)
     }
 
     /// Only the pruned inference of `run` (same model, masks and input), ready to time:
@@ -315,6 +326,31 @@ package struct TrainingBenchmark {
         for i in 0..<(warmup + runs) {
             let d = infer(dense), s = infer(sparse.model)
             if i >= warmup { inferRatios.append(d / s) }
+        }
+        return (median(trainRatios), median(inferRatios))
+    }
+
+    /// The model of `step` against a twin with NCHW activations throughout and no folding of
+    /// unpruned convs at inference, one step (then one inference batch) of each in turn:
+    /// medians of the per-pair ratios twin time / default time.
+    func alternateLayouts(_ step: TrainingStep, x: Tensor, labels: [Int32]) throws -> (train: Double, infer: Double) {
+        let plain = try ModelZoo.make(modelName, input: input, seed: 1)
+        for case let c as Conv2d in plain.namedModules().map(\.1) {
+            c.mayEmitBlocked = false
+            if c.inChannels * c.kernelSize * c.kernelSize > Conv2d.smallDenseFoldMaxWeights { c.foldBatchNormAtInference = false }
+        }
+        let plainStep = TrainingStep(model: plain, optimizer: SGD(parameters: plain.parameters(), learningRate: 0.01),
+                                     methods: [], batchSize: batch, classes: input.classes)
+        var trainRatios: [Double] = [], inferRatios: [Double] = []
+        plain.train(true); step.model.train(true)
+        for i in 0..<(warmup + runs) {
+            let p = try timedStep(plainStep, x, labels), d = try timedStep(step, x, labels)
+            if i >= warmup { trainRatios.append(p / d) }
+        }
+        plain.train(false); step.model.train(false)
+        for i in 0..<(warmup + runs) {
+            let p = seconds { _ = plain.forward(x) }, d = seconds { _ = step.model.forward(x) }
+            if i >= warmup { inferRatios.append(p / d) }
         }
         return (median(trainRatios), median(inferRatios))
     }
