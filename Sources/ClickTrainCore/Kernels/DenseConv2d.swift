@@ -35,6 +35,23 @@ package struct ConvGeometry: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
+/// A convolution's memory descriptors: the API's layouts (activations NCHW or blocked,
+/// weights OIHW, bias) and the `any` layouts oneDNN chooses from.
+struct ConvDescriptors {
+    let src, weights, dst, bias: dnnl_memory_desc_t
+    let anySrc, anyWeights, anyDst: dnnl_memory_desc_t
+
+    init(_ g: ConvGeometry, srcBlock: Int, dstBlock: Int) {
+        src = memoryDesc(g.inputShape, ChannelBlocking.tag(srcBlock))
+        weights = memoryDesc(g.weightShape, dnnl_oihw)
+        dst = memoryDesc(g.outputShape, ChannelBlocking.tag(dstBlock))
+        bias = memoryDesc([g.outChannels], dnnl_x)
+        anySrc = memoryDesc(g.inputShape, dnnl_format_tag_any)
+        anyWeights = memoryDesc(g.weightShape, dnnl_format_tag_any)
+        anyDst = memoryDesc(g.outputShape, dnnl_format_tag_any)
+    }
+}
+
 /// Dense convolution on oneDNN: forward, input gradient and weight gradient.
 ///
 /// Weights at the API are OIHW; activations are NCHW or channel-blocked (`srcBlock` for the
@@ -69,14 +86,9 @@ package final class DenseConv2dKernel {
         self.srcBlock = srcBlock
         self.dstBlock = dstBlock
         let engine = DNNLContext.shared.engine
-        let srcMD = memoryDesc(g.inputShape, ChannelBlocking.tag(srcBlock))
-        let weiMD = memoryDesc(g.weightShape, dnnl_oihw)
-        let dstMD = memoryDesc(g.outputShape, ChannelBlocking.tag(dstBlock))
-        let biasMD = memoryDesc([g.outChannels], dnnl_x)
-        var anySrc = memoryDesc(g.inputShape, dnnl_format_tag_any)
-        var anyWei = memoryDesc(g.weightShape, dnnl_format_tag_any)
-        var anyDst = memoryDesc(g.outputShape, dnnl_format_tag_any)
-        var bmd = biasMD
+        let d = ConvDescriptors(g, srcBlock: srcBlock, dstBlock: dstBlock)
+        let (srcMD, weiMD, dstMD, biasMD) = (d.src, d.weights, d.dst, d.bias)
+        var (anySrc, anyWei, anyDst, bmd) = (d.anySrc, d.anyWeights, d.anyDst, biasMD)
         var strides = dnnlDims([g.stride, g.stride])
         var pads = dnnlDims([g.padding, g.padding])
 
@@ -238,14 +250,9 @@ package final class FoldedConv2dKernel {
         self.dstBlock = dstBlock
         self.residual = residual
         let engine = DNNLContext.shared.engine
-        let srcMD = memoryDesc(g.inputShape, ChannelBlocking.tag(srcBlock))
-        let weiMD = memoryDesc(g.weightShape, dnnl_oihw)
-        let dstMD = memoryDesc(g.outputShape, ChannelBlocking.tag(dstBlock))
-        let biasMD = memoryDesc([g.outChannels], dnnl_x)
-        var anySrc = memoryDesc(g.inputShape, dnnl_format_tag_any)
-        var anyWei = memoryDesc(g.weightShape, dnnl_format_tag_any)
-        var anyDst = memoryDesc(g.outputShape, dnnl_format_tag_any)
-        var bmd = biasMD
+        let d = ConvDescriptors(g, srcBlock: srcBlock, dstBlock: dstBlock)
+        let (srcMD, weiMD, dstMD, biasMD) = (d.src, d.weights, d.dst, d.bias)
+        var (anySrc, anyWei, anyDst, bmd) = (d.anySrc, d.anyWeights, d.anyDst, biasMD)
         let dims = (dnnlDims([g.stride, g.stride]), dnnlDims([g.padding, g.padding]))
         var cd = dnnl_convolution_desc_t()
         withUnsafeBytes(of: dims.0) { s in

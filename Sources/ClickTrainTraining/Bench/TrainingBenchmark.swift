@@ -315,17 +315,24 @@ package struct TrainingBenchmark {
         let dense = try ModelZoo.make(modelName, input: input, seed: 1)
         let denseStep = TrainingStep(model: dense, optimizer: SGD(parameters: dense.parameters(), learningRate: 0.01),
                                      methods: [], batchSize: batch, classes: input.classes)
-        func infer(_ m: any Layer) -> Double { seconds { _ = m.forward(x) } }
+        return try alternatedRatios(denseStep, sparse, x: x, labels: labels)
+    }
+
+    /// One training step of `a` and one of `b` in turn, then one inference batch of each:
+    /// the medians of the per-pair ratios, time of `a` / time of `b`.
+    func alternatedRatios(_ a: TrainingStep, _ b: TrainingStep, x: Tensor, labels: [Int32]) throws
+        -> (train: Double, infer: Double)
+    {
         var trainRatios: [Double] = [], inferRatios: [Double] = []
-        dense.train(true); sparse.model.train(true)
+        a.model.train(true); b.model.train(true)
         for i in 0..<(warmup + runs) {
-            let d = try timedStep(denseStep, x, labels), s = try timedStep(sparse, x, labels)
-            if i >= warmup { trainRatios.append(d / s) }
+            let ta = try timedStep(a, x, labels), tb = try timedStep(b, x, labels)
+            if i >= warmup { trainRatios.append(ta / tb) }
         }
-        dense.train(false); sparse.model.train(false)
+        a.model.train(false); b.model.train(false)
         for i in 0..<(warmup + runs) {
-            let d = infer(dense), s = infer(sparse.model)
-            if i >= warmup { inferRatios.append(d / s) }
+            let ta = seconds { _ = a.model.forward(x) }, tb = seconds { _ = b.model.forward(x) }
+            if i >= warmup { inferRatios.append(ta / tb) }
         }
         return (median(trainRatios), median(inferRatios))
     }
@@ -341,18 +348,7 @@ package struct TrainingBenchmark {
         }
         let plainStep = TrainingStep(model: plain, optimizer: SGD(parameters: plain.parameters(), learningRate: 0.01),
                                      methods: [], batchSize: batch, classes: input.classes)
-        var trainRatios: [Double] = [], inferRatios: [Double] = []
-        plain.train(true); step.model.train(true)
-        for i in 0..<(warmup + runs) {
-            let p = try timedStep(plainStep, x, labels), d = try timedStep(step, x, labels)
-            if i >= warmup { trainRatios.append(p / d) }
-        }
-        plain.train(false); step.model.train(false)
-        for i in 0..<(warmup + runs) {
-            let p = seconds { _ = plain.forward(x) }, d = seconds { _ = step.model.forward(x) }
-            if i >= warmup { inferRatios.append(p / d) }
-        }
-        return (median(trainRatios), median(inferRatios))
+        return try alternatedRatios(plainStep, step, x: x, labels: labels)
     }
 
     /// Times forward, input gradient and weight gradient of every masked conv alone, on
