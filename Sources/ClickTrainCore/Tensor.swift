@@ -28,8 +28,10 @@ public final class Tensor: @unchecked Sendable, CustomStringConvertible {
     public let count: Int
     public let storage: Storage
     /// 0 when the data is in row-major (NCHW) order; B when it is channel-blocked,
-    /// [N, C/B, H, W, B] (see `ChannelBlocking`). Layers set it on every output.
-    package var channelBlock = 0
+    /// [N, C/B, H, W, B], oneDNN's layout. Only the library's own layers hand blocked
+    /// activations to each other (a layer you write, or a model's caller, sees NCHW);
+    /// `array` gives NCHW order either way, `data` and the subscript the storage order.
+    public package(set) var channelBlock = 0
 
     /// A zero-filled tensor of the given shape.
     public init(shape: [Int]) {
@@ -76,9 +78,21 @@ public final class Tensor: @unchecked Sendable, CustomStringConvertible {
 
     public var rank: Int { shape.count }
 
-    /// The elements as an array (copies; for tests and I/O, not hot loops).
-    public var array: [Float] { Array(UnsafeBufferPointer(start: data, count: count)) }
+    /// The elements as an array in row-major (NCHW) order, whatever the layout of the data
+    /// (copies; for tests and I/O, not hot loops).
+    public var array: [Float] {
+        guard channelBlock != 0 else { return Array(UnsafeBufferPointer(start: data, count: count)) }
+        let n = shape[0], c = shape[1], hw = shape[2] * shape[3], b = channelBlock
+        var out = [Float](repeating: 0, count: count)
+        for i in 0..<n {
+            for ch in 0..<c {
+                for s in 0..<hw { out[(i * c + ch) * hw + s] = data[((i * (c / b) + ch / b) * hw + s) * b + ch % b] }
+            }
+        }
+        return out
+    }
 
+    /// Element `i` in storage order (see `channelBlock`).
     public subscript(i: Int) -> Float {
         get { data[i] }
         set { data[i] = newValue }

@@ -37,6 +37,7 @@ struct BlockedLayoutTests {
         let blockedIndex = (((1 * 2 + 1) * 3 + 2) * 5 + 4) * b + 3
         #expect(y[blockedIndex] == x[((1 * 2 * b + b + 3) * 3 + 2) * 5 + 4])
         #expect(plain(y).array == x.array)
+        #expect(y.array == x.array, "array gives NCHW order for blocked data too")
     }
 
     /// Batch norm on blocked input, training and evaluation, forward and backward.
