@@ -47,7 +47,7 @@ public final class Conv2d: BlockedLayoutLayer {
     /// The layout of the last forward's output.
     package var lastOutputBlock: Int { outputs.last?.channelBlock ?? 0 }
     private var inputConversion = LayoutConverter(), residualConversion = LayoutConverter()
-    private var gradConversion = LayoutConverter(), gradInputConversion = LayoutConverter()
+    private var gradInputConversion = LayoutConverter()
     private var sparsePlans: [ConvGeometry: SparseErrorConvKernel] = [:]
     private var prunedGrads = BufferCache()
     private var input: Tensor?
@@ -301,7 +301,7 @@ public final class Conv2d: BlockedLayoutLayer {
             gi = gradInputs.get(x.shape)
             gi!.channelBlock = x.channelBlock
         }
-        let gradOutput = gradConversion.converted(gradOutput, to: lastPlan?.dstBlock ?? 0)
+        precondition(gradOutput.channelBlock == lastOutputBlock, "Conv2d.backward: gradient layout differs from the output's")
         if let pw = lastPattern, let k = patternPlans[g] {
             // Pattern-sparse backward: input gradient and the kept weights' gradients.
             var dy = gradOutput

@@ -108,28 +108,16 @@ public final class Sequential: BlockedLayoutLayer {
     package var mayEmitBlocked = false {
         didSet { layers.last?.1.setMayEmitBlocked(mayEmitBlocked) }
     }
-    /// Per layer, the layout of its input when `forward` converted it to NCHW (-1: not converted).
-    private var convertedFrom: [Int]
     /// Per layer, whether the last forward skipped it: a ReLU applied by the batch norm before it.
     private var fusedIntoPrevious: [Bool]
-    private var conversions: [LayoutConverter], gradConversions: [LayoutConverter]
-    private var edge = OutputEdge()
 
+    /// Each layer may hand blocked activations to the next when that one takes them, the
+    /// last one when this container's consumer does (`mayEmitBlocked`); the layers convert
+    /// their own output otherwise, so no conversion happens here.
     public init(_ layers: [(String, any Layer)]) {
         self.layers = layers
-        convertedFrom = Array(repeating: -1, count: layers.count)
         fusedIntoPrevious = Array(repeating: false, count: layers.count)
-        conversions = Array(repeating: LayoutConverter(), count: layers.count)
-        gradConversions = conversions
-        // Each layer may hand blocked activations to the next when that one takes them.
         for i in layers.indices.dropLast() { layers[i].1.setMayEmitBlocked(layers[i + 1].1.acceptsBlocked) }
-    }
-
-    /// `x` ready for layer `i`: converted to NCHW when it is blocked and the layer does not take it.
-    private func input(_ x: Tensor, for i: Int) -> Tensor {
-        guard x.channelBlock != 0, !layers[i].1.acceptsBlocked else { convertedFrom[i] = -1; return x }
-        convertedFrom[i] = x.channelBlock
-        return conversions[i].plain(x)
     }
     /// Layers named "0", "1", … as in `nn.Sequential(a, b, …)`.
     public convenience init(indexed: [any Layer]) {
@@ -158,13 +146,13 @@ public final class Sequential: BlockedLayoutLayer {
                 let out = i % 2 == 0 ? chainBuffers.get(outShape) : chainSecond.get(outShape)
                 h = block.forward(h, output: out, inner: innerBuffers.get(block.conv1.outputShape(for: h.shape)))
             }
-            return edge.output(h, mayEmitBlocked: mayEmitBlocked)
+            return h
         }
         var h = x
         var i = 0
         for j in fusedIntoPrevious.indices { fusedIntoPrevious[j] = false }
         while i < layers.count {
-            h = input(h, for: i)
+            precondition(h.channelBlock == 0 || layers[i].1.acceptsBlocked, "Sequential: blocked input to layer \(layers[i].0)")
             // At inference a pruned conv followed by batch norm (and ReLU) runs as one pass.
             if let conv = layers[i].1 as? Conv2d, i + 1 < layers.count, let bn = layers[i + 1].1 as? BatchNorm2d {
                 let relu = i + 2 < layers.count && layers[i + 2].1 is ReLU
@@ -172,7 +160,6 @@ public final class Sequential: BlockedLayoutLayer {
                 if let y = conv.forwardFolding(h, bn, relu: relu,
                                                emitBlocked: (last as? any BlockedLayoutLayer)?.mayEmitBlocked ?? false) {
                     h = y
-                    for j in (i + 1)...(i + (relu ? 2 : 1)) { convertedFrom[j] = -1 }
                     i += relu ? 3 : 2
                     continue
                 }
@@ -181,22 +168,20 @@ public final class Sequential: BlockedLayoutLayer {
             if let bn = layers[i].1 as? BatchNorm2d, i + 1 < layers.count, let relu = layers[i + 1].1 as? ReLU {
                 h = bn.forward(h, then: relu)
                 fusedIntoPrevious[i + 1] = true
-                convertedFrom[i + 1] = -1
                 i += 2
                 continue
             }
             h = layers[i].1.forward(h)
             i += 1
         }
-        return edge.output(h, mayEmitBlocked: mayEmitBlocked)
+        return h
     }
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
-        var g = edge.gradient(gradOutput)
+        var g = gradOutput
         for (i, (_, l)) in layers.enumerated().reversed() {
             if !fusedIntoPrevious[i] { g = l.backward(g) }
             childBackwardDone?(l)
-            if convertedFrom[i] > 0 { g = gradConversions[i].converted(g, to: convertedFrom[i]) }
         }
         return g
     }

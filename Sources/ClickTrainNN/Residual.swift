@@ -9,8 +9,7 @@ final class ResidualJoin {
     private var gradSums = BufferCache()
     private var gradInputs = BufferCache()
     private var shortcutConversion = LayoutConverter()
-    private var mainGradConversion = LayoutConverter(), shortcutGradConversion = LayoutConverter()
-    private var inputGradConversion = LayoutConverter()
+    private var shortcutGradConversion = LayoutConverter()
     private var edge = OutputEdge()
     private var mainBlock = 0, shortcutBlock = 0
 
@@ -26,7 +25,7 @@ final class ResidualJoin {
         return edge.output(y, mayEmitBlocked: mayEmitBlocked)
     }
 
-    /// dL/d(main + shortcut), in the layout of the sum.
+    /// dL/d(main + shortcut), in the layout of the sum, which is the main path's.
     func backward(_ dy: Tensor) -> Tensor {
         let profileStart = WorkProfile.start()
         defer { WorkProfile.stop(.elementwise, since: profileStart) }
@@ -37,15 +36,14 @@ final class ResidualJoin {
         return g
     }
 
-    /// The sum's gradient `g` in the main path's layout, and in the shortcut's.
-    func mainGradient(_ g: Tensor) -> Tensor { mainGradConversion.converted(g, to: mainBlock) }
+    /// The sum's gradient `g` in the shortcut's layout.
     func shortcutGradient(_ g: Tensor) -> Tensor { shortcutGradConversion.converted(g, to: shortcutBlock) }
 
     /// dL/dx = main-path gradient + shortcut-path gradient, in the main path's layout.
     func inputGradient(_ a: Tensor, _ b: Tensor) -> Tensor {
         let profileStart = WorkProfile.start()
         defer { WorkProfile.stop(.elementwise, since: profileStart) }
-        let b = inputGradConversion.converted(b, to: a.channelBlock)
+        precondition(a.channelBlock == b.channelBlock, "residual join: the two input gradients differ in layout")
         let dx = gradInputs.get(a.shape)
         add(a, b, into: dx)
         dx.channelBlock = a.channelBlock
@@ -134,9 +132,9 @@ public final class BasicBlock: BlockedLayoutLayer {
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
         let g = join.backward(gradOutput)
-        let gMain = join.mainGradient(g), gShort = join.shortcutGradient(g)
+        let gShort = join.shortcutGradient(g)
         // bn1's backward covers the ReLU after it (fused in forward).
-        let dMain = conv1.backward(bn1.backward(conv2.backward(bn2.backward(gMain))))
+        let dMain = conv1.backward(bn1.backward(conv2.backward(bn2.backward(g))))
         if !needsInputGradient {
             _ = shortcut?.backward(gShort)
             return dMain
