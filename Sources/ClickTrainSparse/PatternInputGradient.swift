@@ -47,64 +47,92 @@ func stride2InputGradient(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer
         let b = last ? UnsafeRawPointer(tail) : UnsafeRawPointer(dy + q), off = last ? tailRead : read
         let cb = UnsafeRawPointer(dyp + q)
         for ci in 0..<c {
-            let (e0, e1, e2, e3, f0, f1, f2, f3, g0, g1, g2, g3, h0, h1, h2, h3) = sourceTile(b, cb, start + 4 &* ci, off, w)
-            let d = UnsafeMutableRawPointer(dx + ci &* plane)
-            storeInterleaved(d, e0, f0, pos: q, a: 0, width: ow, streaming: streaming)
-            storeInterleaved(d, e1, f1, pos: q &+ 16, a: 0, width: ow, streaming: streaming)
-            storeInterleaved(d, e2, f2, pos: q &+ 32, a: 0, width: ow, streaming: streaming)
-            storeInterleaved(d, e3, f3, pos: q &+ 48, a: 0, width: ow, streaming: streaming)
-            storeInterleaved(d, g0, h0, pos: q, a: 1, width: ow, streaming: streaming)
-            storeInterleaved(d, g1, h1, pos: q &+ 16, a: 1, width: ow, streaming: streaming)
-            storeInterleaved(d, g2, h2, pos: q &+ 32, a: 1, width: ow, streaming: streaming)
-            storeInterleaved(d, g3, h3, pos: q &+ 48, a: 1, width: ow, streaming: streaming)
+            let d = UnsafeMutableRawPointer(dx + ci &* plane), r = start + 4 &* ci
+            if weightLanes == 16 {
+                let (e, f, g, h) = sourceTile(SourceTile64.self, b, cb, r, off, w)
+                storeInterleaved(d, e.0, f.0, pos: q, a: 0, width: ow, streaming: streaming)
+                storeInterleaved(d, e.1, f.1, pos: q &+ 16, a: 0, width: ow, streaming: streaming)
+                storeInterleaved(d, e.2, f.2, pos: q &+ 32, a: 0, width: ow, streaming: streaming)
+                storeInterleaved(d, e.3, f.3, pos: q &+ 48, a: 0, width: ow, streaming: streaming)
+                storeInterleaved(d, g.0, h.0, pos: q, a: 1, width: ow, streaming: streaming)
+                storeInterleaved(d, g.1, h.1, pos: q &+ 16, a: 1, width: ow, streaming: streaming)
+                storeInterleaved(d, g.2, h.2, pos: q &+ 32, a: 1, width: ow, streaming: streaming)
+                storeInterleaved(d, g.3, h.3, pos: q &+ 48, a: 1, width: ow, streaming: streaming)
+                continue
+            }
+            for sub in 0..<4 {
+                let at = 64 &* sub
+                let (e, f, g, h) = sourceTile(SourceTile16.self, b + at, cb + at, r, off, w)
+                storeInterleaved(d, e, f, pos: q &+ 16 &* sub, a: 0, width: ow, streaming: streaming)
+                storeInterleaved(d, g, h, pos: q &+ 16 &* sub, a: 1, width: ow, streaming: streaming)
+            }
         }
         q &+= 64
     }
 }
 
-/// One input channel's four parity planes (0, 0), (0, 1), (1, 0), (1, 1) at 64 positions,
-/// from its shift-class lists `r[0..<5]` (`PatternConvKernel.Plan.srcStart`): kernel j reads
-/// 64 floats at `b + off[j]` (v = 0 classes) or `cb + off[j]` (v = 1, the kx = 2 copy) once
-/// and multiplies them into every plane its class reaches, one broadcast weight each.
-@inline(__always)
-func sourceTile(_ b: UnsafeRawPointer, _ cb: UnsafeRawPointer, _ r: UnsafePointer<Int32>, _ off: UnsafePointer<Int32>,
-                _ w: UnsafePointer<Float>)
-    -> (SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>,
-        SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>,
-        SIMD16<Float>, SIMD16<Float>) {
+/// The positions `sourceTile` computes per call: 64 (four 16-lane vectors per plane) on
+/// AVX-512 builds; 16 (one) on AVX2, whose sixteen registers cannot hold four planes of
+/// four vectors (the 64-position tile spilled, and ran slower than oneDNN's dense kernel).
+protocol SourceTileWidth {
+    associatedtype Q
+    static var zero: Q { get }
+    static func load(_ s: UnsafeRawPointer) -> Q
+    static func add(_ a: inout Q, _ w: Float, _ s: Q)
+}
+
+enum SourceTile64: SourceTileWidth {
     typealias V = SIMD16<Float>
     typealias Q = (V, V, V, V)
-    @inline(__always) func load(_ base: UnsafeRawPointer, _ j: Int) -> Q {
-        let s = base + Int(off[j]) &* 4
-        return (s.loadUnaligned(as: V.self), s.loadUnaligned(fromByteOffset: 64, as: V.self),
-                s.loadUnaligned(fromByteOffset: 128, as: V.self), s.loadUnaligned(fromByteOffset: 192, as: V.self))
+    static var zero: Q { (V(), V(), V(), V()) }
+    @inline(__always) static func load(_ s: UnsafeRawPointer) -> Q {
+        (s.loadUnaligned(as: V.self), s.loadUnaligned(fromByteOffset: 64, as: V.self),
+         s.loadUnaligned(fromByteOffset: 128, as: V.self), s.loadUnaligned(fromByteOffset: 192, as: V.self))
     }
-    @inline(__always) func add(_ a: inout Q, _ w: Float, _ s: Q) {
+    @inline(__always) static func add(_ a: inout Q, _ w: Float, _ s: Q) {
         let v = V(repeating: w)
         a.0.addProduct(v, s.0); a.1.addProduct(v, s.1); a.2.addProduct(v, s.2); a.3.addProduct(v, s.3)
     }
-    var e = (V(), V(), V(), V()), f = e, g = e, h = e
+}
+
+enum SourceTile16: SourceTileWidth {
+    typealias Q = SIMD16<Float>
+    static var zero: Q { Q() }
+    @inline(__always) static func load(_ s: UnsafeRawPointer) -> Q { s.loadUnaligned(as: Q.self) }
+    @inline(__always) static func add(_ a: inout Q, _ w: Float, _ s: Q) { a.addProduct(Q(repeating: w), s) }
+}
+
+/// One input channel's four parity planes (0, 0), (0, 1), (1, 0), (1, 1) at 64 or 16
+/// positions (`T`), from its shift-class lists `r[0..<5]` (`PatternConvKernel.Plan.srcStart`):
+/// kernel j reads the positions at `b + off[j]` (v = 0 classes) or `cb + off[j]` (v = 1, the
+/// kx = 2 copy) once and multiplies them into every plane its class reaches, one broadcast
+/// weight each.
+@inline(__always)
+func sourceTile<T: SourceTileWidth>(_: T.Type, _ b: UnsafeRawPointer, _ cb: UnsafeRawPointer, _ r: UnsafePointer<Int32>,
+                                    _ off: UnsafePointer<Int32>, _ w: UnsafePointer<Float>) -> (T.Q, T.Q, T.Q, T.Q) {
+    @inline(__always) func load(_ base: UnsafeRawPointer, _ j: Int) -> T.Q { T.load(base + Int(off[j]) &* 4) }
+    var e = T.zero, f = e, g = e, h = e
     var j = Int(r[0])
     while j < Int(r[1]) {  // (0, 0): taps 4, 5, 7, 8 into the four planes
         let s = load(b, j), wj = w + 4 &* j
-        add(&e, wj[0], s); add(&f, wj[1], s); add(&g, wj[2], s); add(&h, wj[3], s)
+        T.add(&e, wj[0], s); T.add(&f, wj[1], s); T.add(&g, wj[2], s); T.add(&h, wj[3], s)
         j &+= 1
     }
     while j < Int(r[2]) {  // (1, 0): taps 1, 2 into planes (1, 0), (1, 1)
         let s = load(b, j)
-        add(&g, w[4 &* j], s); add(&h, w[4 &* j &+ 1], s)
+        T.add(&g, w[4 &* j], s); T.add(&h, w[4 &* j &+ 1], s)
         j &+= 1
     }
     while j < Int(r[3]) {  // (0, 1): taps 3, 6 into planes (0, 1), (1, 1)
         let s = load(cb, j)
-        add(&f, w[4 &* j], s); add(&h, w[4 &* j &+ 1], s)
+        T.add(&f, w[4 &* j], s); T.add(&h, w[4 &* j &+ 1], s)
         j &+= 1
     }
     while j < Int(r[4]) {  // (1, 1): tap 0 into plane (1, 1)
-        add(&h, w[4 &* j], load(cb, j))
+        T.add(&h, w[4 &* j], load(cb, j))
         j &+= 1
     }
-    return (e.0, e.1, e.2, e.3, f.0, f.1, f.2, f.3, g.0, g.1, g.2, g.3, h.0, h.1, h.2, h.3)
+    return (e, f, g, h)
 }
 
 /// Stores 16 positions (pos..<pos + 16 of an OH x OW parity-plane pair (a, 0), (a, 1)) of a
