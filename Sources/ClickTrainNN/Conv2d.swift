@@ -40,10 +40,20 @@ public final class Conv2d: BlockedLayoutLayer {
     private var plans: [PlanKey: DenseConv2dKernel] = [:]
     /// The oneDNN plan of the last forward (nil when it ran the pattern kernels).
     private var lastPlan: DenseConv2dKernel?
-    package var acceptsBlocked: Bool { true }
+    /// Blocked input only where the forward runs on oneDNN: the pattern kernels take NCHW,
+    /// so a pruned conv's producer hands it NCHW rather than have it converted here.
+    package var acceptsBlocked: Bool {
+        !(usePatternKernels && weight.mask != nil
+          && (kernelSize == 3 && padding == 1 || kernelSize == 1 && padding == 0) && (stride == 1 || stride == 2))
+    }
     package var mayEmitBlocked = false
+    /// False: the output is NCHW whatever the consumer takes (a twin with NCHW activations
+    /// for tests and `bench --compare-layouts`; containers set `mayEmitBlocked` on every
+    /// forward, this stays).
+    package var allowsBlockedOutput = true
     /// The layout of the last forward's input (the input gradient goes back in it).
     private var inputBlock = 0
+    package var lastInputBlock: Int { inputBlock }
     /// The layout of the last forward's output.
     package var lastOutputBlock: Int { outputs.last?.channelBlock ?? 0 }
     private var inputConversion = LayoutConverter(), residualConversion = LayoutConverter()
@@ -102,6 +112,7 @@ public final class Conv2d: BlockedLayoutLayer {
         c.isTraining = isTraining
         c.needsInputGradient = needsInputGradient
         c.mayEmitBlocked = mayEmitBlocked
+        c.allowsBlockedOutput = allowsBlockedOutput
         return c
     }
 
@@ -155,7 +166,7 @@ public final class Conv2d: BlockedLayoutLayer {
             lastPlan = plan(g)
         } else {
             input = x
-            let dst = mayEmitBlocked && ChannelBlocking.canBlock(g.outputShape) ? ChannelBlocking.size! : 0
+            let dst = mayEmitBlocked && allowsBlockedOutput && ChannelBlocking.canBlock(g.outputShape) ? ChannelBlocking.size! : 0
             lastPlan = plan(g, srcBlock: x.channelBlock, dstBlock: dst)
         }
         lastPlan!.forward(input: input!, weight: weight.value, bias: bias?.value, output: y)
@@ -243,7 +254,7 @@ public final class Conv2d: BlockedLayoutLayer {
         else { return nil }
         let g = geometry(for: x.shape)
         precondition(output == nil || output!.shape == g.outputShape, "forwardFolding: output buffer shape")
-        let dst = emitBlocked && ChannelBlocking.canBlock(g.outputShape) ? ChannelBlocking.size! : 0
+        let dst = emitBlocked && allowsBlockedOutput && ChannelBlocking.canBlock(g.outputShape) ? ChannelBlocking.size! : 0
         let key = FoldKey(geometry: g, srcBlock: x.channelBlock, dstBlock: dst, residual: residual != nil, relu: relu)
         let k = foldPlans[key] ?? FoldedConv2dKernel(g, srcBlock: key.srcBlock, dstBlock: dst, residual: key.residual,
                                                      relu: relu)

@@ -117,6 +117,13 @@ public final class Sequential: BlockedLayoutLayer {
     public init(_ layers: [(String, any Layer)]) {
         self.layers = layers
         fusedIntoPrevious = Array(repeating: false, count: layers.count)
+        linkLayouts()
+    }
+
+    /// Which layer may hand blocked output to the next: whether a layer takes it can
+    /// change during training (a conv moves to the pattern kernels at hard pruning), so
+    /// every forward asks again.
+    private func linkLayouts() {
         for i in layers.indices.dropLast() { layers[i].1.setMayEmitBlocked(layers[i + 1].1.acceptsBlocked) }
     }
     /// Layers named "0", "1", … as in `nn.Sequential(a, b, …)`.
@@ -138,6 +145,7 @@ public final class Sequential: BlockedLayoutLayer {
     private var chainSecond = BufferCache()
 
     public func forward(_ x: Tensor) -> Tensor {
+        linkLayouts()
         if !isTraining, !layers.isEmpty, layers.allSatisfy({ $0.1 is BasicBlock }) {
             var h = x
             for (i, (_, l)) in layers.enumerated() {

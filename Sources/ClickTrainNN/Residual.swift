@@ -80,7 +80,8 @@ public final class BasicBlock: BlockedLayoutLayer {
         bn1 = bn1.keeping(channels: keep)
         conv2 = conv2.keeping(inputChannels: keep)
     }
-    package var acceptsBlocked: Bool { true }
+    /// As conv1 does: the identity shortcut then joins a main path in the same layout.
+    package var acceptsBlocked: Bool { conv1.acceptsBlocked }
     package var mayEmitBlocked = false
     public var isTraining = true
     public var needsInputGradient = true {
@@ -115,6 +116,10 @@ public final class BasicBlock: BlockedLayoutLayer {
     /// block's output) and `inner` (between the convs) when given: buffers a chain of
     /// blocks shares, so that a stage's activations stay in the cache (see `Sequential`).
     func forward(_ x: Tensor, output: Tensor?, inner innerBuffer: Tensor?) -> Tensor {
+        // Blocked between the convs and from the projection only where conv2 runs on
+        // oneDNN (a pruned conv2 takes NCHW, and its output joins the shortcut as NCHW).
+        conv1.mayEmitBlocked = conv2.acceptsBlocked
+        shortcut?.mayEmitBlocked = conv2.acceptsBlocked
         // At inference pruned convs fold their batch norm (and ReLU) into one pass.
         let inner = conv1.forwardFolding(x, bn1, relu: true, into: innerBuffer, emitBlocked: true)
             ?? bn1.forward(conv1(x), then: relu)

@@ -8,7 +8,7 @@ import Testing
 struct BlockedLayoutTests {
     /// Stops a model from ever making blocked activations (only oneDNN convs make them).
     func plainOnly(_ model: any Layer) {
-        for (_, l) in model.namedModules() { (l as? Conv2d)?.mayEmitBlocked = false }
+        for (_, l) in model.namedModules() { (l as? Conv2d)?.allowsBlockedOutput = false }
     }
 
     func blocked(_ x: Tensor) -> Tensor {
@@ -143,6 +143,38 @@ struct BlockedLayoutTests {
         #expect(error(blk.logits, ref.logits) < 1e-4)
         #expect(error(blk.dx, ref.dx) < 1e-3)
         for (i, (g1, g0)) in zip(blk.grads, ref.grads).enumerated() { #expect(error(g1, g0) < 1e-3, "parameter \(i)") }
+    }
+
+    /// A conv on the pattern kernels gets NCHW from its producer (which converts once, for
+    /// the block's shortcut too) rather than converting blocked input itself; the wiring
+    /// follows the masks from one forward to the next.
+    @Test func prunedConvsGetNCHWFromTheirProducers() throws {
+        _ = try #require(ChannelBlocking.size)
+        let model = try ModelZoo.make("resnet20", input: ModelInput(channels: 3, size: 16, classes: 10), seed: 9)
+        let x = Reference.random([4, 3, 16, 16], seed: 10)
+        let convs = model.namedModules().compactMap { m in (m.1 as? Conv2d).map { (m.0, $0) } }
+        let stem = try #require(convs.first?.1)
+        let first = try #require(convs.first { $0.0 == "layer1.0.conv1" }?.1)
+        func step() -> [Float] {
+            let y = model.forward(x)
+            _ = model.backward(Reference.random(y.shape, seed: 11))
+            return y.array
+        }
+        let dense = step()
+        #expect(stem.lastOutputBlock != 0 && first.lastInputBlock != 0)
+        for (name, c) in convs where name.hasPrefix("layer1.") {
+            let mask = Tensor(shape: c.weight.shape)
+            for i in 0..<mask.count { mask[i] = 1 }
+            c.weight.mask = mask
+        }
+        let pruned = step()
+        #expect(first.lastForwardUsedPatternKernels && first.lastInputBlock == 0)
+        #expect(stem.lastOutputBlock != 0, "the stem's own batch norm still runs blocked")
+        // Every weight kept: the same function, on other kernels and layouts.
+        #expect(zip(pruned, dense).allSatisfy { abs($0 - $1) <= 1e-3 * max(1, abs($1)) })
+        for (name, c) in convs where name.hasPrefix("layer1.") { c.weight.mask = nil }
+        _ = step()
+        #expect(!first.lastForwardUsedPatternKernels && first.lastInputBlock != 0)
     }
 
     /// A layer without blocked support between blocked-capable ones sees NCHW, and so does

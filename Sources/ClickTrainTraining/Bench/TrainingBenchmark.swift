@@ -343,7 +343,7 @@ package struct TrainingBenchmark {
     func alternateLayouts(_ step: TrainingStep, x: Tensor, labels: [Int32]) throws -> (train: Double, infer: Double) {
         let plain = try ModelZoo.make(modelName, input: input, seed: 1)
         for case let c as Conv2d in plain.namedModules().map(\.1) {
-            c.mayEmitBlocked = false
+            c.allowsBlockedOutput = false
             if c.inChannels * c.kernelSize * c.kernelSize > Conv2d.smallDenseFoldMaxWeights { c.foldBatchNormAtInference = false }
         }
         let plainStep = TrainingStep(model: plain, optimizer: SGD(parameters: plain.parameters(), learningRate: 0.01),
