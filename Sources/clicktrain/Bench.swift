@@ -32,7 +32,7 @@ struct Bench: ParsableCommand {
     @Option(help: "With --sparse: conv compression ratio of the masks.") var compression = 8.0
     @Flag(help: "With --grad-prune or --sparse: a table per conv layer.") var perLayer = false
     @Flag(help: "Print one JSON object instead of a table.") var json = false
-    @Flag(help: "Also split the training step's time by kind of work (conv forward and backward, batch norm, ...).")
+    @Flag(help: "Also split the training step's time by kind of work (conv forward and backward, batch norm, ...); with --sparse, also the step after hard pruning.")
     var breakdown = false
     @Flag(help: "Also time the model against a twin with NCHW activations and no batch-norm folding of unpruned convs, one step or batch of each in turn.")
     var compareLayouts = false
@@ -99,10 +99,12 @@ struct Bench: ParsableCommand {
                   inference    \(fmt(r.infer_ms_per_batch)) ms  (\(fmt(r.images_per_s_infer, 0)) images/s)
                   peak RSS     \(fmt(r.peak_rss_mb, 0)) MiB  (growth over timed steps: \(fmt(r.rss_growth_mb, 1)) MiB)
                 """)
-            if let parts = r.breakdown_ms {
+            for (title, breakdown) in [("training step", r.breakdown_ms),
+                                       ("training step after hard pruning", r.sparse_breakdown_ms)] {
+                guard let parts = breakdown else { continue }
                 // Largest first; the mean step the parts add up to.
                 let total = parts.values.reduce(0, +)
-                print("  training step by kind of work (mean \(fmt(total)) ms):")
+                print("  \(title) by kind of work (mean \(fmt(total)) ms):")
                 for (kind, ms) in parts.sorted(by: { $0.value > $1.value }) where ms > 0 {
                     print("    " + kind.padding(toLength: 14, withPad: " ", startingAt: 0)
                           + String(format: "%8.1f ms  %5.1f%%", ms, 100 * ms / max(total, 1e-9)))

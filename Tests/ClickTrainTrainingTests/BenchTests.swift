@@ -66,8 +66,26 @@ struct BenchTests {
         #expect(measured <= total + 1e-9 && measured > 0.5 * total, "\(parts)")
         #expect(WorkProfile.current == nil)
         #expect(try b.run().breakdown_ms != nil)
+        #expect(r.sparse_breakdown_ms == nil)
         b.breakdown = false
         #expect(try b.run().breakdown_ms == nil)
+    }
+
+    /// `--breakdown --sparse`: the step after hard pruning split the same way, its
+    /// convolutions on the pattern kernels timed as conv work.
+    @Test func breakdownOfThePrunedStep() throws {
+        var b = TrainingBenchmark(modelName: "resnet20", batch: 4, input: input)
+        b.warmup = 1
+        b.runs = 3
+        b.breakdown = true
+        b.sparseCompression = 8
+        let r = try b.run()
+        let parts = try #require(r.sparse_breakdown_ms)
+        #expect(Set(parts.keys) == Set(WorkProfile.Kind.allCases.map(\.rawValue) + ["other"]))
+        for kind in ["conv_forward", "conv_backward", "batch_norm", "optimizer"] { #expect((parts[kind] ?? 0) > 0, "\(kind)") }
+        let total = parts.values.reduce(0, +)
+        #expect(total - parts["other"]! > 0.5 * total, "\(parts)")
+        #expect(abs(total - r.sparse_train_ms_per_step!) < 0.5 * r.sparse_train_ms_per_step!, "mean against median step")
     }
 
     @Test func inferenceSessionTimesOnDemand() throws {

@@ -62,6 +62,8 @@ package struct TrainingBenchmark {
         /// With --breakdown: mean milliseconds per timed step by kind of work (the keys of
         /// `WorkProfile.Kind`, and `other` for the rest of the step).
         package var breakdown_ms: [String: Double]?
+        /// The same for the training step after hard pruning (with --sparse).
+        package var sparse_breakdown_ms: [String: Double]?
         // With --grad-prune: the same steps with activation-gradient pruning, measured in
         // the same process right after the dense ones.
         package var grad_prune: Double?
@@ -185,13 +187,7 @@ package struct TrainingBenchmark {
         try WorkProfile.$current.withValue(profile) {
             for _ in 0..<runs { try trainStep(record: true) }
         }
-        var breakdownMS: [String: Double]?
-        if let profile {
-            let perStep = 1e3 / Double(runs)
-            var ms = Dictionary(uniqueKeysWithValues: WorkProfile.Kind.allCases.map { ($0.rawValue, (profile.seconds[$0] ?? 0) * perStep) })
-            ms["other"] = max(0, step.reduce(0, +) * perStep - ms.values.reduce(0, +))
-            breakdownMS = ms
-        }
+        let breakdownMS = profile.map { perStepMS($0, stepSeconds: step) }
         for _ in 0..<leakSteps { try trainStep(record: false) }
         let rssAfter = ProcessMemory.currentRSSMB
         var pruned: (bwd: Double, conv: Double, step: Double, sparsity: Double)?
@@ -222,6 +218,7 @@ package struct TrainingBenchmark {
         let peakRSS = ProcessMemory.peakRSSMB
         let layouts = compareLayouts ? try alternateLayouts(training, x: x, labels: labels) : nil
         var sparseTrain: Double?, alternated: (train: Double, infer: Double)?
+        var sparseBreakdown: [String: Double]?
         var kernelLayers: [LayerKernels]?
         if let target = sparseCompression {
             let cc = try applyRandomPatternMasks(model, compression: target, seed: 3)
@@ -238,10 +235,14 @@ package struct TrainingBenchmark {
             model.train(true)
             for (_, c) in convs { c.usePatternKernels = true }
             var st: [Double] = []
+            let sparseProfile = breakdown ? WorkProfile() : nil
             for i in 0..<(warmup + runs) {
-                let t = try timedStep(training, x, labels)
+                let t = try WorkProfile.$current.withValue(i >= warmup ? sparseProfile : nil) {
+                    try timedStep(training, x, labels)
+                }
                 if i >= warmup { st.append(t) }
             }
+            sparseBreakdown = sparseProfile.map { perStepMS($0, stepSeconds: st) }
             sparseTrain = median(st)
             alternated = try alternate(sparse: training, x: x, labels: labels)
             model.train(false)
@@ -261,7 +262,7 @@ package struct TrainingBenchmark {
             images_per_s_train: Double(batch) / train, images_per_s_infer: Double(batch) / infer,
             forward_ms: median(fwd) * 1e3, backward_ms: median(bwd) * 1e3,
             peak_rss_mb: peakRSS, rss_growth_mb: max(0, rssAfter - rssBefore), steps_timed: runs,
-            breakdown_ms: breakdownMS, grad_prune: gradPruner?.rate, conv_backward_ms: policy == nil ? nil : median(convBwd) * 1e3,
+            breakdown_ms: breakdownMS, sparse_breakdown_ms: sparseBreakdown, grad_prune: gradPruner?.rate, conv_backward_ms: policy == nil ? nil : median(convBwd) * 1e3,
             pruned_backward_ms: pruned.map { $0.bwd * 1e3 }, pruned_conv_backward_ms: pruned.map { $0.conv * 1e3 },
             pruned_train_ms_per_step: pruned.map { $0.step * 1e3 }, grad_sparsity: pruned?.sparsity,
             conv_backward_layers: layers, compression: sparseCompression, conv_compression: sparse?.0,
@@ -298,6 +299,14 @@ package struct TrainingBenchmark {
     }
 
     /// One training step (forward, loss, backward, SGD) on `x`, in seconds.
+    /// Mean milliseconds per step by kind of work; "other" is the rest of the steps' time.
+    func perStepMS(_ profile: WorkProfile, stepSeconds: [Double]) -> [String: Double] {
+        let perStep = 1e3 / Double(stepSeconds.count)
+        var ms = Dictionary(uniqueKeysWithValues: WorkProfile.Kind.allCases.map { ($0.rawValue, (profile.seconds[$0] ?? 0) * perStep) })
+        ms["other"] = max(0, stepSeconds.reduce(0, +) * perStep - ms.values.reduce(0, +))
+        return ms
+    }
+
     func timedStep(_ step: TrainingStep, _ x: Tensor, _ labels: [Int32]) throws -> Double {
         try step.run(images: x, labels: labels, info: StepInfo(epoch: 0, step: 0, stepsPerEpoch: 1)).seconds
     }
