@@ -12,17 +12,24 @@ package func batchNormForward(
     let m = n * hw
     let xp = x.data, yp = y.data
     Threads.parallelRanges(c) { range in
+        // Per plane its sum, then (from cache) its squared deviations from its own mean,
+        // combined per channel with Chan's formula: one pass over memory for the statistics.
+        var planeSum = [Double](repeating: 0, count: n), planeM2 = [Double](repeating: 0, count: n)
         for ch in range {
             var mean: Float, invStd: Float
             if training {
                 var s = 0.0
                 for b in 0..<n {
-                    s += Double(vectorSum(xp + (b * c + ch) * hw, hw))
+                    let p = xp + (b * c + ch) * hw
+                    planeSum[b] = Double(vectorSum(p, hw))
+                    planeM2[b] = Double(vectorSumSquaredDeviation(p, hw, from: Float(planeSum[b] / Double(hw))))
+                    s += planeSum[b]
                 }
                 let mu = s / Double(m)
                 var v = 0.0
                 for b in 0..<n {
-                    v += Double(vectorSumSquaredDeviation(xp + (b * c + ch) * hw, hw, from: Float(mu)))
+                    let d = planeSum[b] / Double(hw) - mu
+                    v += planeM2[b] + Double(hw) * d * d
                 }
                 let varBiased = v / Double(m)
                 mean = Float(mu)
