@@ -44,7 +44,7 @@ public final class Conv2d: BlockedLayoutLayer {
     /// so a pruned conv's producer hands it NCHW rather than have it converted here.
     package var acceptsBlocked: Bool {
         !(usePatternKernels && weight.mask != nil
-          && (kernelSize == 3 && padding == 1 || kernelSize == 1 && padding == 0) && (stride == 1 || stride == 2))
+          && PatternConvKernel.runs(kernelSize: kernelSize, stride: stride, padding: padding))
     }
     package var mayEmitBlocked = false
     /// False: the output is NCHW whatever the consumer takes (a twin with NCHW activations

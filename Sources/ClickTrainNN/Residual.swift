@@ -98,8 +98,8 @@ public final class BasicBlock: BlockedLayoutLayer {
         bn2 = BatchNorm2d(outC)
         shortcut = projection(inC, outC, stride: stride, rng: &rng)
         self.shortcutName = shortcutName
-        for l in [conv1, bn1, relu, conv2, bn2] as [any BlockedLayoutLayer] { l.mayEmitBlocked = true }
-        shortcut?.mayEmitBlocked = true
+        // conv1's and the shortcut's are set on every forward (they follow conv2's kernels).
+        for l in [bn1, relu, conv2, bn2] as [any BlockedLayoutLayer] { l.mayEmitBlocked = true }
     }
 
     public var children: [(String, any Layer)] {

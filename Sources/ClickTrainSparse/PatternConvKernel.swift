@@ -78,12 +78,18 @@ package final class PatternConvKernel {
         g.kernelSize == 3 && g.padding == 1 && (g.stride == 1 || g.stride == 2)
     }
 
+    /// Whether a convolution with these parameters runs on these kernels (see
+    /// `embeddedGeometry`), whatever its input size.
+    package static func runs(kernelSize k: Int, stride s: Int, padding p: Int) -> Bool {
+        (k == 3 && p == 1 || k == 1 && p == 0) && (s == 1 || s == 2)
+    }
+
     /// The geometry these kernels run a convolution as: itself for 3x3 with padding 1, the
     /// equivalent 3x3 (padding 1, centre tap only) for 1x1 with padding 0; nil otherwise.
     /// Strides 1 and 2.
     package static func embeddedGeometry(_ g: ConvGeometry) -> ConvGeometry? {
         if supports(g) { return g }
-        guard g.kernelSize == 1 && g.padding == 0 && (g.stride == 1 || g.stride == 2) else { return nil }
+        guard runs(kernelSize: g.kernelSize, stride: g.stride, padding: g.padding) else { return nil }
         let e = ConvGeometry(batch: g.batch, inChannels: g.inChannels, height: g.height, width: g.width,
                              outChannels: g.outChannels, kernelSize: 3, stride: g.stride, padding: 1)
         return e.outputShape == g.outputShape ? e : nil

@@ -12,24 +12,22 @@ package func batchNormForward(
     let m = n * hw
     let xp = x.data, yp = y.data
     Threads.parallelRanges(c) { range in
-        // Per plane its sum, then (from cache) its squared deviations from its own mean,
-        // combined per channel with Chan's formula: one pass over memory for the statistics.
-        var planeSum = [Double](repeating: 0, count: n), planeM2 = [Double](repeating: 0, count: n)
         for ch in range {
             var mean: Float, invStd: Float
             if training {
-                var s = 0.0
+                // Per plane its mean, then (from cache) its squared deviations from it, merged
+                // into the channel's running mean and M2 with Chan's formula: one pass over
+                // memory for the statistics.
+                var mu = 0.0, v = 0.0, seen = 0.0
+                let size = Double(hw)
                 for b in 0..<n {
                     let p = xp + (b * c + ch) * hw
-                    planeSum[b] = Double(vectorSum(p, hw))
-                    planeM2[b] = Double(vectorSumSquaredDeviation(p, hw, from: Float(planeSum[b] / Double(hw))))
-                    s += planeSum[b]
-                }
-                let mu = s / Double(m)
-                var v = 0.0
-                for b in 0..<n {
-                    let d = planeSum[b] / Double(hw) - mu
-                    v += planeM2[b] + Double(hw) * d * d
+                    let planeMean = Double(vectorSum(p, hw)) / size
+                    let planeM2 = Double(vectorSumSquaredDeviation(p, hw, from: Float(planeMean)))
+                    let d = planeMean - mu, total = seen + size
+                    mu += d * size / total
+                    v += planeM2 + d * d * seen * size / total
+                    seen = total
                 }
                 let varBiased = v / Double(m)
                 mean = Float(mu)

@@ -298,7 +298,6 @@ package struct TrainingBenchmark {
         return session
     }
 
-    /// One training step (forward, loss, backward, SGD) on `x`, in seconds.
     /// Mean milliseconds per step by kind of work; "other" is the rest of the steps' time.
     func perStepMS(_ profile: WorkProfile, stepSeconds: [Double]) -> [String: Double] {
         let perStep = 1e3 / Double(stepSeconds.count)
@@ -307,6 +306,7 @@ package struct TrainingBenchmark {
         return ms
     }
 
+    /// One training step (forward, loss, backward, SGD) on `x`, in seconds.
     func timedStep(_ step: TrainingStep, _ x: Tensor, _ labels: [Int32]) throws -> Double {
         try step.run(images: x, labels: labels, info: StepInfo(epoch: 0, step: 0, stepsPerEpoch: 1)).seconds
     }
