@@ -85,9 +85,9 @@ struct Train: ParsableCommand {
         }
         let ranks = trainer.group?.size ?? 1
         let launcher = ranks > 1 ? "mpirun -np \(ranks) " : ""
-        describeInterrupt(runDir: trainer.runDir, checkpointedEpochs: trainer.completedEpochs, launcher: launcher)
-        let dir = trainer.runDir
-        trainer.onCheckpoint = { describeInterrupt(runDir: dir, checkpointedEpochs: $0, launcher: launcher) }
+        let dir = trainer.runDir, path = trainer.checkpointPath
+        describeInterrupt(runDir: dir, checkpointPath: path, checkpointedEpochs: trainer.completedEpochs, launcher: launcher)
+        trainer.onCheckpoint = { describeInterrupt(runDir: dir, checkpointPath: path, checkpointedEpochs: $0, launcher: launcher) }
         installInterruptHandlers()
         return trainer
     }
