@@ -68,11 +68,15 @@ let package = Package(
                                "ClickTrainSparse", "ClickTrainTraining"],
                 swiftSettings: cpuFlags),
         .target(name: "ClickTrainDistributed", dependencies: ["ClickTrainCore", "CMPI"], swiftSettings: cpuFlags),
+        // The GPU backend: CUDA, NVRTC, cuBLAS and cuDNN are loaded at run time (dlopen), so
+        // nothing NVIDIA is needed to build, test or run on the CPU.
+        .target(name: "ClickTrainCUDA", dependencies: ["ClickTrainCore", "ClickTrainNN", "ClickTrainTraining"],
+                swiftSettings: cpuFlags),
         .executableTarget(
             name: "clicktrain",
             dependencies: [
                 "ClickTrainCore", "ClickTrainSparse", "ClickTrainNN", "ClickTrainPruning", "ClickTrainData",
-                "ClickTrainTraining", "ClickTrainDistributed",
+                "ClickTrainTraining", "ClickTrainDistributed", "ClickTrainCUDA",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: cpuFlags),
@@ -96,6 +100,8 @@ let package = Package(
         .testTarget(name: "ClickTrainNNTests", dependencies: ["ClickTrainNN", "ClickTrainTestSupport"],
                     swiftSettings: cpuFlags),
         .testTarget(name: "ClickTrainDataTests", dependencies: ["ClickTrainData", "ClickTrainTestSupport"],
+                    swiftSettings: cpuFlags),
+        .testTarget(name: "ClickTrainCUDATests", dependencies: ["ClickTrainCUDA", "ClickTrainTestSupport"],
                     swiftSettings: cpuFlags),
         .testTarget(name: "ClickTrainTrainingTests",
                     dependencies: ["ClickTrainTraining", "ClickTrainTestSupport", "ClickTrainFuzzTargets"],

@@ -32,6 +32,7 @@ struct Bench: ParsableCommand {
     @Option(help: "With --sparse: conv compression ratio of the masks.") var compression = 8.0
     @Flag(help: "With --grad-prune or --sparse: a table per conv layer.") var perLayer = false
     @Flag(help: "Print one JSON object instead of a table.") var json = false
+    @Option(help: deviceHelp) var device: DeviceKind = .cpu
     @Flag(help: "Also split the training step's time by kind of work (conv forward and backward, batch norm, ...); with --sparse, also the step after hard pruning.")
     var breakdown = false
     @Flag(help: "Also time the model against a twin with NCHW activations and no batch-norm folding of unpruned convs, one step or batch of each in turn.")
@@ -55,6 +56,19 @@ struct Bench: ParsableCommand {
         try requireFlag(compression >= 1 && compression.isFinite, "--compression must be a finite ratio of at least 1, got \(compression)")
         if let t = threads { Threads.set(t) } else { Threads.set(Threads.count) }
         let inp = try parseInput(input, classes: classes)
+        if let gpu = try openDevice(device) {
+            let extras = sparse || gradPrune != nil || breakdown || compareLayouts || inferenceOnly || perLayer
+            guard !extras else { throw ValidationError("--device cuda times the dense step and inference alone for now") }
+            let r = try GPUBenchmark.run(gpu, modelName: model, input: inp, batch: batch, warmup: warmup, runs: runs)
+            if json {
+                let enc = JSONEncoder()
+                enc.outputFormatting = [.sortedKeys]
+                print(String(decoding: try enc.encode(r), as: UTF8.self))
+            } else {
+                print(r.text)
+            }
+            return
+        }
         var b = TrainingBenchmark(modelName: model, batch: batch, input: inp)
         b.warmup = warmup
         b.runs = runs

@@ -15,6 +15,7 @@ struct Eval: ParsableCommand {
     @Option(help: "Folder holding the data set's files. [default: the data set's usual location]") var data: String?
     @Option(help: "Images per batch.") var batchSize = 250
     @Option(help: "Threads for every kernel. [default: all cores]") var threads: Int?
+    @Option(help: deviceHelp) var device: DeviceKind = .cpu
     @Flag(help: "Print one JSON object.") var json = false
 
     func run() throws {
@@ -22,6 +23,7 @@ struct Eval: ParsableCommand {
             try requireFlag(threads.map { $0 >= 1 } ?? true, "--threads must be at least 1, got \(threads ?? 0)")
             try requireFlag(batchSize >= 1, "--batch-size must be at least 1, got \(batchSize)")
             if let t = threads { Threads.set(t) } else { Threads.set(Threads.count) }
+            let gpu = try openDevice(device)
             let probe = try SavedModel(path: modelFile, modelName: model)
             let kind = try dataset.map { try DatasetKind(name: $0) } ?? probe.dataset ?? .fashionMNIST
             let test = try ImageDataset.load(kind, directory: data ?? kind.defaultDirectory, train: false)
@@ -36,8 +38,15 @@ struct Eval: ParsableCommand {
             let name = probe.name
             let norm = kind.normalization
             let t0 = Date()
-            let (loss, acc) = Trainer.evaluate(model: net, dataset: test, batchSize: batchSize,
-                                               augmentation: Augmentation(mean: norm.mean, std: norm.std))
+            let augmentation = Augmentation(mean: norm.mean, std: norm.std)
+            let (loss, acc): (Double, Double)
+            if let gpu {
+                let e = try engine(on: gpu, model: net, optimizer: SGD(parameters: net.parameters(), learningRate: 0),
+                                   input: inp, maxBatch: batchSize)
+                (loss, acc) = try Trainer.evaluate(on: e, dataset: test, batchSize: batchSize, augmentation: augmentation)
+            } else {
+                (loss, acc) = Trainer.evaluate(model: net, dataset: test, batchSize: batchSize, augmentation: augmentation)
+            }
             let secs = Date().timeIntervalSince(t0)
             if json {
                 print("{\"model\":\"\(ModelZoo.canonicalName(name))\",\"dataset\":\"\(kind.rawValue)\",\"images\":\(test.count),\"test_loss\":\(loss),\"test_acc\":\(acc),\"seconds\":\(secs)}")

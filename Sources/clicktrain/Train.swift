@@ -25,6 +25,7 @@ struct Train: ParsableCommand {
     @Option(help: "YAML configuration file (keys as in config.yaml).") var config: String?
     @Option(help: "Continue the run in this folder from its last checkpoint (other options are ignored).")
     var resume: String?
+    @Option(help: deviceHelp) var device: DeviceKind = .cpu
     @Argument(parsing: .allUnrecognized, help: ArgumentHelp("Training options, listed above.", visibility: .hidden))
     var settings: [String] = []
 
@@ -47,8 +48,14 @@ struct Train: ParsableCommand {
     func train(group: MPIProcessGroup?) throws {
         if let g = group, g.size > 1 { errorPrefix = "rank \(g.rank) of \(g.size): " }
         do {
+            if device == .cuda, let g = group, g.size > 1 {
+                throw FlagError(description: "--device cuda trains in one process; start it without mpirun")
+            }
+            let gpu = try openDevice(device)
             if let dir = resume {
-                try watched(Trainer.resume(runDir: dir, group: group)).run()
+                let trainer = try Trainer.resume(runDir: dir, group: group)
+                try attach(gpu, to: trainer)
+                try watched(trainer).run()
                 return
             }
             var cfg = try config.map { try RunConfig.load(yamlFile: $0) } ?? RunConfig()
@@ -69,9 +76,14 @@ struct Train: ParsableCommand {
             if group == nil, cfg.sync_bn {
                 throw FlagError(description: "--sync-bn synchronises batch norm across the ranks of an MPI job; start the run with mpirun -np N")
             }
+            if gpu != nil, cfg.method != .dense || cfg.grad_prune > 0 {
+                throw FlagError(description: "--device cuda trains dense models for now: the pruning methods and --grad-prune run on the CPU (--device cpu)")
+            }
             var dir = out ?? defaultRunDir(cfg)
             if let group, group.size > 1 { dir = group.broadcast(dir) }  // rank 0's date in the name
-            try watched(Trainer(config: cfg, runDir: dir, group: group)).run()
+            let trainer = try Trainer(config: cfg, runDir: dir, group: group)
+            try attach(gpu, to: trainer)
+            try watched(trainer).run()
         }
     }
 

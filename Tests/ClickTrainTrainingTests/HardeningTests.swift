@@ -81,6 +81,23 @@ struct HardeningTests {
         }
     }
 
+    /// `--device cuda` on a machine without the NVIDIA driver: one line naming the library,
+    /// exit 1, and no run folder; `--device` takes cpu or cuda only.
+    @Test(.enabled(if: dlopen("libcuda.so.1", RTLD_NOW) == nil, "this machine has the NVIDIA driver"))
+    func cudaWithoutADriverIsOneLineError() throws {
+        let (cfg, dir) = tinyRun(epochs: 1)
+        let out = dir + "/gpu-run"
+        for args in [["train", "--data", cfg.data, "--out", out, "--device", "cuda"],
+                     ["eval", dir + "/none.safetensors", "--device", "cuda"], ["bench", "--device", "cuda"]] {
+            let r = try runClicktrain(args)
+            #expect(r.status == 1 && r.reason == .exit, "\(args): status \(r.status)")
+            #expect(r.stderr.split(separator: "\n").count == 1 && r.stderr.contains("libcuda.so.1"), "\(args): \(r.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: out))
+        let bad = try runClicktrain(["bench", "--device", "tpu"])
+        #expect(bad.status != 0 && bad.stderr.contains("--device"), "\(bad.stderr)")
+    }
+
     @Test func configFileValuesAreChecked() throws {
         let (cfg, _) = tinyRun(epochs: 1)
         for (yaml, needle) in [("method: clicktrain\nprune_ratios:\n  layer1.0.conv1.weight: 120\n", "prune_ratios"),

@@ -35,7 +35,7 @@ func seconds(_ body: () -> Void) -> Double {
     return now() - t0
 }
 
-@inline(__always) func now() -> Double {
+@inline(__always) package func now() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9

@@ -62,6 +62,7 @@ public enum TrainingError: Error, CustomStringConvertible {
     case folderInUse(runDir: String)
     /// Data parallelism: these ranks hold another model than rank 0 after `epoch` epochs.
     case ranksDiffer(epoch: Int, ranks: [Int])
+    case unsupportedOnDevice(String)
 
     public var description: String {
         switch self {
@@ -79,6 +80,7 @@ public enum TrainingError: Error, CustomStringConvertible {
             return "training stopped: epoch \(e) could not be saved (\(d)); \(next)"
         case .folderInUse(let dir):
             return "'\(dir)' is in use by another clicktrain process training there; wait for it to end or choose another --out"
+        case .unsupportedOnDevice(let what): return "--device cuda does not run \(what) yet"
         case .ranksDiffer(let epoch, let ranks):
             return "after epoch \(epoch) rank\(ranks.count == 1 ? "" : "s") \(ranks.map(String.init).joined(separator: ", ")) hold\(ranks.count == 1 ? "s" : "") other weights, masks or pruning state than rank 0; stopping before this epoch is saved (the previous checkpoint is intact)"
         }

@@ -282,6 +282,7 @@ public final class Trainer {
             }
         }
         loader.cancel()
+        try step.device?.download()
         let trainTime = now() - t0
         if showProgressBar { FileHandle.standardOutput.write(Data("\r\u{1B}[K".utf8)) }
         if let group, group.size > 1 {
@@ -293,7 +294,7 @@ public final class Trainer {
             (lossSum, correct, seen) = (total[0], Int(total[1]), Int(total[2]))
             for case let (_, .buffer(t)) in model.stateDict() { group.broadcast(t) }
         }
-        let (testLoss, testAcc) = evaluate()
+        let (testLoss, testAcc) = try evaluate()
         guard testLoss.isFinite else {  // the last steps broke the weights
             throw TrainingError.nonFiniteLoss(epoch: epoch + 1, step: steps, loss: Float(testLoss), runDir: runDir,
                                               lastGoodEpoch: completedEpochs)
@@ -326,9 +327,40 @@ public final class Trainer {
 
     /// Mean loss and accuracy on the test set (evaluation mode; each rank of a group
     /// evaluates its share).
-    public func evaluate() -> (loss: Double, accuracy: Double) {
-        Trainer.evaluate(model: model, dataset: testSet, batchSize: config.batch_size,
-                         augmentation: trainAugmentation, group: group)
+    public func evaluate() throws -> (loss: Double, accuracy: Double) {
+        if let device = step.device {
+            return try Trainer.evaluate(on: device, dataset: testSet, batchSize: config.batch_size,
+                                        augmentation: trainAugmentation)
+        }
+        return Trainer.evaluate(model: model, dataset: testSet, batchSize: config.batch_size,
+                                augmentation: trainAugmentation, group: group)
+    }
+
+    /// Runs every later step and evaluation on `device` (made from this trainer's model and
+    /// optimizer). Dense training in one process only: pruning methods, gradient pruning
+    /// and data parallelism need the CPU kernels.
+    public func use(device: any StepDevice) throws {
+        if let m = methods.first {
+            throw TrainingError.unsupportedOnDevice("\(type(of: m)) (the training methods run on the CPU; use --method dense)")
+        }
+        if let group, group.size > 1 { throw TrainingError.unsupportedOnDevice("data parallelism over MPI") }
+        step.device = device
+    }
+
+    /// `evaluate(model:…)` on a step device.
+    public static func evaluate(on device: any StepDevice, dataset: ImageDataset, batchSize: Int,
+                                augmentation: Augmentation) throws -> (loss: Double, accuracy: Double) {
+        let loader = BatchLoader(dataset: dataset, batchSize: batchSize, augmentation: augmentation.evaluation,
+                                 shuffle: false, seed: 0, epoch: 0, dropLast: false, shard: 0, shards: 1)
+        var lossSum = 0.0, correct = 0, seen = 0
+        while let b = loader.next() {
+            guard b.count > 0 else { continue }
+            let r = try device.evaluate(images: b.images, labels: b.labels)
+            lossSum += r.lossSum
+            correct += r.correct
+            seen += b.count
+        }
+        return (lossSum / Double(max(seen, 1)), Double(correct) / Double(max(seen, 1)))
     }
 
     /// Mean loss and accuracy of `model` on `dataset` in evaluation mode. Only the

@@ -15,6 +15,8 @@ public final class TrainingStep {
     public var group: (any ProcessGroup)?
     /// The loss gradient [batch, classes], reused every step.
     let grad: Tensor
+    /// Runs the whole step instead of the CPU kernels (`Trainer.use(device:)`).
+    public internal(set) var device: (any StepDevice)?
 
     /// One step's mean loss and correctly classified images of the batch.
     public struct Result: Sendable {
@@ -49,6 +51,12 @@ public final class TrainingStep {
     public func run(images: Tensor, labels: UnsafeBufferPointer<Int32>, info: StepInfo) throws -> Result {
         var info = info
         let t0 = now()
+        if let device {
+            let r = try device.trainStep(images: images, labels: labels, learningRate: optimizer.learningRate)
+            guard r.loss.isFinite else { throw NonFiniteLoss(loss: r.loss) }
+            let t = now() - t0
+            return Result(loss: r.loss, correct: r.correct, forwardSeconds: 0, backwardSeconds: 0, seconds: t)
+        }
         var profileStart = WorkProfile.start()
         for m in methods { m.stepStart(info) }
         WorkProfile.stop(.methods, since: profileStart)

@@ -1,0 +1,121 @@
+import ClickTrainCore
+import ClickTrainNN
+import ClickTrainTraining
+import Foundation
+
+/// The dense training step on the GPU: the model's layers mirrored on the device (cuDNN
+/// convolutions, cuBLAS linear layers, our kernels for the rest), the loss and SGD there
+/// too, and one synchronisation per step (reading the loss). The CPU model stays the
+/// record: `download` writes the weights, momentum and batch-norm statistics back before a
+/// checkpoint, and `upload` reads them after a resume.
+public final class CUDAEngine: StepDevice {
+    public let device: CUDADevice
+    let model: GSequential
+    let store: ParameterStore
+    let optimizer: SGD
+    let batchNorms: [GBatchNorm]
+    let labelSmoothing: Float
+    let imageShape: [Int]
+    let classes: Int
+    private let images: DeviceBuffer, labels: DeviceBuffer, logitGrad: DeviceBuffer, stats: DeviceBuffer
+    private let pinnedImages: PinnedBuffer, pinnedLabels: PinnedBuffer, pinnedStats: PinnedBuffer
+    private let workspace: Workspace
+    public var name: String { device.name }
+
+    /// - Parameters: imageShape [C, H, W]; batches of at most `maxBatch` images.
+    public init(device: CUDADevice, model: Sequential, optimizer: SGD, imageShape: [Int], classes: Int, maxBatch: Int,
+                labelSmoothing: Float = 0) throws {
+        try device.makeCurrent()
+        self.device = device
+        self.optimizer = optimizer
+        self.labelSmoothing = labelSmoothing
+        self.imageShape = imageShape
+        self.classes = classes
+        store = try ParameterStore(device, parameters: optimizer.parameters)
+        workspace = Workspace(device)
+        self.model = try GSequential(model, device: device, store: store, workspace: workspace)
+        batchNorms = self.model.batchNorms
+        let perImage = imageShape.reduce(1, *)
+        images = try DeviceBuffer(device, count: maxBatch * perImage)
+        labels = try DeviceBuffer(device, count: maxBatch)
+        logitGrad = try DeviceBuffer(device, count: maxBatch * classes)
+        stats = try DeviceBuffer(device, count: 4)
+        pinnedImages = try PinnedBuffer(device, bytes: maxBatch * perImage * 4)
+        pinnedLabels = try PinnedBuffer(device, bytes: maxBatch * 4)
+        pinnedStats = try PinnedBuffer(device, bytes: 16)
+        try upload()
+    }
+
+    /// The batch into device memory through the pinned staging buffers.
+    private func stage(_ x: Tensor, _ y: UnsafeBufferPointer<Int32>) throws -> GTensor {
+        let n = x.shape[0]
+        guard n * imageShape.reduce(1, *) * 4 <= pinnedImages.bytes, Array(x.shape.dropFirst()) == imageShape else {
+            throw CUDAError(call: "batch", message: "images \(x.shape) do not fit the engine's [≤\(pinnedLabels.bytes / 4)] + \(imageShape)")
+        }
+        pinnedImages.pointer.copyMemory(from: x.data, byteCount: x.count * 4)
+        pinnedLabels.pointer.copyMemory(from: y.baseAddress!, byteCount: n * 4)
+        try device.upload(pinnedImages.pointer, to: images.pointer, bytes: x.count * 4)
+        try device.upload(pinnedLabels.pointer, to: labels.pointer, bytes: n * 4)
+        return GTensor(pointer: images.pointer, shape: x.shape)
+    }
+
+    /// Loss (and, with `grad`, its gradient) of `logits` into `stats`: [loss sum, correct].
+    private func loss(_ logits: GTensor, grad: Bool) throws {
+        let n = logits.shape[0]
+        try device.zero(stats.pointer, count: 4)
+        try device.launch("softmax_cross_entropy", total: n,
+                          [.ptr(logits.pointer), .ptr(labels.pointer), .int(n), .int(classes), .f32(labelSmoothing),
+                           grad ? .ptr(logitGrad.pointer) : .null, .ptr(stats.pointer)])
+    }
+
+    private func readStats() throws -> (lossSum: Double, correct: Int) {
+        try device.download(stats.pointer, to: pinnedStats.pointer, bytes: 16)
+        try device.synchronize()
+        return (pinnedStats.pointer.load(as: Double.self), Int(pinnedStats.pointer.load(fromByteOffset: 8, as: Double.self)))
+    }
+
+    public func trainStep(images x: Tensor, labels y: UnsafeBufferPointer<Int32>, learningRate: Float) throws
+        -> (loss: Float, correct: Int)
+    {
+        try device.makeCurrent()
+        let n = x.shape[0]
+        let logits = try model.forward(stage(x, y), training: true)
+        try loss(logits, grad: true)
+        _ = try model.backward(GTensor(pointer: logitGrad.pointer, shape: [n, classes]))
+        try device.launch("sgd_step", total: store.total, maxBlocks: 4096,
+                          [.ptr(store.values.pointer), .ptr(store.grads.pointer), .ptr(store.momentum.pointer),
+                           .ptr(store.decay.pointer), .ptr(store.mask.pointer), .long(store.total), .f32(learningRate),
+                           .f32(optimizer.momentum), .int(optimizer.nesterov ? 1 : 0), .ptr(stats.pointer)])
+        let (sum, correct) = try readStats()
+        return (Float(sum / Double(max(n, 1))), correct)
+    }
+
+    public func evaluate(images x: Tensor, labels y: UnsafeBufferPointer<Int32>) throws -> (lossSum: Double, correct: Int) {
+        try device.makeCurrent()
+        let logits = try model.forward(stage(x, y), training: false)
+        try loss(logits, grad: false)
+        return try readStats()
+    }
+
+    /// Logits of one batch in evaluation mode (the checks compare them with the CPU's).
+    package func logits(_ x: Tensor) throws -> [Float] {
+        try device.makeCurrent()
+        var zeros = [Int32](repeating: 0, count: x.shape[0])
+        let out = try zeros.withUnsafeMutableBufferPointer { try model.forward(stage(x, UnsafeBufferPointer($0)), training: false) }
+        return try device.array(out.pointer, count: out.count)
+    }
+
+    public func download() throws {
+        try device.makeCurrent()
+        try store.download(optimizer)
+        for bn in batchNorms { try bn.download() }
+        try device.synchronize()
+    }
+
+    public func upload() throws {
+        try device.makeCurrent()
+        try store.upload(optimizer)
+        for bn in batchNorms { try bn.upload() }
+        try device.synchronize()
+    }
+}

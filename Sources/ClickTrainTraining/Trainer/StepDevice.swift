@@ -1,0 +1,19 @@
+import ClickTrainCore
+
+/// Where a run's arithmetic happens when not on the CPU kernels (`--device cuda`): the
+/// whole training step (forward, loss, backward, SGD) and evaluation. The CPU model and
+/// optimizer stay the record of the run: `download` brings the device's weights, momentum
+/// and batch-norm statistics back before they are saved, `upload` sends them after a
+/// resume or an `--init`.
+public protocol StepDevice: AnyObject {
+    /// The device in words ("NVIDIA H100 80GB HBM3, sm_90").
+    var name: String { get }
+    /// One step at `learningRate`: the batch's mean loss and correctly classified images.
+    /// A non-finite loss changes no weight.
+    func trainStep(images: Tensor, labels: UnsafeBufferPointer<Int32>, learningRate: Float) throws
+        -> (loss: Float, correct: Int)
+    /// Evaluation mode: the batch's summed loss and correct images.
+    func evaluate(images: Tensor, labels: UnsafeBufferPointer<Int32>) throws -> (lossSum: Double, correct: Int)
+    func download() throws
+    func upload() throws
+}
