@@ -42,14 +42,20 @@ def main():
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--channels-last", action="store_true", help="NHWC memory format for the model and input")
     ap.add_argument("--breakdown", action="store_true", help="time per kind of work, from torch.profiler")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cuda: eager mode on GPU 0, synchronised after every timed step or batch")
     a = ap.parse_args()
+    if a.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("bench-pytorch.py --device cuda: PyTorch sees no GPU")
+    dev = torch.device(a.device)
+    sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
     torch.set_num_threads(a.threads)
     c, h, w = (int(v) for v in a.input.lower().split("x"))
     torch.manual_seed(1)
-    model = pytorch_models.make(a.model, c, h, a.classes)
+    model = pytorch_models.make(a.model, c, h, a.classes).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    x = torch.randn(a.batch, c, h, w)
-    y = torch.arange(a.batch) % a.classes
+    x = torch.randn(a.batch, c, h, w, device=dev)
+    y = torch.arange(a.batch, device=dev) % a.classes
     if a.channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -71,6 +77,7 @@ def main():
         loss.backward()
         t2 = time.perf_counter()
         opt.step()
+        sync()
         t3 = time.perf_counter()
         if i >= a.warmup:
             fwd.append(t1 - t0)
@@ -82,6 +89,7 @@ def main():
         for i in range(a.warmup + a.runs):
             t0 = time.perf_counter()
             model(x)
+            sync()
             if i >= a.warmup:
                 inf.append(time.perf_counter() - t0)
     train, infer = statistics.median(step), statistics.median(inf)
@@ -100,10 +108,14 @@ def main():
         "threads": a.threads, "framework": f"pytorch {torch.__version__}",
         "train_ms_per_step": train * 1e3, "infer_ms_per_batch": infer * 1e3,
         "images_per_s_train": a.batch / train, "images_per_s_infer": a.batch / infer,
-        "forward_ms": statistics.median(fwd) * 1e3, "backward_ms": statistics.median(bwd) * 1e3,
+        # On the GPU the step is timed whole (one synchronisation, at its end).
+        "forward_ms": statistics.median(fwd) * 1e3 if a.device == "cpu" else None,
+        "backward_ms": statistics.median(bwd) * 1e3 if a.device == "cpu" else None,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "steps_timed": a.runs,
-        "layout": "channels_last" if a.channels_last else "nchw",
+        "layout": "channels_last" if a.channels_last else "nchw", "device": a.device,
     }
+    if a.device == "cuda":
+        result["device_name"] = torch.cuda.get_device_name(0)
     if breakdown is not None:
         result["breakdown_ms"] = breakdown
     print(json.dumps(result, sort_keys=True))

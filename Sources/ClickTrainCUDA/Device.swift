@@ -28,7 +28,10 @@ final class DeviceBuffer {
         pointer = p
     }
 
-    deinit { _ = device.driver.cuMemFree(pointer) }
+    deinit {
+        _ = device.driver.cuCtxSetCurrent(device.context)
+        _ = device.driver.cuMemFree(pointer)
+    }
 
     /// The address `floats` elements in.
     func at(_ floats: Int) -> DevicePointer { pointer + DevicePointer(floats * 4) }
@@ -57,9 +60,10 @@ public final class CUDADevice: @unchecked Sendable {
     public init() throws {
         driverLibrary = try SharedLibrary("the NVIDIA driver", names: ["libcuda.so.1", "libcuda.so"])
         driver = try DriverAPI(driverLibrary)
-        nvrtc = try NVRTC()
-        cublas = try CuBLASAPI(SharedLibrary("cuBLAS", names: candidates(["libcublas.so.13", "libcublas.so.12",
-                                                                            "libcublas.so"])))
+        var version: Int32 = 0
+        let driverMajor = driver.cuDriverGetVersion(&version) == 0 ? Int(version) / 1000 : nil
+        nvrtc = try NVRTC(preferMajor: driverMajor)
+        cublas = try CuBLASAPI(SharedLibrary("cuBLAS", names: candidates(versioned("libcublas.so", driverMajor))))
         cudnn = try CuDNNAPI(SharedLibrary("cuDNN", names: candidates(["libcudnn.so.9", "libcudnn.so"])))
         try driver.check(driver.cuInit(0), "cuInit")
         var count: Int32 = 0

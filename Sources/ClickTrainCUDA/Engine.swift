@@ -52,6 +52,8 @@ public final class CUDAEngine: StepDevice {
         guard n * imageShape.reduce(1, *) * 4 <= pinnedImages.bytes, Array(x.shape.dropFirst()) == imageShape else {
             throw CUDAError(call: "batch", message: "images \(x.shape) do not fit the engine's [≤\(pinnedLabels.bytes / 4)] + \(imageShape)")
         }
+        guard y.count >= n else { throw CUDAError(call: "batch", message: "\(y.count) labels for \(n) images") }
+        if let bad = y.prefix(n).first(where: { $0 < 0 || Int($0) >= classes }) { throw CUDAError(call: "batch", message: "label \(bad) outside 0..<\(classes)") }
         pinnedImages.pointer.copyMemory(from: x.data, byteCount: x.count * 4)
         pinnedLabels.pointer.copyMemory(from: y.baseAddress!, byteCount: n * 4)
         try device.upload(pinnedImages.pointer, to: images.pointer, bytes: x.count * 4)
@@ -60,11 +62,12 @@ public final class CUDAEngine: StepDevice {
     }
 
     /// Loss (and, with `grad`, its gradient) of `logits` into `stats`: [loss sum, correct].
+    /// Label smoothing applies to the training loss only, as on the CPU.
     private func loss(_ logits: GTensor, grad: Bool) throws {
         let n = logits.shape[0]
         try device.zero(stats.pointer, count: 4)
         try device.launch("softmax_cross_entropy", total: n,
-                          [.ptr(logits.pointer), .ptr(labels.pointer), .int(n), .int(classes), .f32(labelSmoothing),
+                          [.ptr(logits.pointer), .ptr(labels.pointer), .int(n), .int(classes), .f32(grad ? labelSmoothing : 0),
                            grad ? .ptr(logitGrad.pointer) : .null, .ptr(stats.pointer)])
     }
 

@@ -56,7 +56,7 @@ __global__ void bn_finalize(const double* acc, int C, long m, float momentum, fl
     if (c >= C) return;
     if (!training) {
         mean[c] = running_mean[c];
-        invstd[c] = rsqrtf(running_var[c] + eps);
+        invstd[c] = 1.f / sqrtf(running_var[c] + eps);
         return;
     }
     double mu = acc[2 * c] / m;
@@ -154,7 +154,7 @@ __global__ void maxpool_forward(const float* x, float* y, int* idx, int H, int W
                 if (v > best || at < 0) { best = v; at = h * W + w; }
             }
         }
-        y[i] = best;
+        y[i] = at < 0 ? 0.f : best;  // a window wholly in the padding gives 0, as on the CPU
         idx[i] = at;
     }
 }

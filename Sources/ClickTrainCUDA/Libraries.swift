@@ -50,6 +50,14 @@ final class SharedLibrary: @unchecked Sendable {
 let toolkitDirectories = ["/usr/local/cuda/lib64", "/usr/local/cuda/targets/x86_64-linux/lib",
                           "/usr/lib/x86_64-linux-gnu"]
 
+/// `base.13`, `base.12`, `base`, with the driver's major version first when known (a
+/// toolkit newer than the driver cannot run on it).
+func versioned(_ base: String, _ preferMajor: Int?) -> [String] {
+    var majors = [13, 12]
+    if let m = preferMajor { majors = [m] + majors.filter { $0 != m } }
+    return majors.map { "\(base).\($0)" } + [base]
+}
+
 func candidates(_ sonames: [String]) -> [String] {
     sonames + toolkitDirectories.flatMap { dir in sonames.map { dir + "/" + $0 } }
 }
@@ -84,6 +92,7 @@ struct DriverAPI {
                                         OpaquePointer?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
                                         UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Result
     let cuGetErrorString: @convention(c) (Result, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Result
+    let cuDriverGetVersion: @convention(c) (UnsafeMutablePointer<Int32>) -> Result
 
     init(_ lib: SharedLibrary) throws {
         cuInit = try lib.function("cuInit", as: type(of: cuInit))
@@ -107,6 +116,7 @@ struct DriverAPI {
         cuModuleGetFunction = try lib.function("cuModuleGetFunction", as: type(of: cuModuleGetFunction))
         cuLaunchKernel = try lib.function("cuLaunchKernel", as: type(of: cuLaunchKernel))
         cuGetErrorString = try lib.function("cuGetErrorString", as: type(of: cuGetErrorString))
+        cuDriverGetVersion = try lib.function("cuDriverGetVersion", as: type(of: cuDriverGetVersion))
     }
 
     func check(_ r: Result, _ call: String) throws {
@@ -136,8 +146,8 @@ public final class NVRTC: @unchecked Sendable {
 
     /// The first NVRTC found among `paths` (default: the loader's search path, then the CUDA
     /// toolkit's usual folders).
-    public init(paths: [String]? = nil) throws {
-        library = try SharedLibrary("NVRTC", names: paths ?? candidates(["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"]))
+    public init(paths: [String]? = nil, preferMajor: Int? = nil) throws {
+        library = try SharedLibrary("NVRTC", names: paths ?? candidates(versioned("libnvrtc.so", preferMajor)))
         nvrtcVersion = try library.function("nvrtcVersion", as: type(of: nvrtcVersion))
         nvrtcGetErrorString = try library.function("nvrtcGetErrorString", as: type(of: nvrtcGetErrorString))
         nvrtcCreateProgram = try library.function("nvrtcCreateProgram", as: type(of: nvrtcCreateProgram))
