@@ -8,6 +8,9 @@ public struct PatternPruningConfig: Sendable, Equatable {
     public enum Method: String, Sendable, CaseIterable { case clicktrain, pat }
     /// One pattern pool per layer, or one for the whole network.
     public enum PoolScope: String, Sendable, CaseIterable { case layer, network }
+    /// Between the choice and hard pruning: group lasso pulls the weights toward the chosen
+    /// patterns, or the weights outside them shrink linearly to zero.
+    public enum Enforcement: String, Sendable, CaseIterable { case lasso, gradual }
 
     public var method: Method = .clicktrain
     /// Weights kept per 3x3 kernel.
@@ -24,6 +27,7 @@ public struct PatternPruningConfig: Sendable, Equatable {
     public var hardEpoch: Int
     /// Group-lasso coefficient λ.
     public var lambda: Float = 2.5e-4
+    public var enforcement = Enforcement.lasso
     /// Connectivity ratio per prunable parameter name (fractions).
     public var ratios: [String: Double]
     /// Steps before the choice whose importance (W ⊙ G)² is accumulated.
@@ -122,6 +126,21 @@ public final class PatternPruner {
         }
     }
 
+    /// Gradual enforcement: scales each weight outside the chosen masks so that, of its
+    /// size at the choice, the share `1 - done` is left (`done` going from 0 to 1 over the
+    /// steps to hard pruning; `previous` is the share the last call left).
+    public func shrinkPruned(done: Double, previous: Double) {
+        if pendingMasks == nil { pendingMasks = state.layers.map { $0.mask() } }
+        let left = max(0, 1 - done), before = max(0, 1 - previous)
+        let factor = Float(before > 0 ? left / before : 0)
+        for (p, m) in zip(parameters, pendingMasks!) {
+            let w = p.value.data, mp = m.data
+            for i in 0..<p.value.count where mp[i] == 0 { w[i] *= factor }
+        }
+    }
+
+    private var pendingMasks: [Tensor]?
+
     /// Chooses patterns and connectivity from the accumulated importance (by magnitude
     /// when none was accumulated, e.g. a run resumed past the window) and drops it.
     public func chooseFromImportance() {
@@ -169,6 +188,7 @@ public final class PatternPruner {
             p.mask = l.mask()
             p.applyMask()
         }
+        pendingMasks = nil
         state.hardPruned = true
     }
 
