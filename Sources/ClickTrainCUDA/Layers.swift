@@ -518,36 +518,93 @@ public struct UnsupportedOnGPU: Error, CustomStringConvertible {
     public var description: String { "--device cuda: layer '\(layer)' does not run on the GPU yet" }
 }
 
+/// How a model's layers map onto the GPU layers, decided without a GPU: a batch norm
+/// followed by a ReLU becomes one node; anything else than the library's conv, batch
+/// norm, ReLU, max pool, global average pool, flatten, linear, basic block and sequential
+/// is refused by name.
+package indirect enum GPUPlan {
+    case sequential([GPUPlan])
+    case conv(Conv2d)
+    case batchNorm(BatchNorm2d, relu: Bool)
+    case relu(ReLU)
+    case maxPool(MaxPool2d)
+    case globalAvgPool(GlobalAvgPool)
+    case flatten
+    case linear(Linear)
+    case basicBlock(BasicBlock)
+
+    package static func of(_ seq: Sequential, prefix: String = "") throws -> GPUPlan {
+        var out: [GPUPlan] = []
+        let items = seq.layers
+        var i = 0
+        while i < items.count {
+            let (name, layer) = items[i]
+            let path = prefix.isEmpty ? name : prefix + "." + name
+            switch layer {
+            case let s as Sequential: out.append(try of(s, prefix: path))
+            case let c as Conv2d: out.append(.conv(c))
+            case let b as BatchNorm2d:
+                let fuse = i + 1 < items.count && items[i + 1].1 is ReLU
+                out.append(.batchNorm(b, relu: fuse))
+                if fuse { i += 1 }
+            case let r as ReLU: out.append(.relu(r))
+            case let p as MaxPool2d: out.append(.maxPool(p))
+            case let p as GlobalAvgPool: out.append(.globalAvgPool(p))
+            case is Flatten: out.append(.flatten)
+            case let l as Linear: out.append(.linear(l))
+            case let b as BasicBlock: out.append(.basicBlock(b))
+            default: throw UnsupportedOnGPU(layer: "\(path) (\(type(of: layer)))")
+            }
+            i += 1
+        }
+        return .sequential(out)
+    }
+
+    /// The nodes in order, one word each ("conv", "bn+relu", "block", ...), nested
+    /// sequentials flattened: what the tests compare.
+    package var kinds: [String] {
+        switch self {
+        case .sequential(let items): return items.flatMap(\.kinds)
+        case .conv: return ["conv"]
+        case .batchNorm(_, let relu): return [relu ? "bn+relu" : "bn"]
+        case .relu: return ["relu"]
+        case .maxPool: return ["maxpool"]
+        case .globalAvgPool: return ["avgpool"]
+        case .flatten: return ["flatten"]
+        case .linear: return ["linear"]
+        case .basicBlock(let b): return [b.shortcut == nil ? "block" : "block+projection"]
+        }
+    }
+}
+
 /// The layers in order; a batch norm followed by a ReLU runs as one layer.
 final class GSequential: GPULayer {
     let layers: [any GPULayer]
     let needsInputGradient: Bool
 
-    init(_ seq: Sequential, device: CUDADevice, store: ParameterStore, workspace: Workspace) throws {
-        var out: [any GPULayer] = []
-        let items = seq.layers
-        var i = 0
-        while i < items.count {
-            let (name, layer) = items[i]
-            switch layer {
-            case let s as Sequential: out.append(try GSequential(s, device: device, store: store, workspace: workspace))
-            case let c as Conv2d: out.append(try GConv(c, device: device, store: store, workspace: workspace))
-            case let b as BatchNorm2d:
-                let fuse = i + 1 < items.count && items[i + 1].1 is ReLU
-                out.append(try GBatchNorm(b, relu: fuse, device: device, store: store))
-                if fuse { i += 1 }
-            case let r as ReLU: out.append(GReLU(r, device: device))
-            case let p as MaxPool2d: out.append(GMaxPool(p, device: device))
-            case let p as GlobalAvgPool: out.append(GGlobalAvgPool(p, device: device))
-            case is Flatten: out.append(GFlatten())
-            case let l as Linear: out.append(GLinear(l, device: device, store: store))
-            case let b as BasicBlock: out.append(try GBasicBlock(b, device: device, store: store, workspace: workspace))
-            default: throw UnsupportedOnGPU(layer: "\(name) (\(type(of: layer)))")
+    convenience init(_ seq: Sequential, device: CUDADevice, store: ParameterStore, workspace: Workspace) throws {
+        try self.init(plan: GPUPlan.of(seq), needsInputGradient: seq.needsInputGradient, device: device, store: store,
+                      workspace: workspace)
+    }
+
+    init(plan: GPUPlan, needsInputGradient: Bool, device: CUDADevice, store: ParameterStore, workspace: Workspace) throws {
+        guard case .sequential(let items) = plan else { throw CUDAError(call: "plan", message: "not a sequential") }
+        layers = try items.map { node -> any GPULayer in
+            switch node {
+            case .sequential(let inner):
+                return try GSequential(plan: .sequential(inner), needsInputGradient: true, device: device, store: store,
+                                       workspace: workspace)
+            case .conv(let c): return try GConv(c, device: device, store: store, workspace: workspace)
+            case .batchNorm(let b, let relu): return try GBatchNorm(b, relu: relu, device: device, store: store)
+            case .relu(let r): return GReLU(r, device: device)
+            case .maxPool(let p): return GMaxPool(p, device: device)
+            case .globalAvgPool(let p): return GGlobalAvgPool(p, device: device)
+            case .flatten: return GFlatten()
+            case .linear(let l): return GLinear(l, device: device, store: store)
+            case .basicBlock(let b): return try GBasicBlock(b, device: device, store: store, workspace: workspace)
             }
-            i += 1
         }
-        layers = out
-        needsInputGradient = seq.needsInputGradient
+        self.needsInputGradient = needsInputGradient
     }
 
     func forward(_ x: GTensor, training: Bool) throws -> GTensor {

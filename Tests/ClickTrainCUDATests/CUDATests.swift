@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import ClickTrainCUDA
+import ClickTrainNN
 
 /// NVRTC from the CUDA toolkit, or from NVIDIA's `nvidia-cuda-nvrtc` wheel (which `.ci/run`
 /// installs): it compiles CUDA without a GPU or a driver.
@@ -54,6 +55,25 @@ struct CUDAWithoutGPUTests {
         #expect { _ = try CUDADevice() } throws: { e in
             let text = "\(e)"
             return e is CUDAUnavailable && text.contains("libcuda.so.1") && !text.contains("\n")
+        }
+    }
+
+    /// Which layers the GPU mirrors, decided without a GPU: batch norm + ReLU as one node,
+    /// every zoo model but the bottleneck ResNet, which is refused naming the layer.
+    @Test func zooModelsMapOntoTheGPULayers() throws {
+        let lenet = try GPUPlan.of(ModelZoo.make("lenet5", input: .fashionMNIST, seed: 1)).kinds
+        #expect(lenet == ["conv", "relu", "maxpool", "conv", "relu", "maxpool", "flatten", "linear", "relu", "linear",
+                          "relu", "linear"])
+        let r20 = try GPUPlan.of(ModelZoo.make("resnet20", input: .cifar10, seed: 1)).kinds
+        #expect(r20 == ["conv", "bn+relu"] + Array(repeating: "block", count: 3) + ["block+projection"]
+                    + Array(repeating: "block", count: 2) + ["block+projection"] + Array(repeating: "block", count: 2)
+                    + ["avgpool", "linear"])
+        let vgg = try GPUPlan.of(ModelZoo.make("vgg11", input: .cifar10, seed: 1)).kinds
+        #expect(vgg.filter { $0 == "bn+relu" }.count == 8 && vgg.filter { $0 == "maxpool" }.count == 5)
+        #expect(!vgg.contains("bn") && !vgg.contains("relu"))
+        _ = try GPUPlan.of(ModelZoo.make("resnet18", input: .cifar10, seed: 1))
+        #expect { _ = try GPUPlan.of(ModelZoo.make("resnet50", input: .cifar10, seed: 1)) } throws: {
+            "\($0)" == "--device cuda: layer 'layer1.0 (Bottleneck)' does not run on the GPU yet"
         }
     }
 }
