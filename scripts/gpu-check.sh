@@ -41,7 +41,8 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 loss = max(abs(a - b) for a, b in zip(r["loss_cpu"], r["loss_gpu"]))
 ok = r["logits_rel_err"] <= 1e-4 and r["update_rel_err"] <= 1e-4 and r["running_stats_rel_err"] <= 1e-4 and loss <= 1e-4
-print(f"{'ok  ' if ok else 'FAIL'} {r['model']}: logits {r['logits_rel_err']:.1e}, update {r['update_rel_err']:.1e} "
+where = f" (first differing layer {r['first_differing_layer']})" if r.get("first_differing_layer") else ""
+print(f"{'ok  ' if ok else 'FAIL'} {r['model']}: logits {r['logits_rel_err']:.1e}{where}, update {r['update_rel_err']:.1e} "
       f"({r['update_worst']}), running stats {r['running_stats_rel_err']:.1e}, loss after one step "
       f"{r['loss_gpu'][1]:.6f} gpu / {r['loss_cpu'][1]:.6f} cpu ({loss:.1e}); step {r['train_ms_per_step']:.2f} ms")
 sys.exit(0 if ok else 1)

@@ -20,6 +20,7 @@ public final class CUDAEngine: StepDevice {
     private let images: DeviceBuffer, labels: DeviceBuffer, logitGrad: DeviceBuffer, stats: DeviceBuffer
     private let pinnedImages: PinnedBuffer, pinnedLabels: PinnedBuffer, pinnedStats: PinnedBuffer
     private let workspace: Workspace
+    private let topLevelNames: [String]
     public var name: String { device.name }
 
     /// - Parameters: imageShape [C, H, W]; batches of at most `maxBatch` images.
@@ -34,6 +35,7 @@ public final class CUDAEngine: StepDevice {
         store = try ParameterStore(device, parameters: optimizer.parameters)
         workspace = Workspace(device)
         self.model = try GSequential(model, device: device, store: store, workspace: workspace)
+        topLevelNames = GPUPlan.topLevelNames(model)
         batchNorms = self.model.batchNorms
         let perImage = imageShape.reduce(1, *)
         images = try DeviceBuffer(device, count: maxBatch * perImage)
@@ -101,11 +103,21 @@ public final class CUDAEngine: StepDevice {
     }
 
     /// Logits of one batch in evaluation mode (the checks compare them with the CPU's).
-    package func logits(_ x: Tensor) throws -> [Float] {
+    package func logits(_ x: Tensor) throws -> [Float] { try stageOutputs(x).last!.values }
+
+    /// The output of each of the model's top-level layers in evaluation mode, named by the
+    /// CPU layer it ends with (a batch norm and the ReLU after it are one layer here): where
+    /// the GPU and the CPU part, when they do.
+    package func stageOutputs(_ x: Tensor) throws -> [(name: String, values: [Float])] {
         try device.makeCurrent()
-        var zeros = [Int32](repeating: 0, count: x.shape[0])
-        let out = try zeros.withUnsafeMutableBufferPointer { try model.forward(stage(x, UnsafeBufferPointer($0)), training: false) }
-        return try device.array(out.pointer, count: out.count)
+        let zeros = [Int32](repeating: 0, count: x.shape[0])
+        var h = try zeros.withUnsafeBufferPointer { try stage(x, $0) }
+        var out: [(String, [Float])] = []
+        for (name, layer) in zip(topLevelNames, model.layers) {
+            h = try layer.forward(h, training: false)
+            out.append((name, try device.array(h.pointer, count: h.count)))
+        }
+        return out
     }
 
     public func download() throws {

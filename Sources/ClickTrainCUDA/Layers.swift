@@ -560,6 +560,18 @@ package indirect enum GPUPlan {
         return .sequential(out)
     }
 
+    /// The name of the last layer each top-level node of `seq` covers.
+    package static func topLevelNames(_ seq: Sequential) -> [String] {
+        var names: [String] = []
+        var i = 0
+        while i < seq.layers.count {
+            if seq.layers[i].1 is BatchNorm2d, i + 1 < seq.layers.count, seq.layers[i + 1].1 is ReLU { i += 1 }
+            names.append(seq.layers[i].0)
+            i += 1
+        }
+        return names
+    }
+
     /// The nodes in order, one word each ("conv", "bn+relu", "block", ...), nested
     /// sequentials flattened: what the tests compare.
     package var kinds: [String] {

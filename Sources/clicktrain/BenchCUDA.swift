@@ -17,6 +17,8 @@ struct GPUBenchmark: Encodable {
     var images_per_s_train: Double
     /// Inference logits: max |gpu − cpu| / max |cpu|.
     var logits_rel_err: Double
+    /// The first top-level layer whose inference output differs by more than 1e-4, if any.
+    var first_differing_layer: String?
     /// The two steps' losses on the same batch (the second is the loss after one update).
     var loss_cpu: [Double]
     var loss_gpu: [Double]
@@ -48,10 +50,18 @@ struct GPUBenchmark: Encodable {
         let labels = (0..<batch).map { _ in Int32(rng.next() % UInt64(inp.classes)) }
         let e = try engine(on: gpu, model: gpuModel, optimizer: gpuOpt, input: inp, maxBatch: batch)
 
+        // Layer by layer on the CPU, to name the first top-level layer whose output differs.
         cpuModel.train(false)
-        let cpuLogits = cpuModel.forward(images).array
+        var h = images
+        var cpuStages: [String: [Float]] = [:]
+        for (name, layer) in cpuModel.layers {
+            h = layer.forward(h)
+            cpuStages[name] = h.array
+        }
         cpuModel.train(true)
-        let logitsErr = relErr(try e.logits(images), cpuLogits)
+        let stages = try e.stageOutputs(images)
+        let logitsErr = relErr(stages.last!.values, cpuStages[stages.last!.name]!)
+        let firstDiffering = stages.first { relErr($0.values, cpuStages[$0.name] ?? []) > 1e-4 }?.name
 
         let before = cpuModel.parameters().map(\.value.array)
         let cpuStep = TrainingStep(model: cpuModel, optimizer: cpuOpt, methods: [], batchSize: batch, classes: inp.classes)
@@ -95,7 +105,7 @@ struct GPUBenchmark: Encodable {
         return GPUBenchmark(device: e.name, model: ModelZoo.canonicalName(modelName), batch: batch,
                             input: "\(inp.channels)x\(inp.size)x\(inp.size)", train_ms_per_step: trainMs,
                             infer_ms_per_batch: 1000 * median(infer), images_per_s_train: Double(batch) / trainMs * 1000,
-                            logits_rel_err: logitsErr, loss_cpu: lossCPU, loss_gpu: lossGPU, update_rel_err: worst,
+                            logits_rel_err: logitsErr, first_differing_layer: firstDiffering, loss_cpu: lossCPU, loss_gpu: lossGPU, update_rel_err: worst,
                             update_worst: worstName, running_stats_rel_err: statsErr)
     }
 
@@ -104,9 +114,10 @@ struct GPUBenchmark: Encodable {
             model %@  batch %d  input %@  device %@
               train step   %.2f ms  (%.0f images/s; data staging and one synchronisation included)
               inference    %.2f ms
-              against the CPU from the same weights and batch: inference logits %.2e, losses of two steps \
+              against the CPU from the same weights and batch: inference logits %.2e%@, losses of two steps \
             %.6f / %.6f (cpu) and %.6f / %.6f (gpu), worst update %.2e (%@), running statistics %.2e
             """, model, batch, input, device, train_ms_per_step, images_per_s_train, infer_ms_per_batch, logits_rel_err,
-            loss_cpu[0], loss_cpu[1], loss_gpu[0], loss_gpu[1], update_rel_err, update_worst, running_stats_rel_err)
+            first_differing_layer.map { " (first differing layer: \($0))" } ?? "", loss_cpu[0], loss_cpu[1], loss_gpu[0],
+            loss_gpu[1], update_rel_err, update_worst, running_stats_rel_err)
     }
 }
