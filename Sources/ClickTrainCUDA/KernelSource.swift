@@ -14,8 +14,8 @@ extern "C" {
 #define FOR_EACH(i, total) for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < (total); \
                                 i += (long)blockDim.x * gridDim.x)
 
-// Block-wide sum of v into acc (one atomic per block). blockDim.x is 256.
-__device__ void block_sum_into(double v, double* acc) {
+// Block-wide sum of v, valid in thread 0. blockDim.x is 256.
+__device__ double block_sum(double v) {
     __shared__ double part[256];
     part[threadIdx.x] = v;
     __syncthreads();
@@ -23,8 +23,15 @@ __device__ void block_sum_into(double v, double* acc) {
         if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
         __syncthreads();
     }
-    if (threadIdx.x == 0) atomicAdd(acc, part[0]);
-    __syncthreads();
+    double total = part[0];
+    __syncthreads();  // part may be reused by the next call
+    return total;
+}
+
+// Block-wide sum of v added to acc (one atomic per block).
+__device__ void block_sum_into(double v, double* acc) {
+    double total = block_sum(v);
+    if (threadIdx.x == 0) atomicAdd(acc, total);
 }
 
 // y[n, c, :] += b[c]
@@ -238,14 +245,8 @@ __global__ void row_sums(const float* x, int N, int C, int HW, float* out) {
         long n = j / HW, p = j - n * HW;
         s += x[(n * C + c) * HW + p];
     }
-    __shared__ double part[256];
-    part[threadIdx.x] = s;
-    __syncthreads();
-    for (int t = 128; t > 0; t >>= 1) {
-        if (threadIdx.x < t) part[threadIdx.x] += part[threadIdx.x + t];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) out[c] = (float)part[0];
+    double total = block_sum(s);
+    if (threadIdx.x == 0) out[c] = (float)total;
 }
 
 }
