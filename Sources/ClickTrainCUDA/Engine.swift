@@ -79,14 +79,21 @@ public final class CUDAEngine: StepDevice {
         return (pinnedStats.pointer.load(as: Double.self), Int(pinnedStats.pointer.load(fromByteOffset: 8, as: Double.self)))
     }
 
-    public func trainStep(images x: Tensor, labels y: UnsafeBufferPointer<Int32>, learningRate: Float) throws
-        -> (loss: Float, correct: Int)
+    public func trainStep(images x: Tensor, labels y: UnsafeBufferPointer<Int32>, learningRate: Float,
+                          hooks: ((Float) throws -> Void)?) throws -> (loss: Float, correct: Int)
     {
         try device.makeCurrent()
         let n = x.shape[0]
         let logits = try model.forward(stage(x, y), training: true)
         try loss(logits, grad: true)
         _ = try model.backward(GTensor(pointer: logitGrad.pointer, shape: [n, classes]))
+        if let hooks {
+            // The methods' turn, on the CPU: weights and gradients there, the gradients back.
+            let (sum, _) = try readStats()
+            try store.downloadValuesAndGradients()
+            try hooks(Float(sum / Double(max(n, 1))))
+            try store.uploadGradients()
+        }
         try device.launch("sgd_step", total: store.total, maxBlocks: 4096,
                           [.ptr(store.values.pointer), .ptr(store.grads.pointer), .ptr(store.momentum.pointer),
                            .ptr(store.decay.pointer), .ptr(store.mask.pointer), .long(store.total), .f32(learningRate),

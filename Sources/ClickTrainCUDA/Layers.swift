@@ -81,6 +81,24 @@ final class ParameterStore {
         }
     }
 
+    /// Device → host: each parameter's value and gradient (the methods' hooks read them).
+    func downloadValuesAndGradients() throws {
+        for p in parameters {
+            let at = offsets[ObjectIdentifier(p)]!, n = p.value.count
+            try device.download(values.at(at), to: p.value.data, bytes: n * 4)
+            try device.download(grads.at(at), to: p.grad.data, bytes: n * 4)
+        }
+        try device.synchronize()
+    }
+
+    /// Host → device: the gradients as the hooks left them.
+    func uploadGradients() throws {
+        for p in parameters {
+            try device.upload(p.grad.data, to: grads.at(offsets[ObjectIdentifier(p)]!), bytes: p.value.count * 4)
+        }
+        try device.synchronize()  // the CPU may change them again right after
+    }
+
     /// Device → host: values and momentum.
     func download(_ optimizer: SGD) throws {
         for (p, buf) in zip(optimizer.parameters, optimizer.momentumBuffers) {
@@ -93,7 +111,8 @@ final class ParameterStore {
 }
 
 /// Convolution through cuDNN (NCHW float, FMA math: no TF32, so results match the CPU's to
-/// float rounding), bias by our kernels. The fastest algorithm per input shape is found
+/// float rounding), bias by our kernels. A pruned weight runs dense here, its zeros kept by
+/// the masked update. The fastest algorithm per input shape is found
 /// once by cuDNN's own trial.
 final class GConv: GPULayer {
     let device: CUDADevice
@@ -112,9 +131,6 @@ final class GConv: GPULayer {
     private var input: GTensor?
 
     init(_ conv: Conv2d, device: CUDADevice, store: ParameterStore, workspace: Workspace) throws {
-        guard conv.weight.mask == nil || conv.weight.mask!.array.allSatisfy({ $0 != 0 }) else {
-            throw CUDAError(call: "model", message: "pruned convolutions (pattern masks) do not run on the GPU yet")
-        }
         self.device = device
         self.store = store
         self.conv = conv

@@ -68,7 +68,7 @@ struct GPUBenchmark: Encodable {
         var lossCPU: [Double] = [], lossGPU: [Double] = []
         for i in 0..<2 {
             let c = try cpuStep.run(images: images, labels: labels, info: StepInfo(epoch: 0, step: i, stepsPerEpoch: 2))
-            let g = try labels.withUnsafeBufferPointer { try e.trainStep(images: images, labels: $0, learningRate: 0.05) }
+            let g = try labels.withUnsafeBufferPointer { try e.trainStep(images: images, labels: $0, learningRate: 0.05, hooks: nil) }
             lossCPU.append(Double(c.loss))
             lossGPU.append(Double(g.loss))
         }
@@ -89,7 +89,7 @@ struct GPUBenchmark: Encodable {
         try labels.withUnsafeBufferPointer { lp in
             for i in 0..<(warmup + runs) {
                 let t0 = now()
-                _ = try e.trainStep(images: images, labels: lp, learningRate: 0.05)
+                _ = try e.trainStep(images: images, labels: lp, learningRate: 0.05, hooks: nil)
                 if i >= warmup { train.append(now() - t0) }
             }
         }

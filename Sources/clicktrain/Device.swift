@@ -9,7 +9,7 @@ enum DeviceKind: String, ExpressibleByArgument, CaseIterable {
     case cpu, cuda
 }
 
-let deviceHelp = ArgumentHelp("cpu, or cuda: dense training and evaluation on an NVIDIA GPU (the driver, NVRTC, cuBLAS and cuDNN are loaded at run time).")
+let deviceHelp = ArgumentHelp("cpu, or cuda: training (dense, clicktrain, pat) and evaluation on an NVIDIA GPU (the driver, NVRTC, cuBLAS and cuDNN are loaded at run time).")
 
 /// The GPU for `--device cuda` (nil for cpu); a missing library throws a one-line error.
 func openDevice(_ kind: DeviceKind) throws -> CUDADevice? {

@@ -12,7 +12,7 @@ import Testing
 /// moments.
 final class TwinDevice: StepDevice {
     let record: any Layer, recordOptimizer: SGD
-    let twin: Sequential, twinOptimizer: SGD, step: TrainingStep
+    let twin: Sequential, twinOptimizer: SGD, grad: Tensor, labelSmoothing: Float
     var uploads = 0, downloads = 0
     var name: String { "twin" }
 
@@ -23,16 +23,18 @@ final class TwinDevice: StepDevice {
         let o = trainer.optimizer
         twinOptimizer = SGD(parameters: twin.parameters(), learningRate: o.learningRate, momentum: o.momentum,
                             nesterov: o.nesterov, weightDecay: o.weightDecay, decayBiasAndNorm: o.decayBiasAndNorm)
-        step = TrainingStep(model: twin, optimizer: twinOptimizer, methods: [], batchSize: trainer.config.batch_size,
-                            classes: trainer.input.classes, labelSmoothing: trainer.config.label_smoothing)
+        grad = Tensor(shape: [trainer.config.batch_size, trainer.input.classes])
+        labelSmoothing = trainer.config.label_smoothing
         try upload()
     }
 
-    /// Every parameter, buffer, counter and momentum buffer from `a` to `b`.
+    /// Every parameter (with its mask), buffer, counter and momentum buffer from `a` to `b`.
     static func copy(_ a: any Layer, _ ao: SGD, to b: any Layer, _ bo: SGD) {
         for ((_, x), (_, y)) in zip(a.stateDict(), b.stateDict()) {
             switch (x, y) {
-            case (.parameter(let p), .parameter(let q)): q.value.copy(from: p.value)
+            case (.parameter(let p), .parameter(let q)):
+                q.value.copy(from: p.value)
+                q.mask = p.mask?.clone()
             case (.buffer(let s), .buffer(let t)): t.copy(from: s)
             case (.counter(let s), .counter(let t)): t.value = s.value
             default: preconditionFailure("twin state differs")
@@ -51,12 +53,26 @@ final class TwinDevice: StepDevice {
         TwinDevice.copy(twin, twinOptimizer, to: record, recordOptimizer)
     }
 
-    func trainStep(images: Tensor, labels: UnsafeBufferPointer<Int32>, learningRate: Float) throws
-        -> (loss: Float, correct: Int)
+    func trainStep(images: Tensor, labels: UnsafeBufferPointer<Int32>, learningRate: Float,
+                   hooks: ((Float) throws -> Void)?) throws -> (loss: Float, correct: Int)
     {
+        let n = images.shape[0]
+        let g = n == grad.shape[0] ? grad : grad.firstRows(n)
+        let (loss, correct) = softmaxCrossEntropy(logits: twin.forward(images), labels: labels,
+                                                  labelSmoothing: labelSmoothing, grad: g)
+        guard loss.isFinite else { return (loss, correct) }
+        _ = twin.backward(g)
+        if let hooks {
+            for (p, q) in zip(twin.parameters(), record.parameters()) {
+                q.value.copy(from: p.value)
+                q.grad.copy(from: p.grad)
+            }
+            try hooks(loss)
+            for (p, q) in zip(record.parameters(), twin.parameters()) { q.grad.copy(from: p.grad) }
+        }
         twinOptimizer.learningRate = learningRate
-        let r = try step.run(images: images, labels: labels, info: StepInfo(epoch: 0, step: 0, stepsPerEpoch: 1))
-        return (r.loss, r.correct)
+        twinOptimizer.step()
+        return (loss, correct)
     }
 
     func evaluate(images: Tensor, labels: UnsafeBufferPointer<Int32>) throws -> (lossSum: Double, correct: Int) {
@@ -97,10 +113,33 @@ struct StepDeviceTests {
         #expect(weights(resumed) == weights(cpu))
     }
 
-    /// Pruning methods and gradient pruning run their hooks on CPU gradients: refused.
-    @Test func methodsAreRefusedOnADevice() throws {
-        let (c, dir) = shortResNetRun(epochs: 2, method: .clicktrain)
-        let t = quiet(try Trainer(config: c, runDir: dir))
-        #expect { try t.use(device: TwinDevice(t)) } throws: { "\($0)".contains("--device cuda does not run") }
+    /// ClickTrain and PAT through the device: their hooks on the CPU between the device's
+    /// backward and update (importance, group lasso), hard pruning uploaded at the epoch's
+    /// start; the same run as on the CPU, bit for bit.
+    @Test(arguments: [MethodKind.clicktrain, .pat])
+    func patternMethodsThroughADeviceEndLikeOnTheCPU(_ method: MethodKind) throws {
+        var (c, dirCPU) = shortResNetRun(epochs: 4, method: method)
+        c.epoch_choose_p_k = 1
+        c.epoch_hard_prune_p_k = 2
+        c.importance_window = 2
+        let cpu = quiet(try Trainer(config: c, runDir: dirCPU))
+        let mCPU = try cpu.run()
+        let onDevice = quiet(try Trainer(config: c, runDir: SyntheticData.temporaryDirectory("run")))
+        try onDevice.use(device: TwinDevice(onDevice))
+        let mDev = try onDevice.run()
+        #expect(comparable(mDev) == comparable(mCPU))
+        #expect(mDev.last?.conv_compression == mCPU.last?.conv_compression && (mDev.last?.conv_compression ?? 0) > 4)
+        #expect(weights(onDevice) == weights(cpu))
+    }
+
+    /// PruneTrain (rebuilds the model) and gradient pruning (inside the backward kernels):
+    /// refused with one line.
+    @Test func cpuOnlyMethodsAreRefusedOnADevice() throws {
+        for (method, gradPrune) in [(MethodKind.prunetrain, 0.0), (.dense, 0.9)] {
+            var (c, dir) = shortResNetRun(epochs: 2, method: method)
+            c.grad_prune = gradPrune
+            let t = quiet(try Trainer(config: c, runDir: dir))
+            #expect { try t.use(device: TwinDevice(t)) } throws: { "\($0)".contains("--device cuda does not run") }
+        }
     }
 }

@@ -244,6 +244,7 @@ public final class Trainer {
         let epoch = completedEpochs
         let epochStarted = now()  // the epoch's seconds include the methods' work (choice, hard pruning)
         for method in methods { try method.epochStart(epoch: epoch) }
+        if !methods.isEmpty { try step.device?.upload() }  // e.g. hard pruning's masks and zeros
         let phase = methods.lazy.compactMap { $0.phase(epoch: epoch) }.first ?? "dense"
         let loader = BatchLoader(dataset: trainSet, batchSize: config.batch_size, augmentation: trainAugmentation,
                                  shuffle: true, seed: config.seed, epoch: epoch, dropLast: true,
@@ -337,11 +338,12 @@ public final class Trainer {
     }
 
     /// Runs every later step and evaluation on `device` (made from this trainer's model and
-    /// optimizer). Dense training in one process only: pruning methods, gradient pruning
-    /// and data parallelism need the CPU kernels.
+    /// optimizer). The pattern methods (ClickTrain, PAT) run their hooks on the CPU between
+    /// the device's backward and update; PruneTrain (which rebuilds the model), gradient
+    /// pruning (inside the backward kernels) and data parallelism need the CPU.
     public func use(device: any StepDevice) throws {
-        if let m = methods.first {
-            throw TrainingError.unsupportedOnDevice("\(type(of: m)) (the training methods run on the CPU; use --method dense)")
+        if let m = methods.first(where: { !($0 is PatternPruningMethod) }) {
+            throw TrainingError.unsupportedOnDevice("\(type(of: m)) (it runs inside the CPU's step; use --device cpu)")
         }
         if let group, group.size > 1 { throw TrainingError.unsupportedOnDevice("data parallelism over MPI") }
         step.device = device

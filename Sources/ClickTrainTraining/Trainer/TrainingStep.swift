@@ -52,7 +52,15 @@ public final class TrainingStep {
         var info = info
         let t0 = now()
         if let device {
-            let r = try device.trainStep(images: images, labels: labels, learningRate: optimizer.learningRate)
+            for m in methods { m.stepStart(info) }
+            let hooks: ((Float) throws -> Void)? = methods.isEmpty ? nil : { [methods] loss in
+                guard loss.isFinite else { throw NonFiniteLoss(loss: loss) }
+                info.loss = loss
+                for m in methods { m.afterBackward(info) }
+                for m in methods { m.beforeOptimizerStep(info) }
+            }
+            let r = try device.trainStep(images: images, labels: labels, learningRate: optimizer.learningRate,
+                                         hooks: hooks)
             guard r.loss.isFinite else { throw NonFiniteLoss(loss: r.loss) }
             let t = now() - t0
             return Result(loss: r.loss, correct: r.correct, forwardSeconds: 0, backwardSeconds: 0, seconds: t)
