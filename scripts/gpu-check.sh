@@ -6,7 +6,8 @@
 #      VGG-11 the GPU matches the CPU from the same weights on the same batch (inference
 #      logits, the losses of two steps, every tensor's update, batch-norm statistics);
 #   2. the training step and inference against PyTorch eager on the same GPU, alternated;
-#   3. a 3-epoch Fashion-MNIST run on the GPU against the CPU run packaged with it.
+#   3. a 3-epoch Fashion-MNIST run on the GPU against the CPU run packaged with it;
+#   4. a 3-epoch ClickTrain run on the GPU (8x conv compression at the end).
 # Results go to $OUT (or a temporary folder); the last lines are a summary.
 #
 #   scripts/gpu-check.sh [.build-gpu/package]
@@ -93,6 +94,21 @@ d = 100 * (g["test_acc"] - c["test_acc"])
 ok = abs(d) <= 0.3
 print(f"{'ok  ' if ok else 'FAIL'} 3 epochs: gpu {100 * g['test_acc']:.2f}%, cpu {100 * c['test_acc']:.2f}% ({d:+.2f} points, "
       f"within 0.3?); gpu {g['images_per_s']:.0f} img/s, whole run {sys.argv[3]} s")
+sys.exit(0 if ok else 1)
+PY
+
+echo "== 4. ClickTrain on the GPU: hooks on the CPU mid-step, hard pruning uploaded"
+timeout 240 "$ct" train --device cuda --data "$work/data" --method clicktrain --epochs 3 --choose-epoch 1 \
+  --hard-prune-epoch 2 --seed 1 --batch-size 128 --out "$out/gpu-clicktrain" 2>&1 | tail -n 4
+python3 - "$out/gpu-clicktrain/metrics.jsonl" <<'PY' | tee -a "$summary" || failed=1
+import json, sys
+try: m = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+except Exception: m = []
+if len(m) != 3:
+    print("FAIL the GPU ClickTrain run did not finish 3 epochs"); sys.exit(1)
+ok = m[-1]["conv_compression"] >= 7.5 and m[-1]["test_acc"] > 0.5
+print(f"{'ok  ' if ok else 'FAIL'} ClickTrain 3 epochs on the GPU: {100 * m[-1]['test_acc']:.2f}%, conv compression "
+      f"{m[-1]['conv_compression']:.2f}x, {m[-1]['images_per_s']:.0f} img/s in the pruned epoch")
 sys.exit(0 if ok else 1)
 PY
 
