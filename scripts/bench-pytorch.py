@@ -116,6 +116,8 @@ def main():
     }
     if a.device == "cuda":
         result["device_name"] = torch.cuda.get_device_name(0)
+        # PyTorch's default: TF32 tensor cores in cuDNN convolutions (ours use FP32 FMA).
+        result["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
     if breakdown is not None:
         result["breakdown_ms"] = breakdown
     print(json.dumps(result, sort_keys=True))

@@ -12,25 +12,26 @@
 #
 #   scripts/gpu-check.sh [.build-gpu/package]
 set -uo pipefail
+pkg=$(realpath "${1:-$(dirname "$0")/../.build-gpu/package}")
 cd "$(dirname "$0")/.."
-pkg=${1:-.build-gpu/package}
 work=$(mktemp -d)
 out=${OUT:-$work/out}
 mkdir -p "$out"
 tar -C "$work" -xJf "$pkg/clicktrain-gpu.tar.xz" || { echo "cannot unpack $pkg/clicktrain-gpu.tar.xz"; exit 1; }
-export LD_LIBRARY_PATH="$work/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-ct=$work/bin/clicktrain
+# The carried libraries for clicktrain alone (not for python3, PyTorch or nvidia-smi).
+libs="$work/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+ct=(env "LD_LIBRARY_PATH=$libs" "$work/bin/clicktrain")
 summary=$out/summary.txt
 : > "$summary"
 say() { echo "$*" | tee -a "$summary"; }
 failed=0
 
 echo "== 1. start, libraries, GPU against CPU"
-if ldd "$ct" | grep "not found"; then say "FAIL shared libraries missing"; exit 1; fi
+if LD_LIBRARY_PATH=$libs ldd "$work/bin/clicktrain" | grep "not found"; then say "FAIL shared libraries missing"; exit 1; fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
 for spec in lenet5:1x28x28 resnet20:3x32x32 resnet32:3x32x32 vgg11:3x32x32; do
   model=${spec%%:*}
-  if ! timeout 180 "$ct" bench --device cuda --model "$model" --input "${spec#*:}" --warmup 5 --runs 30 --json \
+  if ! timeout 180 "${ct[@]}" bench --device cuda --model "$model" --input "${spec#*:}" --warmup 5 --runs 30 --json \
       > "$out/ours-$model-1.json" 2> "$out/ours-$model-1.err"; then
     say "FAIL $model: $(tail -n 3 "$out/ours-$model-1.err")"; failed=1
     # A library that does not load fails everything after it: stop before spending device time.
@@ -53,7 +54,7 @@ done
 echo "== 2. against PyTorch eager on the same GPU, alternated"
 for model in resnet20 resnet32; do
   for round in 1 2 3; do
-    [ "$round" = 1 ] || timeout 120 "$ct" bench --device cuda --model "$model" --warmup 5 --runs 30 --json \
+    [ "$round" = 1 ] || timeout 120 "${ct[@]}" bench --device cuda --model "$model" --warmup 5 --runs 30 --json \
       > "$out/ours-$model-$round.json" 2>> "$out/ours-$model-$round.err"
     timeout 120 python3 scripts/bench-pytorch.py --device cuda --model "$model" --warmup 5 --runs 30 \
       > "$out/torch-$model-$round.json" 2> "$out/torch-$model-$round.err"
@@ -76,20 +77,25 @@ print(f"{model} batch 128 on {ours[0]['device']}: train step ours {o:.2f} ms, py
       f"target <= 0.7x); inference ours {oi:.2f} ms, pytorch {ti:.2f} ms ({oi / ti:.2f}x); "
       f"{len(ours)} and {len(torch)} runs, medians")
 PY
+  [ -s "$out/ours-$model-1.json" ] && [ -s "$out/torch-$model-1.json" ] || failed=1
 done
 
 echo "== 3. 3 epochs of Fashion-MNIST (20,000 training images) on the GPU"
 start=$(date +%s)
-timeout 300 "$ct" train --device cuda --data "$work/data" --epochs 3 --seed 1 --batch-size 128 --out "$out/gpu-run" \
+rm -rf "$out/gpu-run" "$out/gpu-clicktrain"
+timeout 300 "${ct[@]}" train --device cuda --data "$work/data" --epochs 3 --seed 1 --batch-size 128 --out "$out/gpu-run" \
   2>&1 | tail -n 5
+rc=${PIPESTATUS[0]}
+[ "$rc" = 0 ] || { say "FAIL the GPU run exited with $rc"; failed=1; }
 python3 - "$out/gpu-run/metrics.jsonl" "$work/cpu-metrics.jsonl" "$(( $(date +%s) - start ))" <<'PY' | tee -a "$summary" || failed=1
 import json, sys
 def last(p):
-    try: return [json.loads(l) for l in open(p) if l.strip()][-1]
+    try: m = [json.loads(l) for l in open(p) if l.strip()]
     except Exception: return None
+    return m[-1] if len(m) == 3 else None
 g, c = last(sys.argv[1]), last(sys.argv[2])
 if g is None:
-    print("FAIL the GPU run wrote no metrics"); sys.exit(1)
+    print("FAIL the GPU run did not finish 3 epochs"); sys.exit(1)
 d = 100 * (g["test_acc"] - c["test_acc"])
 ok = abs(d) <= 0.3
 print(f"{'ok  ' if ok else 'FAIL'} 3 epochs: gpu {100 * g['test_acc']:.2f}%, cpu {100 * c['test_acc']:.2f}% ({d:+.2f} points, "
@@ -98,7 +104,7 @@ sys.exit(0 if ok else 1)
 PY
 
 echo "== 4. ClickTrain on the GPU: hooks on the CPU mid-step, hard pruning uploaded"
-timeout 240 "$ct" train --device cuda --data "$work/data" --method clicktrain --epochs 3 --choose-epoch 1 \
+timeout 240 "${ct[@]}" train --device cuda --data "$work/data" --method clicktrain --epochs 3 --choose-epoch 1 \
   --hard-prune-epoch 2 --seed 1 --batch-size 128 --out "$out/gpu-clicktrain" 2>&1 | tail -n 4
 python3 - "$out/gpu-clicktrain/metrics.jsonl" <<'PY' | tee -a "$summary" || failed=1
 import json, sys

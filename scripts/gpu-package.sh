@@ -4,9 +4,9 @@
 # the shared libraries `ldd` lists for it (the C library and the GPU machine's own excepted),
 # the first 20,000 Fashion-MNIST training images with the whole test set, and the CPU run
 # the GPU's 3-epoch run is compared with. Everything goes into one xz archive under
-# .build-gpu/package/ (git-ignored), which must stay under the 64 MiB a device call carries.
+# .build-gpu/package/ (git-ignored), kept under 60 MiB so that it travels to the GPU machine.
 #
-#   scripts/gpu-package.sh            # build, package, CPU reference run (~10 minutes on 2 cores)
+#   scripts/gpu-package.sh            # build, package, CPU reference run
 #   then on the GPU machine: scripts/gpu-check.sh .build-gpu/package
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,4 +53,4 @@ cp "$pkg/cpu-run/metrics.jsonl" "$stage/cpu-metrics.jsonl"
 tar -C "$stage" -cJf "$pkg/clicktrain-gpu.tar.xz" .
 du -h "$pkg/clicktrain-gpu.tar.xz"
 size=$(stat -c %s "$pkg/clicktrain-gpu.tar.xz")
-[ "$size" -lt $((60 * 1024 * 1024)) ] || { echo "the package is over 60 MiB: a device call carries 64 MiB in all"; exit 1; }
+[ "$size" -lt $((60 * 1024 * 1024)) ] || { echo "the package is over 60 MiB: too large to carry to the GPU machine"; exit 1; }

@@ -88,11 +88,11 @@ public final class CUDAEngine: StepDevice {
         try loss(logits, grad: true)
         _ = try model.backward(GTensor(pointer: logitGrad.pointer, shape: [n, classes]))
         if let hooks {
-            // The methods' turn, on the CPU: weights and gradients there, the gradients back.
+            // The methods' turn, on the CPU: weights and gradients there and back.
             let (sum, _) = try readStats()
             try store.downloadValuesAndGradients()
             try hooks(Float(sum / Double(max(n, 1))))
-            try store.uploadGradients()
+            try store.uploadValuesAndGradients()
         }
         try device.launch("sgd_step", total: store.total, maxBlocks: 4096,
                           [.ptr(store.values.pointer), .ptr(store.grads.pointer), .ptr(store.momentum.pointer),

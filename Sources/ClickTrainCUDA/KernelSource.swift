@@ -175,7 +175,7 @@ __global__ void maxpool_backward(const float* dy, const int* idx, float* dx, int
     }
 }
 
-// One warp-strided thread group per plane: y[plane] = mean of its HW values.
+// One thread per plane: y[plane] = mean of its HW values.
 __global__ void global_avgpool_forward(const float* x, float* y, int HW, long planes) {
     FOR_EACH(i, planes) {
         const float* xp = x + i * HW;

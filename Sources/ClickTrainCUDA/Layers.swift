@@ -91,10 +91,12 @@ final class ParameterStore {
         try device.synchronize()
     }
 
-    /// Host → device: the gradients as the hooks left them.
-    func uploadGradients() throws {
+    /// Host → device: values and gradients as the hooks left them.
+    func uploadValuesAndGradients() throws {
         for p in parameters {
-            try device.upload(p.grad.data, to: grads.at(offsets[ObjectIdentifier(p)]!), bytes: p.value.count * 4)
+            let at = offsets[ObjectIdentifier(p)]!, n = p.value.count
+            try device.upload(p.value.data, to: values.at(at), bytes: n * 4)
+            try device.upload(p.grad.data, to: grads.at(at), bytes: n * 4)
         }
         try device.synchronize()  // the CPU may change them again right after
     }

@@ -126,9 +126,10 @@ public final class PatternPruner {
         }
     }
 
-    /// Gradual enforcement: scales each weight outside the chosen masks so that, of its
-    /// size at the choice, the share `1 - done` is left (`done` going from 0 to 1 over the
-    /// steps to hard pruning; `previous` is the share the last call left).
+    /// Gradual enforcement: scales each weight outside the chosen masks by
+    /// `(1 - done) / (1 - previous)`, `done` going from 0 to 1 over the steps to hard
+    /// pruning (`previous`: the last call's), so that without the updates in between the
+    /// share `1 - done` of its value at the choice would be left.
     public func shrinkPruned(done: Double, previous: Double) {
         if pendingMasks == nil { pendingMasks = state.layers.map { $0.mask() } }
         let left = max(0, 1 - done), before = max(0, 1 - previous)

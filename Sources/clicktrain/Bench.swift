@@ -57,7 +57,8 @@ struct Bench: ParsableCommand {
         if let t = threads { Threads.set(t) } else { Threads.set(Threads.count) }
         let inp = try parseInput(input, classes: classes)
         if let gpu = try openDevice(device) {
-            let extras = sparse || gradPrune != nil || breakdown || compareLayouts || inferenceOnly || perLayer
+            let extras = sparse || gradPrune != nil || breakdown || compareLayouts || inferenceOnly || perLayer || serve
+                || leakSteps > 0
             guard !extras else { throw ValidationError("--device cuda times the dense step and inference alone for now") }
             let r = try GPUBenchmark.run(gpu, modelName: model, input: inp, batch: batch, warmup: warmup, runs: runs)
             if json {

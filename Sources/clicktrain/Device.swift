@@ -16,6 +16,12 @@ func openDevice(_ kind: DeviceKind) throws -> CUDADevice? {
     kind == .cuda ? try CUDADevice() : nil
 }
 
+/// Throws, naming the layer, when the zoo model `name` has a layer the GPU does not run
+/// (the layers' kinds do not depend on the input's size).
+func checkRunsOnGPU(model name: String) throws {
+    _ = try GPUPlan.of(ModelZoo.make(name, input: ModelInput(channels: 1, size: 32, classes: 2), seed: 0))
+}
+
 /// `model` mirrored on `gpu` for batches of at most `maxBatch` images.
 func engine(on gpu: CUDADevice, model: any Layer, optimizer: SGD, input: ModelInput, maxBatch: Int,
             labelSmoothing: Float = 0) throws -> CUDAEngine {

@@ -56,9 +56,10 @@ func installInterruptHandlers() {
             if let state = interruptState {
                 var st = stat()
                 let exists = stat(state.pointee.path, &st) == 0
-                let same = exists == state.pointee.existed
-                    && (!exists || (UInt64(st.st_dev) == state.pointee.device && UInt64(st.st_ino) == state.pointee.inode))
-                let m = same ? state.pointee.current : state.pointee.next
+                // Landed: a checkpoint is there, and not the one the message was prepared for.
+                let landed = exists && (!state.pointee.existed || UInt64(st.st_dev) != state.pointee.device
+                                        || UInt64(st.st_ino) != state.pointee.inode)
+                let m = landed ? state.pointee.next : state.pointee.current
                 _ = write(2, m, strlen(m))
             }
             // Again, by default and unblocked (a handler runs with its signal blocked).

@@ -76,8 +76,11 @@ struct Train: ParsableCommand {
             if group == nil, cfg.sync_bn {
                 throw FlagError(description: "--sync-bn synchronises batch norm across the ranks of an MPI job; start the run with mpirun -np N")
             }
-            if gpu != nil, cfg.method == .prunetrain || cfg.grad_prune > 0 {
-                throw FlagError(description: "--device cuda runs dense, clicktrain and pat: PruneTrain and --grad-prune need --device cpu for now")
+            if gpu != nil {
+                if cfg.method == .prunetrain || cfg.grad_prune > 0 {
+                    throw FlagError(description: "--device cuda runs dense, clicktrain and pat: PruneTrain and --grad-prune need --device cpu for now")
+                }
+                try checkRunsOnGPU(model: cfg.model)  // before the run folder exists
             }
             var dir = out ?? defaultRunDir(cfg)
             if let group, group.size > 1 { dir = group.broadcast(dir) }  // rank 0's date in the name

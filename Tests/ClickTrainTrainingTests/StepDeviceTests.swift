@@ -1,5 +1,6 @@
 import ClickTrainCore
 import ClickTrainNN
+import ClickTrainPruning
 import ClickTrainTestSupport
 import ClickTrainTraining
 import Foundation
@@ -13,7 +14,7 @@ import Testing
 final class TwinDevice: StepDevice {
     let record: any Layer, recordOptimizer: SGD
     let twin: Sequential, twinOptimizer: SGD, grad: Tensor, labelSmoothing: Float
-    var uploads = 0, downloads = 0
+    var uploads = 0, downloads = 0, hookedSteps = 0
     var name: String { "twin" }
 
     init(_ trainer: Trainer) throws {
@@ -63,12 +64,16 @@ final class TwinDevice: StepDevice {
         guard loss.isFinite else { return (loss, correct) }
         _ = twin.backward(g)
         if let hooks {
+            hookedSteps += 1
             for (p, q) in zip(twin.parameters(), record.parameters()) {
                 q.value.copy(from: p.value)
                 q.grad.copy(from: p.grad)
             }
             try hooks(loss)
-            for (p, q) in zip(record.parameters(), twin.parameters()) { q.grad.copy(from: p.grad) }
+            for (p, q) in zip(record.parameters(), twin.parameters()) {
+                q.value.copy(from: p.value)
+                q.grad.copy(from: p.grad)
+            }
         }
         twinOptimizer.learningRate = learningRate
         twinOptimizer.step()
@@ -116,18 +121,24 @@ struct StepDeviceTests {
     /// ClickTrain and PAT through the device: their hooks on the CPU between the device's
     /// backward and update (importance, group lasso), hard pruning uploaded at the epoch's
     /// start; the same run as on the CPU, bit for bit.
-    @Test(arguments: [MethodKind.clicktrain, .pat])
-    func patternMethodsThroughADeviceEndLikeOnTheCPU(_ method: MethodKind) throws {
+    @Test(arguments: [(MethodKind.clicktrain, PatternPruningConfig.Enforcement.lasso), (.clicktrain, .gradual),
+                      (.pat, .lasso)])
+    func patternMethodsThroughADeviceEndLikeOnTheCPU(_ method: MethodKind, _ enforcement: PatternPruningConfig.Enforcement) throws {
         var (c, dirCPU) = shortResNetRun(epochs: 4, method: method)
+        c.enforcement = enforcement
         c.epoch_choose_p_k = 1
         c.epoch_hard_prune_p_k = 2
         c.importance_window = 2
         let cpu = quiet(try Trainer(config: c, runDir: dirCPU))
         let mCPU = try cpu.run()
         let onDevice = quiet(try Trainer(config: c, runDir: SyntheticData.temporaryDirectory("run")))
-        try onDevice.use(device: TwinDevice(onDevice))
+        let twin = try TwinDevice(onDevice)
+        try onDevice.use(device: twin)
         let mDev = try onDevice.run()
         #expect(comparable(mDev) == comparable(mCPU))
+        // Hooks only where the method uses them: ClickTrain's importance window (2 steps) and
+        // its regularised epoch (3 steps); PAT never.
+        #expect(twin.hookedSteps == (method == .pat ? 0 : 5))
         #expect(mDev.last?.conv_compression == mCPU.last?.conv_compression && (mDev.last?.conv_compression ?? 0) > 4)
         #expect(weights(onDevice) == weights(cpu))
     }

@@ -20,6 +20,7 @@ public class PatternPruningMethod: TrainingMethod {
     public func epochStart(epoch: Int) throws {}
     public func afterBackward(_ step: StepInfo) {}
     public func beforeOptimizerStep(_ step: StepInfo) {}
+    public func usesStepHooks(_ step: StepInfo) -> Bool { false }
     public var prunesWeights: Bool { true }
     public var trainsSparse: Bool { pruner.state.hardPruned }
 
@@ -78,9 +79,17 @@ public final class ClickTrainMethod: PatternPruningMethod {
     }
 
     /// The importance window: the last `importanceWindow` steps of the epoch before the choice.
+    func inImportanceWindow(_ s: StepInfo) -> Bool {
+        s.epoch == pruner.config.chooseEpoch - 1 && s.step >= s.stepsPerEpoch - pruner.config.importanceWindow
+    }
+
     public override func afterBackward(_ s: StepInfo) {
-        guard s.epoch == pruner.config.chooseEpoch - 1, s.step >= s.stepsPerEpoch - pruner.config.importanceWindow else { return }
-        pruner.accumulateImportance()
+        if inImportanceWindow(s) { pruner.accumulateImportance() }
+    }
+
+    /// The importance window, and the steps between the choice and hard pruning.
+    public override func usesStepHooks(_ s: StepInfo) -> Bool {
+        inImportanceWindow(s) || (pruner.state.chosen && !pruner.state.hardPruned)
     }
 
     public override func beforeOptimizerStep(_ s: StepInfo) {

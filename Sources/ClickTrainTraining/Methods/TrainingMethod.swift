@@ -87,6 +87,10 @@ public protocol TrainingMethod: AnyObject {
     func stepStart(_ step: StepInfo)
     func afterBackward(_ step: StepInfo)
     func beforeOptimizerStep(_ step: StepInfo)
+    /// Whether `afterBackward` or `beforeOptimizerStep` does anything at this step. On a
+    /// step device the hooks cost a round trip of the weights and gradients, which steps
+    /// answering false skip. Default: true.
+    func usesStepHooks(_ step: StepInfo) -> Bool
     /// Adds the method's figures to the finished epoch's metrics (before `epochEnd`);
     /// returns a note for the progress line ("" for none).
     func addMetrics(to metrics: inout EpochMetrics) -> String
@@ -117,6 +121,7 @@ extension TrainingMethod {
     public func stepStart(_ step: StepInfo) {}
     public func afterBackward(_ step: StepInfo) {}
     public func beforeOptimizerStep(_ step: StepInfo) {}
+    public func usesStepHooks(_ step: StepInfo) -> Bool { true }
     public func addMetrics(to metrics: inout EpochMetrics) -> String { "" }
     public func epochEnd(completedEpochs: Int) -> ModelChange? { nil }
     public func modelDidChange() {}

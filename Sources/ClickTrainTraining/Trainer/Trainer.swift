@@ -346,6 +346,7 @@ public final class Trainer {
             throw TrainingError.unsupportedOnDevice("\(type(of: m)) (it runs inside the CPU's step; use --device cpu)")
         }
         if let group, group.size > 1 { throw TrainingError.unsupportedOnDevice("data parallelism over MPI") }
+        try device.upload()
         step.device = device
     }
 

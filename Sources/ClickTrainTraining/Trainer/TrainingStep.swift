@@ -53,7 +53,8 @@ public final class TrainingStep {
         let t0 = now()
         if let device {
             for m in methods { m.stepStart(info) }
-            let hooks: ((Float) throws -> Void)? = methods.isEmpty ? nil : { [methods] loss in
+            let hooked = methods.contains { $0.usesStepHooks(info) }
+            let hooks: ((Float) throws -> Void)? = !hooked ? nil : { [methods] loss in
                 guard loss.isFinite else { throw NonFiniteLoss(loss: loss) }
                 info.loss = loss
                 for m in methods { m.afterBackward(info) }
