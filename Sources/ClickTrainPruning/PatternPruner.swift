@@ -8,9 +8,6 @@ public struct PatternPruningConfig: Sendable, Equatable {
     public enum Method: String, Sendable, CaseIterable { case clicktrain, pat }
     /// One pattern pool per layer, or one for the whole network.
     public enum PoolScope: String, Sendable, CaseIterable { case layer, network }
-    /// Between the choice and hard pruning: group lasso pulls the weights toward the chosen
-    /// patterns, or the weights outside them shrink linearly to zero.
-    public enum Enforcement: String, Sendable, CaseIterable { case lasso, gradual }
 
     public var method: Method = .clicktrain
     /// Weights kept per 3x3 kernel.
@@ -27,7 +24,6 @@ public struct PatternPruningConfig: Sendable, Equatable {
     public var hardEpoch: Int
     /// Group-lasso coefficient λ.
     public var lambda: Float = 2.5e-4
-    public var enforcement = Enforcement.lasso
     /// Connectivity ratio per prunable parameter name (fractions).
     public var ratios: [String: Double]
     /// Steps before the choice whose importance (W ⊙ G)² is accumulated.
@@ -126,22 +122,6 @@ public final class PatternPruner {
         }
     }
 
-    /// Gradual enforcement: scales each weight outside the chosen masks by
-    /// `(1 - done) / (1 - previous)`, `done` going from 0 to 1 over the steps to hard
-    /// pruning (`previous`: the last call's), so that without the updates in between the
-    /// share `1 - done` of its value at the choice would be left.
-    public func shrinkPruned(done: Double, previous: Double) {
-        if pendingMasks == nil { pendingMasks = state.layers.map { $0.mask() } }
-        let left = max(0, 1 - done), before = max(0, 1 - previous)
-        let factor = Float(before > 0 ? left / before : 0)
-        for (p, m) in zip(parameters, pendingMasks!) {
-            let w = p.value.data, mp = m.data
-            for i in 0..<p.value.count where mp[i] == 0 { w[i] *= factor }
-        }
-    }
-
-    private var pendingMasks: [Tensor]?
-
     /// Chooses patterns and connectivity from the accumulated importance (by magnitude
     /// when none was accumulated, e.g. a run resumed past the window) and drops it.
     public func chooseFromImportance() {
@@ -189,7 +169,6 @@ public final class PatternPruner {
             p.mask = l.mask()
             p.applyMask()
         }
-        pendingMasks = nil
         state.hardPruned = true
     }
 

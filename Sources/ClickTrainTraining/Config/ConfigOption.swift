@@ -74,7 +74,6 @@ extension MethodKind: ConfigEnum {}
 extension ScheduleKind: ConfigEnum {}
 extension PatternPoolKind: ConfigEnum {}
 extension PatternPruningConfig.PoolScope: ConfigEnum {}
-extension PatternPruningConfig.Enforcement: ConfigEnum {}
 extension GradientDistribution: ConfigEnum {}
 extension ThresholdRule: ConfigEnum {}
 extension DatasetKind: ConfigEnum {

@@ -86,7 +86,6 @@ public struct RunConfig: Equatable, Sendable {
     /// Epochs completed before hard pruning (ClickTrain) or magnitude pruning (PAT); nil = 30% of the run.
     public var epoch_hard_prune_p_k: Int?
     public var grp_lasso_coeff: Float = 2.5e-4
-    public var enforcement: PatternPruningConfig.Enforcement = .lasso
     /// Connectivity ratios in percent per layer (official configs, `module.` prefix allowed);
     /// when absent, derived from `compression`.
     public var prune_ratios: [String: Double]?

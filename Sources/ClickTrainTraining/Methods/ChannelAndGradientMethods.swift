@@ -135,7 +135,6 @@ extension RunConfig {
         pc.dynamicPool = pattern_pool == .dynamic
         pc.poolScope = pool_scope
         pc.lambda = grp_lasso_coeff
-        pc.enforcement = enforcement
         pc.importanceWindow = importance_window
         return try PatternPruner(model: model, config: pc)
     }

@@ -94,11 +94,7 @@ public final class ClickTrainMethod: PatternPruningMethod {
 
     public override func beforeOptimizerStep(_ s: StepInfo) {
         guard pruner.state.chosen, !pruner.state.hardPruned else { return }
-        let c = pruner.config
-        guard c.enforcement == .gradual else { return pruner.addGroupLassoGradient() }
-        let total = Double((c.hardEpoch - c.chooseEpoch) * s.stepsPerEpoch)
-        let done = Double((s.epoch - c.chooseEpoch) * s.stepsPerEpoch + s.step + 1)
-        pruner.shrinkPruned(done: done / total, previous: (done - 1) / total)
+        pruner.addGroupLassoGradient()
     }
 }
 
