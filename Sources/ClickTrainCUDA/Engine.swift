@@ -7,7 +7,8 @@ import Foundation
 /// convolutions, cuBLAS linear layers, our kernels for the rest), the loss and SGD there
 /// too, and one synchronisation per step (reading the loss). The CPU model stays the
 /// record: `download` writes the weights, momentum and batch-norm statistics back before a
-/// checkpoint, and `upload` reads them after a resume.
+/// checkpoint, and `upload` (called by `Trainer.use(device:)`, or by whoever uses the
+/// engine alone) sends them to the GPU.
 public final class CUDAEngine: StepDevice {
     public let device: CUDADevice
     let model: GSequential
@@ -45,7 +46,6 @@ public final class CUDAEngine: StepDevice {
         pinnedImages = try PinnedBuffer(device, bytes: maxBatch * perImage * 4)
         pinnedLabels = try PinnedBuffer(device, bytes: maxBatch * 4)
         pinnedStats = try PinnedBuffer(device, bytes: 16)
-        try upload()
     }
 
     /// The batch into device memory through the pinned staging buffers.

@@ -34,7 +34,6 @@ protocol GPULayer: AnyObject {
     /// dL/dx from dL/dy; fills the parameters' gradients. Returns dy itself where the input
     /// gradient is not needed (the model's first layer).
     func backward(_ dy: GTensor) throws -> GTensor
-    var needsInputGradient: Bool { get }
 }
 
 /// Every parameter of the model in flat device buffers (values, gradients, momentum, each
@@ -420,7 +419,6 @@ final class GGlobalAvgPool: GPULayer {
 }
 
 final class GFlatten: GPULayer {
-    let needsInputGradient = true
     private var inputShape: [Int] = []
 
     func forward(_ x: GTensor, training: Bool) throws -> GTensor {
@@ -610,20 +608,17 @@ package indirect enum GPUPlan {
 /// The layers in order; a batch norm followed by a ReLU runs as one layer.
 final class GSequential: GPULayer {
     let layers: [any GPULayer]
-    let needsInputGradient: Bool
 
     convenience init(_ seq: Sequential, device: CUDADevice, store: ParameterStore, workspace: Workspace) throws {
-        try self.init(plan: GPUPlan.of(seq), needsInputGradient: seq.needsInputGradient, device: device, store: store,
-                      workspace: workspace)
+        try self.init(plan: GPUPlan.of(seq), device: device, store: store, workspace: workspace)
     }
 
-    init(plan: GPUPlan, needsInputGradient: Bool, device: CUDADevice, store: ParameterStore, workspace: Workspace) throws {
+    init(plan: GPUPlan, device: CUDADevice, store: ParameterStore, workspace: Workspace) throws {
         guard case .sequential(let items) = plan else { throw CUDAError(call: "plan", message: "not a sequential") }
         layers = try items.map { node -> any GPULayer in
             switch node {
             case .sequential(let inner):
-                return try GSequential(plan: .sequential(inner), needsInputGradient: true, device: device, store: store,
-                                       workspace: workspace)
+                return try GSequential(plan: .sequential(inner), device: device, store: store, workspace: workspace)
             case .conv(let c): return try GConv(c, device: device, store: store, workspace: workspace)
             case .batchNorm(let b, let relu): return try GBatchNorm(b, relu: relu, device: device, store: store)
             case .relu(let r): return GReLU(r, device: device)
@@ -634,7 +629,6 @@ final class GSequential: GPULayer {
             case .basicBlock(let b): return try GBasicBlock(b, device: device, store: store, workspace: workspace)
             }
         }
-        self.needsInputGradient = needsInputGradient
     }
 
     func forward(_ x: GTensor, training: Bool) throws -> GTensor {

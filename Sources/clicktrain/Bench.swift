@@ -62,9 +62,7 @@ struct Bench: ParsableCommand {
             guard !extras else { throw ValidationError("--device cuda times the dense step and inference alone for now") }
             let r = try GPUBenchmark.run(gpu, modelName: model, input: inp, batch: batch, warmup: warmup, runs: runs)
             if json {
-                let enc = JSONEncoder()
-                enc.outputFormatting = [.sortedKeys]
-                print(String(decoding: try enc.encode(r), as: UTF8.self))
+                try printJSON(r)
             } else {
                 print(r.text)
             }
@@ -103,9 +101,7 @@ struct Bench: ParsableCommand {
         b.compareLayouts = compareLayouts
         let r = try b.run()
         if json {
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.sortedKeys]
-            print(String(decoding: try enc.encode(r), as: UTF8.self))
+            try printJSON(r)
         } else {
             print("""
                 model \(r.model)  batch \(r.batch)  input \(r.input)  threads \(r.threads)

@@ -49,6 +49,7 @@ struct GPUBenchmark: Encodable {
         for i in 0..<images.count { images.data[i] = rng.normal() }
         let labels = (0..<batch).map { _ in Int32(rng.next() % UInt64(inp.classes)) }
         let e = try engine(on: gpu, model: gpuModel, optimizer: gpuOpt, input: inp, maxBatch: batch)
+        try e.upload()
 
         // Layer by layer on the CPU, to name the first top-level layer whose output differs.
         cpuModel.train(false)
@@ -84,7 +85,6 @@ struct GPUBenchmark: Encodable {
             if case .buffer(let gt) = g, case .buffer(let ct) = c { statsErr = max(statsErr, relErr(gt.array, ct.array)) }
         }
 
-        func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
         var train: [Double] = []
         try labels.withUnsafeBufferPointer { lp in
             for i in 0..<(warmup + runs) {

@@ -16,13 +16,8 @@ func openDevice(_ kind: DeviceKind) throws -> CUDADevice? {
     kind == .cuda ? try CUDADevice() : nil
 }
 
-/// Throws, naming the layer, when the zoo model `name` has a layer the GPU does not run
-/// (the layers' kinds do not depend on the input's size).
-func checkRunsOnGPU(model name: String) throws {
-    _ = try GPUPlan.of(ModelZoo.make(name, input: ModelInput(channels: 1, size: 32, classes: 2), seed: 0))
-}
-
-/// `model` mirrored on `gpu` for batches of at most `maxBatch` images.
+/// `model` mirrored on `gpu` for batches of at most `maxBatch` images; its state reaches
+/// the GPU with `upload()`.
 func engine(on gpu: CUDADevice, model: any Layer, optimizer: SGD, input: ModelInput, maxBatch: Int,
             labelSmoothing: Float = 0) throws -> CUDAEngine {
     guard let seq = model as? Sequential else { throw UnsupportedOnGPU(layer: "\(type(of: model))") }
@@ -30,11 +25,10 @@ func engine(on gpu: CUDADevice, model: any Layer, optimizer: SGD, input: ModelIn
                           classes: input.classes, maxBatch: maxBatch, labelSmoothing: labelSmoothing)
 }
 
-/// Moves `trainer`'s steps and evaluation onto `gpu`, if given.
-func attach(_ gpu: CUDADevice?, to trainer: Trainer) throws {
-    guard let gpu else { return }
+/// `trainer`'s model and optimizer on `gpu`, for `Trainer.use(device:)` (which uploads).
+func engine(on gpu: CUDADevice, for trainer: Trainer) throws -> CUDAEngine {
     let e = try engine(on: gpu, model: trainer.model, optimizer: trainer.optimizer, input: trainer.input,
                        maxBatch: trainer.config.batch_size, labelSmoothing: trainer.config.label_smoothing)
-    try trainer.use(device: e)
     trainer.log("device: \(e.name)")
+    return e
 }

@@ -43,6 +43,7 @@ struct Eval: ParsableCommand {
             if let gpu {
                 let e = try engine(on: gpu, model: net, optimizer: SGD(parameters: net.parameters(), learningRate: 0),
                                    input: inp, maxBatch: batchSize)
+                try e.upload()
                 (loss, acc) = try Trainer.evaluate(on: e, dataset: test, batchSize: batchSize, augmentation: augmentation)
             } else {
                 (loss, acc) = Trainer.evaluate(model: net, dataset: test, batchSize: batchSize, augmentation: augmentation)

@@ -74,9 +74,7 @@ struct Inspect: ParsableCommand {
                              training_flops_pruned: cost.trainingFLOPs(sparse: true),
                              training_flops_dense: ref.trainingFLOPs(sparse: false), layers: rows)
             if json {
-                let enc = JSONEncoder()
-                enc.outputFormatting = [.sortedKeys]
-                print(String(decoding: try enc.encode(rep), as: UTF8.self))
+                try printJSON(rep)
                 return
             }
             print("\(rep.model) (\(rep.input))\(saved.pruning.map { " pruned by \($0.method), \($0.n) weights per kernel" } ?? "")")

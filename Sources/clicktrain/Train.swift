@@ -54,7 +54,7 @@ struct Train: ParsableCommand {
             let gpu = try openDevice(device)
             if let dir = resume {
                 let trainer = try Trainer.resume(runDir: dir, group: group)
-                try attach(gpu, to: trainer)
+                if let gpu { try trainer.use(device: engine(on: gpu, for: trainer)) }
                 try watched(trainer).run()
                 return
             }
@@ -76,16 +76,13 @@ struct Train: ParsableCommand {
             if group == nil, cfg.sync_bn {
                 throw FlagError(description: "--sync-bn synchronises batch norm across the ranks of an MPI job; start the run with mpirun -np N")
             }
-            if gpu != nil {
-                if cfg.method == .prunetrain || cfg.grad_prune > 0 {
-                    throw FlagError(description: "--device cuda runs dense, clicktrain and pat: PruneTrain and --grad-prune need --device cpu for now")
-                }
-                try checkRunsOnGPU(model: cfg.model)  // before the run folder exists
+            if gpu != nil, cfg.method == .prunetrain || cfg.grad_prune > 0 {
+                throw FlagError(description: "--device cuda runs dense, clicktrain and pat: PruneTrain and --grad-prune need --device cpu for now")
             }
             var dir = out ?? defaultRunDir(cfg)
             if let group, group.size > 1 { dir = group.broadcast(dir) }  // rank 0's date in the name
-            let trainer = try Trainer(config: cfg, runDir: dir, group: group)
-            try attach(gpu, to: trainer)
+            let trainer = try Trainer(config: cfg, runDir: dir, group: group,
+                                      device: gpu.map { g in { try engine(on: g, for: $0) } })
             try watched(trainer).run()
         }
     }
@@ -129,6 +126,13 @@ func reportingErrors(_ body: () throws -> Void) throws {
         FileHandle.standardError.write(Data("\(errorPrefix)error: \(error)\n".utf8))
         throw ExitCode(1)
     }
+}
+
+/// `value` as one line of JSON with sorted keys.
+func printJSON<T: Encodable>(_ value: T) throws {
+    let enc = JSONEncoder()
+    enc.outputFormatting = [.sortedKeys]
+    print(String(decoding: try enc.encode(value), as: UTF8.self))
 }
 
 /// A flag value outside its range: one line naming the flag and what it accepts.

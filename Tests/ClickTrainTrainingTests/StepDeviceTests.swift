@@ -25,7 +25,6 @@ final class TwinDevice: StepDevice {
                             nesterov: o.nesterov, weightDecay: o.weightDecay, decayBiasAndNorm: o.decayBiasAndNorm)
         grad = Tensor(shape: [trainer.config.batch_size, trainer.input.classes])
         labelSmoothing = trainer.config.label_smoothing
-        try upload()
     }
 
     /// Every parameter (with its mask), buffer, counter and momentum buffer from `a` to `b`.
@@ -100,13 +99,17 @@ struct StepDeviceTests {
         let mCPU = try cpu.run()
 
         let dirDev = SyntheticData.temporaryDirectory("run")
-        let onDevice = quiet(try Trainer(config: c, runDir: dirDev))
-        let twin = try TwinDevice(onDevice)
-        try onDevice.use(device: twin)
+        var made: TwinDevice?
+        let onDevice = quiet(try Trainer(config: c, runDir: dirDev) { t in
+            made = try TwinDevice(t)
+            return made!
+        })
+        let twin = try #require(made)
         let mDev = try onDevice.run()
+        #expect(mDev.allSatisfy { $0.backward_seconds == nil })
         #expect(comparable(mDev) == comparable(mCPU))
         #expect(sameWeights(onDevice, cpu))
-        #expect(twin.downloads == 3)
+        #expect(twin.uploads == 1 && twin.downloads == 3)
         let model = { try Data(contentsOf: URL(fileURLWithPath: $0 + "/model.safetensors")) }
         #expect(try model(dirCPU) == model(dirDev))
 
@@ -139,6 +142,7 @@ struct StepDeviceTests {
         // Hooks only where the method uses them: ClickTrain's importance window (2 steps) and
         // its regularised epoch (3 steps); PAT never.
         #expect(twin.hookedSteps == (method == .pat ? 0 : 5))
+        #expect(twin.uploads == 1 + 4)  // taken, then after each epoch's start
         #expect(mDev.last?.conv_compression == mCPU.last?.conv_compression && (mDev.last?.conv_compression ?? 0) > 4)
         #expect(sameWeights(onDevice, cpu))
     }

@@ -56,8 +56,11 @@ public final class Trainer {
     /// A new run in `runDir` (created if needed; an existing checkpoint there is an error
     /// unless you resume, so earlier results are never overwritten by accident). With a
     /// `group` of several ranks, every rank makes its trainer; rank 0 alone writes the folder.
-    public convenience init(config: RunConfig, runDir: String, group: (any ProcessGroup)? = nil) throws {
-        try self.init(config: config, runDir: runDir, group: group, custom: nil)
+    /// `device`, when given, makes the step device from the new trainer (`use(device:)`)
+    /// before the run folder is created, so a device that cannot take the model leaves none.
+    public convenience init(config: RunConfig, runDir: String, group: (any ProcessGroup)? = nil,
+                            device: ((Trainer) throws -> any StepDevice)? = nil) throws {
+        try self.init(config: config, runDir: runDir, group: group, custom: nil, device: device)
     }
 
     /// A new run of your own `model` (any tree of layers; `config.model` names it in the
@@ -66,10 +69,11 @@ public final class Trainer {
     /// layers they cannot prune are listed in `startNotes` and left dense.
     public convenience init(model: any Layer, config: RunConfig, runDir: String,
                             group: (any ProcessGroup)? = nil) throws {
-        try self.init(config: config, runDir: runDir, group: group, custom: model)
+        try self.init(config: config, runDir: runDir, group: group, custom: model, device: nil)
     }
 
-    private convenience init(config: RunConfig, runDir: String, group: (any ProcessGroup)?, custom: (any Layer)?) throws {
+    private convenience init(config: RunConfig, runDir: String, group: (any ProcessGroup)?, custom: (any Layer)?,
+                             device: ((Trainer) throws -> any StepDevice)?) throws {
         try config.validate(source: "configuration", customModel: custom != nil)
         let checkpoint = runDir + "/checkpoint/state.safetensors"
         let writes = (group?.rank ?? 0) == 0
@@ -78,6 +82,7 @@ public final class Trainer {
         }
         try self.init(validated: config, runDir: runDir, group: group, model: custom)
         if !config.init_weights.isEmpty { startNotes += try ModelState.initialize(model, from: config.init_weights) }
+        if let device { try use(device: device(self)) }
         guard writes else { return }
         try FileManager.default.createDirectory(atPath: runDir + "/checkpoint", withIntermediateDirectories: true)
         lock = try RunLock(runDir: runDir)
@@ -303,7 +308,7 @@ public final class Trainer {
         var m = EpochMetrics(epoch: epoch + 1, lr: Double(lr), train_loss: lossSum / Double(max(seen, 1)),
                              train_acc: Double(correct) / Double(max(seen, 1)), test_loss: testLoss, test_acc: testAcc,
                              images_per_s: Double(seen) / trainTime, seconds: now() - epochStarted, phase: phase,
-                             backward_seconds: backwardTime)
+                             backward_seconds: step.device == nil ? backwardTime : nil)
         let cost = ModelCost.measure(model, input: input)  // before any rebuild: what this epoch ran
         m.conv_compression = Double(denseCost.convWeights) / Double(max(cost.convNonZero, 1))
         m.inference_flops = cost.inferenceFLOPs
@@ -353,17 +358,9 @@ public final class Trainer {
     /// `evaluate(model:…)` on a step device.
     public static func evaluate(on device: any StepDevice, dataset: ImageDataset, batchSize: Int,
                                 augmentation: Augmentation) throws -> (loss: Double, accuracy: Double) {
-        let loader = BatchLoader(dataset: dataset, batchSize: batchSize, augmentation: augmentation.evaluation,
-                                 shuffle: false, seed: 0, epoch: 0, dropLast: false, shard: 0, shards: 1)
-        var lossSum = 0.0, correct = 0, seen = 0
-        while let b = loader.next() {
-            guard b.count > 0 else { continue }
-            let r = try device.evaluate(images: b.images, labels: b.labels)
-            lossSum += r.lossSum
-            correct += r.correct
-            seen += b.count
+        try evaluate(dataset: dataset, batchSize: batchSize, augmentation: augmentation, group: nil) {
+            try device.evaluate(images: $0.images, labels: $0.labels)
         }
-        return (lossSum / Double(max(seen, 1)), Double(correct) / Double(max(seen, 1)))
     }
 
     /// Mean loss and accuracy of `model` on `dataset` in evaluation mode. Only the
@@ -374,15 +371,26 @@ public final class Trainer {
     {
         model.train(false)
         defer { model.train(true) }
+        return evaluate(dataset: dataset, batchSize: batchSize, augmentation: augmentation, group: group) { b in
+            let (l, ok) = softmaxCrossEntropy(logits: model.forward(b.images), labels: b.labels, grad: nil)
+            return (Double(l) * Double(b.count), ok)
+        }
+    }
+
+    /// The test-set loop both evaluations share: `batch` gives a batch's summed loss and
+    /// correct images; with a group, the ranks' shares are summed.
+    static func evaluate(dataset: ImageDataset, batchSize: Int, augmentation: Augmentation, group: (any ProcessGroup)?,
+                         batch: (Batch) throws -> (lossSum: Double, correct: Int)) rethrows
+        -> (loss: Double, accuracy: Double)
+    {
         let loader = BatchLoader(dataset: dataset, batchSize: batchSize, augmentation: augmentation.evaluation, shuffle: false,
                                  seed: 0, epoch: 0, dropLast: false, shard: group?.rank ?? 0, shards: group?.size ?? 1)
         var lossSum = 0.0, correct = 0, seen = 0
         while let b = loader.next() {
             guard b.count > 0 else { continue }
-            let logits = model.forward(b.images)
-            let (l, ok) = softmaxCrossEntropy(logits: logits, labels: b.labels, grad: nil)
-            lossSum += Double(l) * Double(b.count)
-            correct += ok
+            let r = try batch(b)
+            lossSum += r.lossSum
+            correct += r.correct
             seen += b.count
         }
         if let group, group.size > 1 {
